@@ -1,0 +1,11 @@
+"""ppgen: one Pyro/NumPyro program, pluggable estimators, one Fit, ArviZ out."""
+
+from ppgen import inference
+from ppgen.fit import fit
+from ppgen.persist import load
+from ppgen.program import Program
+from ppgen.result import Fit
+
+__version__ = "0.1.0"
+
+__all__ = ["fit", "load", "Fit", "Program", "inference", "__version__"]

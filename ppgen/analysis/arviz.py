@@ -1,0 +1,161 @@
+"""The single hand-off to ArviZ: every fit, every backend, the groups ArviZ users expect."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import arviz as az
+
+    from ppgen.backends import Site
+    from ppgen.result import Fit
+
+__all__ = ["to_inference_data", "site_dims"]
+
+
+def site_dims(site: Site, ndim: int | None = None) -> list[str]:
+    """Dimension names of a site's value: plate names for plate dims, ``{site}_dim_i`` otherwise.
+
+    ``ndim`` is the number of trailing axes to name (default: the traced value's).
+    """
+    shape = site.batch_shape + site.event_shape
+    n = len(shape) if ndim is None else ndim
+    nb = len(site.batch_shape)
+    names = [f"{site.name}_dim_{i}" for i in range(len(shape))]
+    for p in site.plates:
+        axis = nb + p.dim
+        if 0 <= axis < nb and shape[axis] == p.size:
+            names[axis] = p.name
+    names = names[len(names) - n :] if n <= len(names) else names
+    while len(names) < n:
+        names.insert(0, f"{site.name}_dim_extra{n - len(names)}")
+    # trailing size-1 batch dims of broadcast sites would clash; keep names unique
+    seen: set[str] = set()
+    for i, nm in enumerate(names):
+        if nm in seen:
+            names[i] = f"{site.name}_dim_{i}"
+        seen.add(names[i])
+    return names
+
+
+def _squeeze_to(value: np.ndarray, site: Site, lead: int) -> np.ndarray:
+    """Drop leading size-1 axes a vectorised backend added, down to the site's shape."""
+    target = len(site.batch_shape + site.event_shape)
+    while value.ndim > lead + target and value.shape[lead] == 1:
+        value = value.reshape(value.shape[:lead] + value.shape[lead + 1 :])
+    return value
+
+
+def to_inference_data(
+    fit: Fit,
+    *,
+    prior: bool = False,
+    num_prior_samples: int = 500,
+    posterior_predictive: bool = True,
+    log_likelihood: bool = True,
+) -> az.InferenceData:
+    """Build an ``arviz.InferenceData`` from a :class:`~ppgen.result.Fit`.
+
+    Groups: ``posterior`` (latent draws; for SVI, draws from the fitted guide — one chain),
+    ``sample_stats`` (MCMC: diverging, energy, step_size, tree_depth, n_steps,
+    acceptance_rate, lp; SVI: ``lp`` = log p(x, z) and ``log_q`` of each guide draw when the
+    program allows), ``log_likelihood`` (pointwise, per observed site, for ``az.loo``/``az.waic``),
+    ``posterior_predictive``, ``observed_data``, ``constant_data`` (other numeric inputs) and,
+    with ``prior=True``, ``prior`` / ``prior_predictive``. Dimensions are named after plates
+    (``plate("data", N)`` gives a ``data`` dimension); other axes are ``{site}_dim_{i}``.
+    A program with no latent sites (MLE fits) has no ``posterior``; a program with no
+    observed sites has no ``log_likelihood``.
+
+    Example:
+        >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
+        >>> def model(x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("obs", 5):
+        ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> fit = ppgen.fit(model, {"x": np.zeros(5)}, ppgen.inference.SVI(steps=10))
+        >>> idata = to_inference_data(fit)
+        >>> idata.log_likelihood["x"].dims
+        ('chain', 'draw', 'obs')
+    """
+    import arviz as az
+
+    info = fit.info
+    ops = fit.program.ops
+    groups: dict[str, Any] = {}
+    dims: dict[str, list[str]] = {}
+
+    posterior = {}
+    for name, v in fit.draws.items():
+        site = info.sites.get(name)
+        if site is None:
+            posterior[name] = v
+            continue
+        v = _squeeze_to(np.asarray(v), site, 2)
+        posterior[name] = v
+        dims[name] = site_dims(site, v.ndim - 2)
+    if posterior:
+        groups["posterior"] = posterior
+    if fit.sample_stats:
+        groups["sample_stats"] = dict(fit.sample_stats)
+    elif posterior and info.observed:
+        # SVI / MAP: the log joint of each guide draw (importance-weight diagnostics need it)
+        sites = [n for n in info.latent if n in fit.draws] + info.observed
+        lps = fit.site_log_probs(sites)
+        c, d = fit.num_chains, fit.num_draws
+        groups["sample_stats"] = {"lp": sum(v.reshape(c, d, -1).sum(-1) for v in lps.values())}
+
+    observed = {}
+    for name in info.observed:
+        site = info.sites[name]
+        val = np.asarray(ops.to_numpy(site.value))
+        observed[name] = val
+        dims[name] = site_dims(site, val.ndim)
+    if observed:
+        groups["observed_data"] = observed
+    obs_keys = set(info.obs_keys)
+    const = {
+        k: np.asarray(v)
+        for k, v in fit.data.items()
+        if k not in obs_keys and isinstance(v, np.ndarray) and v.ndim > 0
+    }
+    if const:
+        groups["constant_data"] = const
+
+    if log_likelihood and info.observed:
+        ll = fit.log_likelihood()
+        groups["log_likelihood"] = ll
+        for name, v in ll.items():
+            dims.setdefault(name, site_dims(info.sites[name], v.ndim - 2))
+
+    if posterior_predictive and info.observed:
+        pred = fit.predict(sites=info.observed)
+        pp = {}
+        for name in info.observed:
+            if name in pred:
+                v = _squeeze_to(pred[name], info.sites[name], 2)
+                pp[name] = v
+        if pp:
+            groups["posterior_predictive"] = pp
+
+    if prior:
+        native = fit._native(None)
+        with ops.device_context(fit.device):
+            model = fit.model_callable()
+            pr = ops.predictive(model, native, num_samples=num_prior_samples, seed=fit.seed + 3)
+        pri, ppri = {}, {}
+        for name, v in pr.items():
+            site = info.sites.get(name)
+            if site is None or site.kind not in ("latent", "observed"):
+                continue
+            v = _squeeze_to(v, site, 1)[None]
+            (ppri if site.kind == "observed" else pri)[name] = v
+            dims.setdefault(name, site_dims(site, v.ndim - 2))
+        if pri:
+            groups["prior"] = pri
+        if ppri:
+            groups["prior_predictive"] = ppri
+
+    # plate dims get integer coordinates; ArviZ checks sizes for us
+    return az.from_dict(**groups, dims=dims)

@@ -1,0 +1,36 @@
+"""Exceptions raised by ppgen: each names the argument or site, expected vs given, and a fix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PPGenError",
+    "DataError",
+    "ProgramError",
+    "EstimatorError",
+    "NonFiniteError",
+    "CheckpointError",
+]
+
+
+class PPGenError(ValueError):
+    """Base class of ppgen's errors (a :class:`ValueError`, so ``except ValueError`` catches it)."""
+
+
+class DataError(PPGenError):
+    """The data given to a program does not fit its observed sites."""
+
+
+class ProgramError(PPGenError):
+    """The program itself is malformed (duplicate sites, plate mismatch, guide mismatch...)."""
+
+
+class EstimatorError(PPGenError):
+    """An estimator was asked for something it cannot do (unknown name, wrong backend...)."""
+
+
+class NonFiniteError(PPGenError):
+    """The loss or a parameter became NaN/inf during optimisation."""
+
+
+class CheckpointError(PPGenError):
+    """A saved run or checkpoint is missing, corrupt, or unsafe to load."""

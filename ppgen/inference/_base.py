@@ -1,0 +1,210 @@
+"""Estimator base classes, the fit context handed to them, and the name table behind `method=`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ppgen.errors import EstimatorError
+
+if TYPE_CHECKING:
+    from ppgen._typing import Callback
+    from ppgen.program import Program, ProgramInfo
+    from ppgen.result import Fit
+
+__all__ = ["Estimator", "OptimEstimator", "FitContext", "register", "resolve_method", "REGISTRY"]
+
+REGISTRY: dict[str, type[Estimator]] = {}
+
+
+def register(*names: str):
+    """Class decorator adding an estimator to the ``method="name"`` table."""
+
+    def deco(cls: type[Estimator]) -> type[Estimator]:
+        for n in names:
+            REGISTRY[n.lower()] = cls
+        return cls
+
+    return deco
+
+
+def resolve_method(method: Estimator | str | type) -> Estimator:
+    """Turn ``method=`` (an estimator, its class, or a registered name) into an estimator."""
+    if isinstance(method, Estimator):
+        return method
+    if isinstance(method, type) and issubclass(method, Estimator):
+        return method()
+    if isinstance(method, str):
+        cls = REGISTRY.get(method.lower())
+        if cls is None:
+            raise EstimatorError(
+                f"Unknown `method={method!r}`. Valid names: {sorted(REGISTRY)}; or pass an "
+                "estimator object such as ppgen.inference.NUTS(num_samples=500)."
+            )
+        return cls()
+    raise EstimatorError(
+        f"`method` must be an estimator object or one of {sorted(REGISTRY)}; got "
+        f"{type(method).__name__}."
+    )
+
+
+@dataclass
+class FitContext:
+    """Everything an estimator needs for one fit: validated program, data, rng, device."""
+
+    program: Program
+    info: ProgramInfo
+    data: dict[str, Any]  # backend-native arrays
+    data_np: dict[str, Any]  # numpy / python values (for ArviZ and saving)
+    seed: int = 0
+    device: str | None = None
+    callbacks: Sequence[Callback] = ()
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = None
+    resume: bool = False
+    progress: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_deterministic(self, draws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Add the program's deterministic sites, computed from latent ``draws``.
+
+        ``draws`` are shaped ``(chain, draw, ...)``; the result has the same layout.
+        """
+        det = [n for n, s in self.info.sites.items() if s.kind == "deterministic"]
+        missing = [n for n in det if n not in draws]
+        if not missing or not draws:
+            return draws
+        c, d = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape((c * d,) + v.shape[2:]) for k, v in draws.items()}
+        out = self.program.ops.predictive(
+            self.program.model,
+            self.data,
+            samples=flat,
+            return_sites=missing,
+            uncondition=False,
+            seed=self.seed,
+        )
+        draws = dict(draws)
+        for k in missing:
+            v = out[k]
+            draws[k] = v.reshape((c, d) + v.shape[1:])
+        return draws
+
+
+class Estimator(ABC):
+    """Turns a program and data into a :class:`~ppgen.result.Fit`.
+
+    Subclasses set ``name`` and ``backends`` and implement :meth:`run`. Optimisation-based
+    estimators derive from :class:`OptimEstimator` instead and implement only ``init`` and
+    ``step``; the shared loop does progress, callbacks, NaN guard, checkpoints and resume.
+    """
+
+    name: ClassVar[str] = "estimator"
+    backends: ClassVar[tuple[str, ...]] = ("pyro", "numpyro")
+
+    def check(self, program: Program, info: ProgramInfo) -> None:
+        """Raise :class:`EstimatorError` if this estimator cannot fit ``program`` (before work)."""
+        if program.backend not in self.backends:
+            raise EstimatorError(
+                f"{type(self).__name__} supports backends {self.backends}; the program is a "
+                f"{program.backend} program."
+            )
+
+    @abstractmethod
+    def run(self, ctx: FitContext) -> Fit:
+        """Fit and return a :class:`~ppgen.result.Fit`."""
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings, stored in a saved run's manifest."""
+        out = {}
+        for k, v in vars(self).items():
+            if k.startswith("_"):
+                continue
+            if isinstance(v, str | int | float | bool) or v is None:
+                out[k] = v
+            elif isinstance(v, list | tuple) and all(isinstance(x, str | int | float) for x in v):
+                out[k] = list(v)
+            else:
+                out[k] = getattr(v, "__name__", type(v).__name__)
+        return out
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+class OptimEstimator(Estimator):
+    """An estimator driven by the shared loop (`ppgen.inference._loop.run_loop`).
+
+    Implement ``init(ctx) -> state`` and ``step(state, batch) -> (state, metrics)`` (metrics
+    must contain ``"loss"``), ``state_dict``/``load_state_dict`` for checkpoints, and
+    ``finalize(ctx, state, history) -> Fit``.
+
+    Example: a complete (if silly) estimator that fits nothing but counts steps.
+
+        >>> import numpy as np
+        >>> class Counter(OptimEstimator):
+        ...     name = "counter"
+        ...     def init(self, ctx):
+        ...         return {"n": np.zeros(())}
+        ...     def step(self, state, batch):
+        ...         n = state["n"] + 1
+        ...         return {"n": n}, {"loss": float(-n)}
+        ...     def state_dict(self, state):
+        ...         return {"n": state["n"]}
+        ...     def load_state_dict(self, state, sd):
+        ...         return {"n": np.asarray(sd["n"])}
+        ...     def finalize(self, ctx, state, history):
+        ...         return float(state["n"])
+        >>> Counter(steps=3).steps
+        3
+    """
+
+    def __init__(
+        self,
+        *,
+        steps: int | None = 1000,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        batch_plate: str | None = None,
+    ) -> None:
+        if steps is not None and (not isinstance(steps, int | np.integer) or steps < 0):
+            raise EstimatorError(f"`steps` must be a non-negative int; got {steps!r}.")
+        if epochs is not None and (not isinstance(epochs, int | np.integer) or epochs < 1):
+            raise EstimatorError(f"`epochs` must be a positive int; got {epochs!r}.")
+        if batch_size is not None and (
+            not isinstance(batch_size, int | np.integer) or batch_size < 1
+        ):
+            raise EstimatorError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+        self.steps = None if epochs is not None else steps
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.batch_plate = batch_plate
+
+    def run(self, ctx: FitContext) -> Fit:
+        from ppgen.inference._loop import run_loop
+
+        return run_loop(self, ctx)
+
+    @abstractmethod
+    def init(self, ctx: FitContext) -> Any: ...
+
+    @abstractmethod
+    def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]: ...
+
+    @abstractmethod
+    def state_dict(self, state: Any) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: Any, sd: Mapping[str, Any]) -> Any: ...
+
+    @abstractmethod
+    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit: ...
+
+    def nonfinite_sites(self, state: Any) -> list[str]:
+        """Names of parameters holding NaN/inf (for the NaN guard's message)."""
+        return []

@@ -1,0 +1,227 @@
+"""The shared training loop: minibatches, progress, callbacks, early stop, NaN guard, resume."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ppgen.errors import CheckpointError, EstimatorError, NonFiniteError
+from ppgen.io import load_tree, save_tree
+
+if TYPE_CHECKING:
+    from ppgen.inference._base import FitContext, OptimEstimator
+    from ppgen.program import ProgramInfo
+    from ppgen.result import Fit
+
+__all__ = ["Minibatcher", "EarlyStopping", "StopTraining", "run_loop", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class StopTraining(Exception):
+    """Raise from a callback (or return ``True``) to stop the loop after this step."""
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` steps.
+
+    Example:
+        >>> es = EarlyStopping(patience=2)
+        >>> [es(i, {"loss": v}) for i, v in enumerate([3.0, 2.0, 2.5, 2.4])]
+        [False, False, False, True]
+    """
+
+    def __init__(self, patience: int = 100, min_delta: float = 0.0, monitor: str = "loss"):
+        self.patience, self.min_delta, self.monitor = patience, min_delta, monitor
+        self.best = math.inf
+        self.wait = 0
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> bool:
+        v = metrics[self.monitor]
+        if v < self.best - self.min_delta:
+            self.best, self.wait = v, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+def _leading_len(v: Any) -> int | None:
+    shape = getattr(v, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) > 0 else None
+
+
+def find_batch_plate(info: ProgramInfo, data: Mapping[str, Any], name: str | None) -> Any:
+    """The plate minibatches subsample: ``name``, or the plate every observed site sits in."""
+    plates = info.plates
+    if name is not None:
+        if name not in plates:
+            raise EstimatorError(
+                f"`batch_plate={name!r}` is not a plate of the program; its plates are "
+                f"{sorted(plates)}."
+            )
+        return plates[name]
+    common = None
+    for o in info.observed:
+        names = {p.name for p in info.sites[o].plates}
+        common = names if common is None else common & names
+    sizes = {_leading_len(v) for v in data.values()}
+    cands = [plates[n] for n in (common or ()) if plates[n].size in sizes]
+    if not cands:
+        raise EstimatorError(
+            "`batch_size` is set but no plate holds every observed site with a size equal to "
+            f"a data array's length (plates: { {n: p.size for n, p in plates.items()} }). "
+            "Put the observations in a plate over the data, e.g. `with plate('data', len(x))`, "
+            "or pass `batch_plate=`."
+        )
+    return max(cands, key=lambda p: (p.size, p.dim))
+
+
+class Minibatcher:
+    """Shuffled minibatches of the data arrays whose leading axis spans the batch plate.
+
+    Each epoch is a fresh permutation, so every batch is a uniform random subset and the
+    scaled minibatch loss (sites inside the plate weighted ``N / B``) is an unbiased estimate
+    of the full-data loss. Arrays of other lengths (covariates, constants) pass unchanged.
+    """
+
+    def __init__(self, data: Mapping[str, Any], size: int, batch_size: int | None, seed: int):
+        self.data = dict(data)
+        self.size = size
+        self.batch_size = batch_size if batch_size and batch_size < size else None
+        self.keys = [k for k, v in data.items() if _leading_len(v) == size]
+        self.rng = np.random.default_rng(seed)
+        self.perm: np.ndarray | None = None
+        self.pos = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return 1 if self.batch_size is None else math.ceil(self.size / self.batch_size)
+
+    def next(self) -> tuple[dict[str, Any], float]:
+        """The next batch and its scale ``N / B``."""
+        if self.batch_size is None:
+            return self.data, 1.0
+        if self.perm is None or self.pos >= self.size:
+            self.perm = self.rng.permutation(self.size)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        batch = dict(self.data)
+        for k in self.keys:
+            v = self.data[k]
+            batch[k] = v[_index_like(v, idx)]
+        return batch, self.size / len(idx)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "perm": self.perm, "pos": self.pos}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        self.rng.bit_generator.state = sd["rng"]
+        self.perm = None if sd["perm"] is None else np.asarray(sd["perm"])
+        self.pos = int(sd["pos"])
+
+
+def _index_like(v: Any, idx: np.ndarray) -> Any:
+    if hasattr(v, "device") and hasattr(v, "detach"):  # torch
+        import torch
+
+        return torch.as_tensor(idx, device=v.device)
+    return idx
+
+
+def _save(est: OptimEstimator, path: Path, state: Any, loop: dict[str, Any]) -> None:
+    save_tree(path, {"estimator": est.state_dict(state), "loop": loop})
+
+
+def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
+    """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
+    info = ctx.info
+    plate = None
+    if est.batch_size is not None:
+        plate = find_batch_plate(info, ctx.data, est.batch_plate)
+    size = plate.size if plate is not None else 1
+    batcher = Minibatcher(ctx.data, size, est.batch_size, ctx.seed)
+    ctx.extra["batch_plate"] = plate.name if (plate is not None and batcher.batch_size) else None
+    total = est.steps if est.epochs is None else est.epochs * batcher.steps_per_epoch
+
+    state = est.init(ctx)
+    step = 0
+    history: dict[str, list[float]] = {}
+    ckpt = Path(ctx.checkpoint_dir) / CHECKPOINT_NAME if ctx.checkpoint_dir else None
+    if ctx.resume:
+        if ckpt is None or not ckpt.exists():
+            raise CheckpointError(
+                "`resume=True` but there is no checkpoint in "
+                f"`checkpoint_dir={ctx.checkpoint_dir}`."
+            )
+        sd = load_tree(ckpt)
+        state = est.load_state_dict(state, sd["estimator"])
+        step = int(sd["loop"]["step"])
+        history = {k: list(map(float, v)) for k, v in sd["loop"]["history"].items()}
+        batcher.load_state_dict(sd["loop"]["batcher"])
+
+    def loop_state() -> dict[str, Any]:
+        return {"step": step, "history": history, "batcher": batcher.state_dict()}
+
+    bar = tqdm(
+        total=total,
+        initial=step,
+        disable=not ctx.progress,
+        file=sys.stderr,
+        desc=est.name,
+        dynamic_ncols=True,
+    )
+    interrupted = stopped = False
+    try:
+        while step < total:
+            batch, scale = batcher.next()
+            state, metrics = est.step(state, {"data": batch, "scale": scale})
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss) or est.nonfinite_sites(state):
+                bad = est.nonfinite_sites(state)
+                where = (
+                    f" Non-finite parameter(s): {bad}." if bad else " All parameters are finite."
+                )
+                raise NonFiniteError(
+                    f"The {est.name} loss became {loss} at step {step + 1}.{where} Lower the "
+                    "learning rate, check the data scale, or give the failing site a better "
+                    "initial value. The last checkpoint (if any) holds finite values."
+                )
+            for k, v in metrics.items():
+                history.setdefault(k, []).append(float(v))
+            step += 1
+            bar.update(1)
+            if step % 10 == 0 or step == total:
+                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            for cb in ctx.callbacks:
+                try:
+                    if cb(step, metrics) is True:
+                        stopped = True
+                except StopTraining:
+                    stopped = True
+            if ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0:
+                _save(est, ckpt, state, loop_state())
+            if stopped:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        warnings.warn(
+            f"Interrupted at step {step}; returning the fit so far"
+            + (f" and saving a checkpoint to `{ckpt}`." if ckpt else "."),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    finally:
+        bar.close()
+    if ckpt is not None:
+        _save(est, ckpt, state, loop_state())
+    fit = est.finalize(ctx, state, history)
+    fit.diagnostics.update({"steps": step, "interrupted": interrupted, "early_stopped": stopped})
+    return fit

@@ -1,0 +1,367 @@
+"""NUTS and HMC: Pyro kernels for Pyro programs, NumPyro kernels for NumPyro programs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ppgen.errors import EstimatorError
+from ppgen.inference._base import Estimator, FitContext, register
+from ppgen.result import Fit
+
+__all__ = ["NUTS", "HMC", "MCMC"]
+
+INIT_STRATEGIES = ("median", "mean", "uniform", "feasible", "sample")
+
+
+def _init_strategy(spec: Any, backend: str) -> Any:
+    if backend == "pyro":
+        import pyro.infer.autoguide.initialization as init
+    else:
+        import numpyro.infer.initialization as init
+    if isinstance(spec, dict):
+        return init.init_to_value(values=spec)
+    if callable(spec):
+        return spec
+    if spec not in INIT_STRATEGIES:
+        raise EstimatorError(
+            f"Unknown `init_strategy={spec!r}`. Valid: {INIT_STRATEGIES}, a dict of initial "
+            "values, or an init function."
+        )
+    return getattr(init, f"init_to_{spec}")
+
+
+class MCMC(Estimator):
+    """Base of the Hamiltonian samplers. Wraps Pyro's / NumPyro's MCMC drivers.
+
+    Pyro chains run one after another in this process, each seeded ``seed + chain`` (Pyro's own
+    multi-chain mode forks processes and needs picklable programs); NumPyro chains follow
+    ``chain_method`` (``"sequential"``, ``"vectorized"`` or ``"parallel"``).
+    Per-draw ``sample_stats`` follow ArviZ's names: ``diverging``, ``energy``, ``step_size``,
+    ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``. On Pyro, ``energy`` is the
+    Hamiltonian at the start of each transition and ``tree_depth`` is
+    ``ceil(log2(n_steps + 1))``.
+    """
+
+    kernel_name = "NUTS"
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        num_warmup: int | None = None,
+        num_chains: int = 1,
+        *,
+        target_accept: float = 0.8,
+        init_strategy: Any = "median",
+        step_size: float = 1.0,
+        dense_mass: bool = False,
+        jit: bool = True,
+        chain_method: str = "sequential",
+        backend: str | None = None,
+        thinning: int = 1,
+    ) -> None:
+        for name, v, lo in (("num_samples", num_samples, 1), ("num_chains", num_chains, 1)):
+            if not isinstance(v, int) or v < lo:
+                raise EstimatorError(f"`{name}` must be an int >= {lo}; got {v!r}.")
+        if num_warmup is not None and (not isinstance(num_warmup, int) or num_warmup < 0):
+            raise EstimatorError(f"`num_warmup` must be a non-negative int; got {num_warmup!r}.")
+        if not 0.0 < target_accept < 1.0:
+            raise EstimatorError(f"`target_accept` must be in (0, 1); got {target_accept!r}.")
+        if chain_method not in ("sequential", "vectorized", "parallel"):
+            raise EstimatorError(
+                "`chain_method` must be 'sequential', 'vectorized' or 'parallel'; got "
+                f"{chain_method!r}."
+            )
+        if isinstance(init_strategy, str):
+            _init_strategy(init_strategy, "pyro")
+        self.num_samples = num_samples
+        self.num_warmup = num_samples if num_warmup is None else num_warmup
+        self.num_chains = num_chains
+        self.target_accept = target_accept
+        self.init_strategy = init_strategy
+        self.step_size = step_size
+        self.dense_mass = dense_mass
+        self.jit = jit
+        self.chain_method = chain_method
+        self.backend = backend
+        self.thinning = thinning
+
+    def check(self, program: Any, info: Any) -> None:
+        super().check(program, info)
+        undeclared = [n for n in info.discrete_latent if info.sites[n].enumerate is None]
+        if undeclared:
+            raise EstimatorError(
+                f"{type(self).__name__} needs continuous latents; site(s) {undeclared} are "
+                "discrete. Mark them infer={'enumerate': 'parallel'} so they are summed out."
+            )
+        if not info.latent:
+            raise EstimatorError(
+                f"{type(self).__name__}: the program has no latent sites to sample. Use "
+                "method='mle' to fit its parameters."
+            )
+
+    # -------------------------------------------------------------- kernels
+    def _pyro_kernel(self, model: Any, info: Any) -> Any:
+        raise NotImplementedError
+
+    def _numpyro_kernel(self, model: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, ctx: FitContext) -> Fit:
+        t0 = time.perf_counter()
+        if ctx.program.backend == "pyro":
+            draws, stats = self._run_pyro(ctx)
+        else:
+            draws, stats = self._run_numpyro(ctx)
+        runtime = time.perf_counter() - t0
+        return Fit(
+            program=ctx.program,
+            estimator=self,
+            info=ctx.info,
+            data=ctx.data_np,
+            draws=draws,
+            sample_stats=stats,
+            seed=ctx.seed,
+            device=ctx.device,
+            diagnostics={
+                "divergences": int(stats["diverging"].sum()),
+                "runtime_s": runtime,
+                "num_chains": self.num_chains,
+            },
+        )
+
+    def _run_pyro(self, ctx: FitContext) -> tuple[dict, dict]:
+        import pyro
+        from pyro.infer import MCMC as PyroMCMC
+
+        chains, stats = [], []
+        for c in range(self.num_chains):
+            pyro.set_rng_seed(ctx.seed + c)
+            kernel = self._pyro_kernel(ctx.program.model, ctx.info)
+            mcmc = PyroMCMC(
+                kernel,
+                num_samples=self.num_samples,
+                warmup_steps=self.num_warmup,
+                num_chains=1,
+                disable_progbar=not ctx.progress,
+            )
+            mcmc.run(**ctx.data)
+            s = mcmc.get_samples()
+            chains.append({k: v.detach().cpu().numpy()[:: self.thinning] for k, v in s.items()})
+            rec = kernel._ppgen_stats
+            stats.append({k: np.array([r[k] for r in rec])[:: self.thinning] for k in rec[0]})
+        draws = ctx.with_deterministic({k: np.stack([c[k] for c in chains]) for k in chains[0]})
+        sstats = {k: np.stack([s[k] for s in stats]) for k in stats[0]}
+        return draws, sstats
+
+    def _run_numpyro(self, ctx: FitContext) -> tuple[dict, dict]:
+        import jax
+        from numpyro.infer import MCMC as JaxMCMC
+
+        kernel = self._numpyro_kernel(ctx.program.model)
+        mcmc = JaxMCMC(
+            kernel,
+            num_warmup=self.num_warmup,
+            num_samples=self.num_samples,
+            num_chains=self.num_chains,
+            chain_method=self.chain_method,
+            progress_bar=ctx.progress,
+            thinning=self.thinning,
+        )
+        fields = ("diverging", "energy", "num_steps", "accept_prob", "potential_energy")
+        fields += ("adapt_state.step_size",)
+        mcmc.run(jax.random.PRNGKey(ctx.seed), extra_fields=fields, **ctx.data)
+        draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        ex = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+        n_steps = ex["num_steps"].astype(np.int64)
+        stats = {
+            "diverging": ex["diverging"].astype(bool),
+            "energy": ex["energy"],
+            "step_size": ex["adapt_state.step_size"],
+            "n_steps": n_steps,
+            "tree_depth": np.ceil(np.log2(n_steps + 1)).astype(np.int64),
+            "acceptance_rate": ex["accept_prob"],
+            "lp": -ex["potential_energy"],
+        }
+        return draws, stats
+
+
+def _stats_kernel(base: type) -> type:
+    """Subclass a Pyro HMC/NUTS kernel to record per-transition statistics."""
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
+            self._ppgen_stats: list[dict[str, Any]] = []
+            super().setup(warmup_steps, *args, **kwargs)
+
+        def _sample_r(self, name: str) -> Any:
+            r, r_unscaled = super()._sample_r(name)
+            _, pe, _ = self._fetch_from_cache()
+            self._ppgen_energy = float(self._kinetic_energy(r_unscaled) + pe)
+            self._ppgen_steps = 0
+            return r, r_unscaled
+
+        def _build_basetree(self, *args: Any, **kwargs: Any) -> Any:
+            self._ppgen_steps += 1
+            return super()._build_basetree(*args, **kwargs)
+
+        def sample(self, params: Any) -> Any:
+            n_div = len(self._divergences)
+            mean_old = self._mean_accept_prob
+            self._ppgen_energy = float("nan")
+            self._ppgen_steps = 0
+            step_size = float(self.step_size)
+            z = super().sample(params)
+            if self._t > self._warmup_steps:
+                n = self._t - self._warmup_steps
+                acc = n * self._mean_accept_prob - (n - 1) * mean_old
+                steps = self._ppgen_steps if hasattr(self, "_max_tree_depth") else self.num_steps
+                _, pe, _ = self._fetch_from_cache()
+                self._ppgen_stats.append(
+                    {
+                        "diverging": len(self._divergences) > n_div,
+                        "energy": self._ppgen_energy,
+                        "step_size": step_size,
+                        "n_steps": steps,
+                        "tree_depth": int(np.ceil(np.log2(steps + 1))),
+                        "acceptance_rate": float(acc),
+                        "lp": -float(pe) if pe is not None else float("nan"),
+                    }
+                )
+            return z
+
+    Recording.__name__ = base.__name__
+    return Recording
+
+
+@register("nuts")
+class NUTS(MCMC):
+    """No-U-Turn sampler (adaptive HMC).
+
+    Arguments:
+        num_samples, num_warmup, num_chains: draws kept per chain, warmup (default
+            ``num_samples``) and chains.
+        target_accept: target acceptance probability of step-size adaptation.
+        max_tree_depth: cap on the trajectory doublings.
+        init_strategy: ``"median"``, ``"mean"``, ``"uniform"``, ``"feasible"``, ``"sample"``, a
+            dict of initial values, or an init function.
+        dense_mass: adapt a dense mass matrix.
+        jit: compile the potential (Pyro's ``jit_compile``; NumPyro always compiles).
+        backend: for backend-neutral (``pyroapi``) programs, run on this backend.
+
+    References:
+        Hoffman & Gelman, The No-U-Turn Sampler, arXiv:1111.4246.
+
+    Example:
+        >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
+        >>> def model(x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", 20):
+        ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> x = np.random.default_rng(0).normal(1.0, 1.0, 20)
+        >>> fit = ppgen.fit(model, data={"x": x}, method=NUTS(num_samples=200, jit=False))
+        >>> fit.draws["mu"].shape, fit.sample_stats["diverging"].shape
+        ((1, 200), (1, 200))
+    """
+
+    name = "nuts"
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        num_warmup: int | None = None,
+        num_chains: int = 1,
+        *,
+        max_tree_depth: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_samples, num_warmup, num_chains, **kwargs)
+        self.max_tree_depth = max_tree_depth
+
+    def _pyro_kernel(self, model: Any, info: Any) -> Any:
+        from pyro.infer import NUTS as PyroNUTS
+
+        cls = _stats_kernel(PyroNUTS)
+        return cls(
+            model,
+            step_size=self.step_size,
+            target_accept_prob=self.target_accept,
+            max_tree_depth=self.max_tree_depth,
+            full_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "pyro"),
+            jit_compile=self.jit,
+            ignore_jit_warnings=True,
+            max_plate_nesting=info.max_plate_nesting if info.discrete_latent else None,
+        )
+
+    def _numpyro_kernel(self, model: Any) -> Any:
+        from numpyro.infer import NUTS as JaxNUTS
+
+        return JaxNUTS(
+            model,
+            step_size=self.step_size,
+            target_accept_prob=self.target_accept,
+            max_tree_depth=self.max_tree_depth,
+            dense_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "numpyro"),
+        )
+
+
+@register("hmc")
+class HMC(MCMC):
+    """Hamiltonian Monte Carlo with a fixed trajectory length and adapted step size.
+
+    Arguments:
+        num_steps: leapfrog steps per transition (default 10); other arguments as :class:`NUTS`.
+
+    References:
+        Neal, MCMC using Hamiltonian dynamics, arXiv:1206.1901.
+
+    Example:
+        >>> HMC(num_samples=100, num_steps=8).num_steps
+        8
+    """
+
+    name = "hmc"
+
+    def __init__(
+        self,
+        num_samples: int = 1000,
+        num_warmup: int | None = None,
+        num_chains: int = 1,
+        *,
+        num_steps: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_samples, num_warmup, num_chains, **kwargs)
+        self.num_steps = num_steps
+
+    def _pyro_kernel(self, model: Any, info: Any) -> Any:
+        from pyro.infer import HMC as PyroHMC
+
+        cls = _stats_kernel(PyroHMC)
+        return cls(
+            model,
+            step_size=self.step_size,
+            num_steps=self.num_steps,
+            target_accept_prob=self.target_accept,
+            full_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "pyro"),
+            jit_compile=self.jit,
+            ignore_jit_warnings=True,
+            max_plate_nesting=info.max_plate_nesting if info.discrete_latent else None,
+        )
+
+    def _numpyro_kernel(self, model: Any) -> Any:
+        from numpyro.infer import HMC as JaxHMC
+
+        return JaxHMC(
+            model,
+            step_size=self.step_size,
+            num_steps=self.num_steps,
+            target_accept_prob=self.target_accept,
+            dense_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "numpyro"),
+        )

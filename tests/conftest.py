@@ -1,0 +1,50 @@
+"""Shared pytest configuration: one torch thread, seeded RNGs, a --device option."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# With two threads a busy neighbour core slows torch 25-60x; tests run one thread each.
+torch.set_num_threads(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device", default="cpu", help="device for tests that move models: cpu | cuda | cuda:N"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--device").startswith("cuda"):
+        return
+    skip_gpu = pytest.mark.skip(reason="needs --device cuda")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def device(request) -> str:
+    return request.config.getoption("--device")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same global RNG state (torch, numpy, pyro)."""
+    import pyro
+
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    np.random.seed(0)
+    yield
+    pyro.clear_param_store()
