@@ -33,6 +33,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace):
+    doctest_namespace["torch"] = torch
+    doctest_namespace["np"] = np
+
+
 @pytest.fixture
 def device(request) -> str:
     return request.config.getoption("--device")

@@ -166,19 +166,47 @@ class NumPyroOps(BackendOps):
         shapes: Mapping[str, tuple[int, ...]],
         max_plate_nesting: int = 0,
     ) -> dict[str, np.ndarray]:
-        """Pointwise log-densities of ``shapes``' sites, ``jax.vmap``-ed over the samples."""
+        """Pointwise log-densities of ``shapes``' sites, ``jax.vmap``-ed over the samples.
+
+        Sites marked ``infer={"enumerate": "parallel"}`` are summed out per datum, as on Pyro.
+        """
         post = {k: jnp.asarray(v) for k, v in samples.items()}
         names = list(shapes)
+        ref = handlers.trace(handlers.seed(fn, jax.random.PRNGKey(0))).get_trace(**kwargs)
+        depth = max([len(s["fn"].batch_shape) for s in ref.values() if s["type"] == "sample"] + [0])
+        enumerated = [
+            n
+            for n, s in ref.items()
+            if s["type"] == "sample" and (s.get("infer") or {}).get("enumerate") == "parallel"
+        ]
 
         def one(sample: dict) -> dict:
-            tr = handlers.trace(
-                handlers.seed(handlers.substitute(fn, data=sample), jax.random.PRNGKey(0))
-            ).get_trace(**kwargs)
-            return {n: tr[n]["fn"].log_prob(tr[n]["value"]) for n in names}
+            model = handlers.substitute(fn, data=sample)
+            if enumerated:
+                from numpyro.contrib.funsor import enum
+
+                model = enum(model, first_available_dim=-depth - 1)
+            tr = handlers.trace(handlers.seed(model, jax.random.PRNGKey(0))).get_trace(**kwargs)
+            enum_lp = None
+            for n in enumerated:
+                lp = tr[n]["fn"].log_prob(tr[n]["value"])
+                enum_lp = lp if enum_lp is None else enum_lp + lp
+            out = {}
+            for n in names:
+                lp = tr[n]["fn"].log_prob(tr[n]["value"])
+                lead = jnp.ndim(lp) - depth
+                if lead > 0 and enum_lp is not None:
+                    lp = lp + enum_lp
+                    lead = jnp.ndim(lp) - depth
+                if lead > 0:
+                    lp = jax.scipy.special.logsumexp(lp.reshape((-1,) + lp.shape[lead:]), 0)
+                out[n] = jnp.broadcast_to(lp, (1,) * (depth - len(shapes[n])) + shapes[n]).reshape(
+                    shapes[n]
+                )
+            return out
 
         out = jax.vmap(one)(post)
-        s = next(iter(post.values())).shape[0]
-        return {n: np.asarray(jnp.broadcast_to(out[n], (s,) + tuple(shapes[n]))) for n in names}
+        return {n: np.asarray(out[n]) for n in names}
 
 
 OPS = NumPyroOps()

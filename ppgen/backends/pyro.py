@@ -149,6 +149,70 @@ class PyroOps(BackendOps):
             for k, v in samples.items()
         }
 
+    @staticmethod
+    def _reference(fn: Callable, kwargs: Mapping[str, Any]) -> tuple[Any, int]:
+        """One plain trace: each site's shapes, and how many batch dims any site uses."""
+        ref = poutine.trace(fn).get_trace(**kwargs)
+        depth = 0
+        for site in ref.nodes.values():
+            if site["type"] == "sample" and hasattr(site["fn"], "batch_shape"):
+                depth = max(depth, len(site["fn"].batch_shape))
+                depth = max(depth, *(-f.dim for f in site["cond_indep_stack"] if f.vectorized), 0)
+        return ref, depth
+
+    def _vectorized(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        samples: Mapping[str, torch.Tensor],
+        n: int,
+        guide: Callable | None = None,
+        enum: bool = False,
+    ) -> tuple[Any, Any, int]:
+        """Trace ``fn`` once for ``n`` sample vectors, with an outer plate left of every dim."""
+        ref, depth = self._reference(fn, kwargs)
+        if guide is not None:
+            _, gdepth = self._reference(guide, kwargs)
+            depth = max(depth, gdepth)
+        if n == 1:  # one sample: run the program as written, no extra batch dim
+            vec = poutine.messenger.Messenger()
+            cond = {k: v[0] for k, v in samples.items()}
+        else:
+            vec = pyro.plate("_ppgen_samples", n, dim=-depth - 1)
+            cond = {}
+            for k, v in samples.items():
+                site = ref.nodes.get(k)
+                ev = len(site["fn"].event_shape) if site is not None and "fn" in site else 0
+                nb = v.dim() - 1 - ev
+                cond[k] = v.reshape((n,) + (1,) * max(0, depth - nb) + tuple(v.shape[1:]))
+        if guide is not None:
+            gtr = poutine.trace(vec(guide)).get_trace(**kwargs)
+            for k, site in gtr.nodes.items():
+                if site["type"] == "sample" and not site["is_observed"] and k in ref.nodes:
+                    cond[k] = site["value"]
+        model = vec(poutine.condition(fn, cond))
+        if enum:
+            model = poutine.enum(model, first_available_dim=-depth - 2)
+        return poutine.trace(model).get_trace(**kwargs), ref, depth
+
+    @staticmethod
+    def _unvectorize(value: torch.Tensor, site: dict, n: int, depth: int) -> torch.Tensor:
+        shape = tuple(site["value"].shape)
+        nb = len(site["fn"].batch_shape) if "fn" in site else len(shape)
+        nb = min(nb, len(shape))
+        full = (n,) + (1,) * (depth - nb) + shape
+        return torch.broadcast_to(value, full).reshape((n,) + shape)
+
+    @staticmethod
+    def _fallback(run: Callable, post: Mapping[str, torch.Tensor], n: int) -> dict:
+        """Run ``run(samples, n)`` vectorised; if the program cannot broadcast over an extra
+        sample dim (e.g. it indexes ``locs[z]`` without ``Vindex``), loop over samples."""
+        try:
+            return run(post, n)
+        except (RuntimeError, ValueError, IndexError, NotImplementedError):
+            parts = [run({k: v[i : i + 1] for k, v in post.items()}, 1) for i in range(n)]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def predictive(
         self,
         fn: Callable,
@@ -162,45 +226,51 @@ class PyroOps(BackendOps):
         seed: int = 0,
         max_plate_nesting: int = 0,
     ) -> dict[str, np.ndarray]:
-        from pyro.infer import Predictive
-
         model = poutine.uncondition(fn) if uncondition else fn
-        post = self._samples_native(samples) if samples else None
+        post = self._samples_native(samples) if samples else {}
+        n = next(iter(post.values())).shape[0] if post else int(num_samples or 1)
         rng = torch.get_rng_state()
         pyro.set_rng_seed(seed)
         try:
-            with torch.no_grad():
-                try:
-                    pred = Predictive(
-                        model,
-                        posterior_samples=post,
-                        num_samples=num_samples,
-                        guide=guide,
-                        return_sites=return_sites,
-                        parallel=True,
-                    )(**kwargs)
-                except (RuntimeError, ValueError, IndexError, NotImplementedError):
-                    pyro.set_rng_seed(seed)
-                    pred = Predictive(
-                        model,
-                        posterior_samples=post,
-                        num_samples=num_samples,
-                        guide=guide,
-                        return_sites=return_sites,
-                        parallel=False,
-                    )(**kwargs)
-            # parallel Predictive pads sites with size-1 plate dims; restore the traced shapes
-            ref = poutine.trace(model).get_trace(**kwargs).nodes
+            if post:
+                return self._fallback(
+                    lambda p, m: self._predict_vec(model, kwargs, p, m, guide, return_sites),
+                    post,
+                    n,
+                )
+            try:
+                return self._predict_vec(model, kwargs, post, n, guide, return_sites)
+            except (RuntimeError, ValueError, IndexError, NotImplementedError):
+                parts = [
+                    self._predict_vec(model, kwargs, post, 1, guide, return_sites) for _ in range(n)
+                ]
+                return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         finally:
             torch.set_rng_state(rng)
-        out = {}
-        for k, v in pred.items():
-            v = self.to_numpy(v)
-            if k in ref and torch.is_tensor(ref[k]["value"]):
-                shape = (v.shape[0],) + tuple(ref[k]["value"].shape)
-                if v.size == int(np.prod(shape)):
-                    v = v.reshape(shape)
-            out[k] = v
+
+    def _predict_vec(
+        self,
+        model: Callable,
+        kwargs: Mapping[str, Any],
+        post: Mapping[str, torch.Tensor],
+        n: int,
+        guide: Callable | None,
+        return_sites: list[str] | None,
+    ) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            tr, ref, depth = self._vectorized(model, kwargs, post, n, guide=guide)
+            out = {}
+            for name, site in tr.nodes.items():
+                if site["type"] != "sample" or name not in ref.nodes or name.startswith("_"):
+                    continue
+                if return_sites is not None and name not in return_sites:
+                    continue
+                if return_sites is None and name in post:
+                    continue
+                if not hasattr(site["fn"], "batch_shape"):  # plate subsample sites
+                    continue
+                v = self._unvectorize(site["value"], ref.nodes[name], n, depth)
+                out[name] = self.to_numpy(v)
         return out
 
     def log_likelihood(
@@ -216,18 +286,20 @@ class PyroOps(BackendOps):
         Discrete sites marked for enumeration are summed out per datum (each datum's own
         discrete latent, as in a mixture): ``log sum_k p(z=k) p(x | z=k)``.
         """
-        from pyro.infer.enum import config_enumerate  # noqa: F401 - documents the convention
-
         post = self._samples_native(samples)
-        s = next(iter(post.values())).shape[0] if post else 1
-        mpn = max_plate_nesting
+        n = next(iter(post.values())).shape[0] if post else 1
+        return self._fallback(lambda p, m: self._loglik_vec(fn, kwargs, p, m, shapes), post, n)
+
+    def _loglik_vec(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        post: Mapping[str, torch.Tensor],
+        n: int,
+        shapes: Mapping[str, tuple[int, ...]],
+    ) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            resh = {}
-            for k, v in post.items():
-                resh[k] = v.reshape((s,) + (1,) * max(0, mpn - len(v.shape[1:])) + v.shape[1:])
-            vec = pyro.plate("_ppgen_samples", s, dim=-mpn - 1)
-            model = poutine.enum(vec(poutine.condition(fn, resh)), first_available_dim=-mpn - 2)
-            tr = poutine.trace(model).get_trace(**kwargs)
+            tr, ref, depth = self._vectorized(fn, kwargs, post, n, enum=True)
             enum_lp = None
             for site in tr.nodes.values():
                 if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None:
@@ -237,16 +309,14 @@ class PyroOps(BackendOps):
             for name, shape in shapes.items():
                 site = tr.nodes[name]
                 lp = site["fn"].log_prob(site["value"])
-                if enum_lp is not None and not (site["infer"].get("_enumerate_dim") is not None):
+                lead = lp.dim() - depth - 1
+                if lead > 0 and enum_lp is not None:  # depends on enumerated values
                     lp = lp + enum_lp
-                lead = lp.dim() - mpn - 1
+                    lead = lp.dim() - depth - 1
                 if lead > 0:
                     lp = torch.logsumexp(lp.reshape((-1,) + lp.shape[lead:]), 0)
-                lp = lp.expand((s,) + lp.shape[1:]).reshape((s,) + (-1,))
-                n = int(np.prod(shape)) if shape else 1
-                if lp.shape[1] != n:
-                    lp = lp.expand(s, n) if lp.shape[1] == 1 else lp
-                out[name] = self.to_numpy(lp.reshape((s,) + tuple(shape)))
+                full = (n,) + (1,) * (depth - len(shape)) + tuple(shape)
+                out[name] = self.to_numpy(torch.broadcast_to(lp, full).reshape((n,) + tuple(shape)))
         return out
 
 

@@ -206,5 +206,9 @@ class OptimEstimator(Estimator):
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit: ...
 
     def nonfinite_sites(self, state: Any) -> list[str]:
-        """Names of parameters holding NaN/inf (for the NaN guard's message)."""
+        """Names of parameters holding NaN/inf (NaN guard; checked before every checkpoint)."""
+        return []
+
+    def nonfinite_loss_sites(self, state: Any) -> list[str]:
+        """Sites whose log-density is NaN/inf now (only asked once the loss went NaN)."""
         return []

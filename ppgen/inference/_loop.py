@@ -140,6 +140,19 @@ def _save(est: OptimEstimator, path: Path, state: Any, loop: dict[str, Any]) -> 
     save_tree(path, {"estimator": est.state_dict(state), "loop": loop})
 
 
+def _save_checked(
+    est: OptimEstimator, path: Path, state: Any, loop: dict[str, Any], step: int
+) -> None:
+    """Write a checkpoint, refusing to overwrite a good one with NaN parameters."""
+    bad = est.nonfinite_sites(state)
+    if bad:
+        raise NonFiniteError(
+            f"Parameter(s) {bad} are NaN/inf at step {step}; the checkpoint at `{path}` was "
+            "left as it was. Lower the learning rate or check the data scale."
+        )
+    _save(est, path, state, loop)
+
+
 def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
     info = ctx.info
@@ -184,11 +197,15 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
             batch, scale = batcher.next()
             state, metrics = est.step(state, {"data": batch, "scale": scale})
             loss = float(metrics["loss"])
-            if not math.isfinite(loss) or est.nonfinite_sites(state):
+            if not math.isfinite(loss):
                 bad = est.nonfinite_sites(state)
-                where = (
-                    f" Non-finite parameter(s): {bad}." if bad else " All parameters are finite."
-                )
+                if bad:
+                    where = f" Non-finite parameter(s): {bad}."
+                else:
+                    sites = est.nonfinite_loss_sites(state)
+                    where = " All parameters are finite" + (
+                        f"; the log-density is non-finite at site(s) {sites}." if sites else "."
+                    )
                 raise NonFiniteError(
                     f"The {est.name} loss became {loss} at step {step + 1}.{where} Lower the "
                     "learning rate, check the data scale, or give the failing site a better "
@@ -207,7 +224,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 except StopTraining:
                     stopped = True
             if ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0:
-                _save(est, ckpt, state, loop_state())
+                _save_checked(est, ckpt, state, loop_state(), step)
             if stopped:
                 break
     except KeyboardInterrupt:
@@ -221,7 +238,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     finally:
         bar.close()
     if ckpt is not None:
-        _save(est, ckpt, state, loop_state())
+        _save_checked(est, ckpt, state, loop_state(), step)
     fit = est.finalize(ctx, state, history)
     fit.diagnostics.update({"steps": step, "interrupted": interrupted, "early_stopped": stopped})
     return fit

@@ -15,6 +15,7 @@ from ppgen.errors import EstimatorError
 
 __all__ = [
     "ScalePlate",
+    "ScaleBox",
     "snapshot_params",
     "activate_params",
     "constrained_params",
@@ -25,20 +26,33 @@ __all__ = [
 
 
 class ScalePlate(Messenger):
-    """Weight every sample site inside plate ``name`` by ``self.scale`` (``N / B`` for a batch).
+    """Weight every sample site inside plate ``name`` by ``box.scale`` (``N / B`` for a batch).
 
     This is exactly what a subsampled ``pyro.plate`` does, applied to a plate the user wrote
     over the full data: the model sees the batch, the ELBO stays an unbiased full-data estimate.
+    Model and guide each get their own messenger sharing one ``box`` (a messenger instance
+    cannot be installed twice, and an autoguide runs the model inside the guide).
     """
 
-    def __init__(self, name: str, scale: float = 1.0) -> None:
+    def __init__(self, name: str, box: Any) -> None:
         super().__init__()
-        self.name, self.scale = name, scale
+        self.name, self.box = name, box
 
     def _process_message(self, msg: dict) -> None:
-        if msg["type"] == "sample" and self.scale != 1.0:
+        scale = self.box.scale
+        if msg["type"] == "sample" and scale != 1.0:
             if any(f.name == self.name for f in msg["cond_indep_stack"]):
-                msg["scale"] = self.scale * msg["scale"]
+                msg["scale"] = scale * msg["scale"]
+
+
+class ScaleBox:
+    """The current minibatch scale, shared by the model's and the guide's :class:`ScalePlate`."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.scale = name, 1.0
+
+    def __call__(self, fn: Callable) -> Callable:
+        return ScalePlate(self.name, self)(fn)
 
 
 def snapshot_params() -> dict[str, Any]:

@@ -361,6 +361,7 @@ class HMC(MCMC):
             model,
             step_size=self.step_size,
             num_steps=self.num_steps,
+            trajectory_length=None,
             target_accept_prob=self.target_accept,
             dense_mass=self.dense_mass,
             init_strategy=_init_strategy(self.init_strategy, "numpyro"),

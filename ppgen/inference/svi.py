@@ -154,6 +154,9 @@ class SVI(OptimEstimator):
     def nonfinite_sites(self, state: Any) -> list[str]:
         return state.nonfinite()
 
+    def nonfinite_loss_sites(self, state: Any) -> list[str]:
+        return state.nonfinite_loss_sites() if hasattr(state, "nonfinite_loss_sites") else []
+
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
         return state.finalize(history)
 
@@ -170,7 +173,7 @@ class _PyroEngine:
         import pyro
         import torch
 
-        from ppgen.inference._pyro import ScalePlate, make_pyro_optim
+        from ppgen.inference._pyro import ScaleBox, make_pyro_optim
 
         self.est, self.ctx = est, ctx
         pyro.clear_param_store()
@@ -178,7 +181,7 @@ class _PyroEngine:
         if ctx.program.module is not None:
             ctx.program.module.to(ctx.device or "cpu")
         plate = ctx.extra.get("batch_plate")
-        self.scaler = ScalePlate(plate) if plate else None
+        self.scaler = ScaleBox(plate) if plate else None
         model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
         self.model = model
         self.guide = est._resolve_guide(ctx, model, "pyro")
@@ -237,12 +240,14 @@ class _PyroEngine:
             torch.cuda.set_rng_state_all(sd["cuda_rng"])
 
     def nonfinite(self) -> list[str]:
-        from ppgen.inference._pyro import nonfinite_log_prob_sites, nonfinite_params
+        from ppgen.inference._pyro import nonfinite_params
 
-        bad = nonfinite_params()
-        if not bad:
-            bad = nonfinite_log_prob_sites(self.model, self.guide, self.ctx.data)
-        return bad
+        return nonfinite_params()
+
+    def nonfinite_loss_sites(self) -> list[str]:
+        from ppgen.inference._pyro import nonfinite_log_prob_sites
+
+        return nonfinite_log_prob_sites(self.model, self.guide, self.ctx.data)
 
     def final_guide(self) -> Any:
         from pyro.infer.autoguide import AutoLaplaceApproximation
@@ -352,8 +357,8 @@ class _JaxEngine:
         self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
 
     def nonfinite(self) -> list[str]:
-        params = self.svi.get_params(self.state)
-        return [k for k, v in params.items() if not np.isfinite(np.asarray(v)).all()]
+        flat = _flatten_params(self.svi.get_params(self.state))
+        return [k for k, v in flat.items() if not np.isfinite(v).all()]
 
     def sampler(self, jparams: Mapping[str, Any]) -> Any:
         import jax
@@ -380,15 +385,14 @@ class _JaxEngine:
         return sample
 
     def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
-        import jax.numpy as jnp
-
-        fit.param_state = {k: np.asarray(v) for k, v in state.items()}
-        fit.posterior_sampler = self.sampler({k: jnp.asarray(v) for k, v in state.items()})
+        like = self.svi.get_params(self.state)
+        fit.param_state = dict(state)
+        fit.posterior_sampler = self.sampler(_unflatten_params(state, like))
 
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         ctx = self.ctx
         jparams = self.svi.get_params(self.state)
-        params = {k: np.asarray(v) for k, v in jparams.items()}
+        params = _flatten_params(jparams)
         sample = self.sampler(jparams)
         latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
         flat = sample(self.est.num_draws, ctx.seed + 1) if latents else {}
@@ -407,6 +411,38 @@ class _JaxEngine:
             posterior_sampler=sample,
             diagnostics={"guide": type(self.guide).__name__},
         )
+
+
+def _flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """NumPyro params as flat numpy arrays; pytree params (e.g. IAF networks) as ``name/i``."""
+    import jax
+
+    out = {}
+    for k, v in params.items():
+        leaves = jax.tree_util.tree_leaves(v)
+        if len(leaves) == 1 and not isinstance(v, list | tuple | dict):
+            out[k] = np.asarray(v)
+        else:
+            out.update({f"{k}/{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    return out
+
+
+def _unflatten_params(flat: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_flatten_params`, with the tree structure taken from ``like``."""
+    import jax
+    import jax.numpy as jnp
+
+    out = {}
+    for k, v in like.items():
+        if k in flat:
+            out[k] = jnp.asarray(flat[k])
+        else:
+            leaves = jax.tree_util.tree_leaves(v)
+            treedef = jax.tree_util.tree_structure(v)
+            out[k] = jax.tree_util.tree_unflatten(
+                treedef, [jnp.asarray(flat[f"{k}/{i}"]) for i in range(len(leaves))]
+            )
+    return out
 
 
 class _JaxScalePlate:

@@ -1,6 +1,7 @@
 """The model zoo: one file per family."""
 
 from ppgen.models._base import Model, deterministic
+from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
 from ppgen.models.hierarchical import EightSchools
 from ppgen.models.mixture import GaussianMixture
 from ppgen.models.regression import LinearRegression, LogisticRegression
@@ -8,6 +9,9 @@ from ppgen.models.regression import LinearRegression, LogisticRegression
 __all__ = [
     "Model",
     "deterministic",
+    "BetaBernoulli",
+    "GammaPoisson",
+    "NormalNormal",
     "EightSchools",
     "GaussianMixture",
     "LinearRegression",

@@ -1,0 +1,649 @@
+"""Autoregressive models: MADE, PixelCNN (plain and gated), WaveNet and a char-level LSTM."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution, constraints
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Categorical, Distribution, Normal
+
+__all__ = [
+    "MADE",
+    "AutoregressiveDistribution",
+    "CharRNN",
+    "DiscretizedLogisticMixture",
+    "GatedPixelCNN",
+    "OutputHead",
+    "PixelCNN",
+    "WaveNet",
+]
+
+Likelihood = Literal["bernoulli", "categorical", "gaussian", "logistic_mixture"]
+
+
+class DiscretizedLogisticMixture(TorchDistribution):
+    r"""A mixture of logistics discretised to ``num_bins`` levels on :math:`[-1, 1]`.
+
+    .. math:: P(x) = \sum_m \pi_m \left[\sigma\left(\frac{x + \delta - \mu_m}{s_m}\right)
+        - \sigma\left(\frac{x - \delta - \mu_m}{s_m}\right)\right],
+        \quad \delta = \frac{1}{\text{num\_bins} - 1}
+
+    with the edge bins extended to :math:`\pm\infty`, so the probabilities of the
+    ``num_bins`` levels sum to one.
+
+    References:
+        PixelCNN++ (Salimans et al., 2017), arXiv:1701.05517
+
+    Arguments:
+        logits: Mixture logits, shape ``batch + (M,)``.
+        loc: Component locations, shape ``batch + (M,)``.
+        log_scale: Component log-scales, shape ``batch + (M,)``.
+        num_bins: The number of levels, e.g. 256 for 8-bit data.
+
+    Example:
+        >>> d = DiscretizedLogisticMixture(torch.zeros(3), torch.zeros(3), torch.zeros(3), 4)
+        >>> levels = torch.linspace(-1, 1, 4)
+        >>> round(d.log_prob(levels).exp().sum().item(), 6)
+        1.0
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(
+        self,
+        logits: Tensor,
+        loc: Tensor,
+        log_scale: Tensor,
+        num_bins: int = 256,
+        validate_args=None,
+    ):
+        self.logits, self.loc = logits, loc
+        self.log_scale = log_scale.clamp(min=-7.0)
+        self.num_bins = num_bins
+        super().__init__(logits.shape[:-1], torch.Size(), validate_args=validate_args)
+
+    @constraints.dependent_property
+    def support(self) -> constraints.Constraint:
+        return constraints.interval(-1.0, 1.0)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        x = value.unsqueeze(-1)
+        centered, inv_s = x - self.loc, torch.exp(-self.log_scale)
+        delta = 1.0 / (self.num_bins - 1)
+        plus, minus = inv_s * (centered + delta), inv_s * (centered - delta)
+        log_cdf_plus = plus - F.softplus(plus)  # log sigmoid, for the lowest bin
+        log_sf_minus = -F.softplus(minus)  # log (1 - sigmoid), for the highest bin
+        cdf_delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+        mid = inv_s * centered
+        # far in the tails the CDF difference underflows: use the density times the bin width
+        log_mid = mid - self.log_scale - 2 * F.softplus(mid) + math.log(2 * delta)
+        log_delta = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_mid)
+        log_p = torch.where(
+            x < -1 + delta / 2,
+            log_cdf_plus,
+            torch.where(x > 1 - delta / 2, log_sf_minus, log_delta),
+        )
+        return torch.logsumexp(log_p + F.log_softmax(self.logits, -1), dim=-1)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.logits.shape
+        with torch.no_grad():
+            m = Categorical(logits=self.logits).sample(sample_shape)
+            u = torch.rand(shape[:-1], dtype=self.loc.dtype, device=self.loc.device)
+            u = u.clamp(1e-5, 1 - 1e-5)
+            loc = self.loc.expand(shape).gather(-1, m.unsqueeze(-1)).squeeze(-1)
+            scale = self.log_scale.exp().expand(shape).gather(-1, m.unsqueeze(-1)).squeeze(-1)
+            x = (loc + scale * (torch.log(u) - torch.log1p(-u))).clamp(-1, 1)
+            return torch.round((x + 1) / 2 * (self.num_bins - 1)) / (self.num_bins - 1) * 2 - 1
+
+
+class OutputHead:
+    r"""Turns ``size`` raw outputs per element into that element's distribution.
+
+    ``bernoulli`` (binary data), ``categorical`` (integers ``0..num_classes-1``),
+    ``gaussian`` (real data) or ``logistic_mixture`` (``num_classes`` levels on [-1, 1]).
+
+    Example:
+        >>> head = OutputHead("gaussian")
+        >>> head.size, head(torch.zeros(4, 2)).batch_shape
+        (2, torch.Size([4]))
+    """
+
+    def __init__(self, likelihood: Likelihood, num_classes: int = 256, num_mixtures: int = 5):
+        sizes = {
+            "bernoulli": 1,
+            "categorical": num_classes,
+            "gaussian": 2,
+            "logistic_mixture": 3 * num_mixtures,
+        }
+        if likelihood not in sizes:
+            raise ValueError(f"`likelihood` must be one of {sorted(sizes)}, got {likelihood!r}.")
+        self.likelihood, self.size = likelihood, sizes[likelihood]
+        self.num_classes, self.num_mixtures = num_classes, num_mixtures
+
+    def __call__(self, params: Tensor) -> Distribution:
+        if self.likelihood == "bernoulli":
+            return Bernoulli(logits=params[..., 0])
+        if self.likelihood == "categorical":
+            return Categorical(logits=params)
+        if self.likelihood == "gaussian":
+            return Normal(params[..., 0], F.softplus(params[..., 1]) + 1e-3)
+        m = self.num_mixtures
+        return DiscretizedLogisticMixture(
+            params[..., :m], params[..., m : 2 * m], params[..., 2 * m :], self.num_classes
+        )
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Data as a network input: categorical levels are rescaled to [-1, 1]."""
+        if self.likelihood == "categorical":
+            return x.float() / (self.num_classes - 1) * 2 - 1
+        return x.float()
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return {
+            "bernoulli": constraints.boolean,
+            "categorical": constraints.integer_interval(0, self.num_classes - 1),
+            "gaussian": constraints.real,
+            "logistic_mixture": constraints.interval(-1.0, 1.0),
+        }[self.likelihood]
+
+
+class AutoregressiveDistribution(TorchDistribution):
+    r"""The Pyro distribution of an autoregressive module :math:`p(x) = \prod_i p(x_i | x_{<i})`.
+
+    ``log_prob`` is one teacher-forced pass; ``sample`` is the module's sequential sampler.
+
+    Arguments:
+        module: Any module with ``log_prob(x)``, ``sample(n)``, ``event_shape`` and ``head``.
+
+    Example:
+        >>> d = AutoregressiveDistribution(MADE(4, hidden_features=8))
+        >>> d.log_prob(d.sample((3,))).shape
+        torch.Size([3])
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, module: nn.Module, validate_args: bool | None = None):
+        self.module = module
+        super().__init__(torch.Size(), torch.Size(module.event_shape), validate_args=validate_args)
+
+    @constraints.dependent_property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(self.module.head.support, len(self.event_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        k = len(self.event_shape)
+        if value.dim() < k or value.shape[value.dim() - k :] != self.event_shape:
+            raise ValueError(
+                f"`x` must end in the event shape {tuple(self.event_shape)}, "
+                f"got shape {tuple(value.shape)}."
+            )
+        lead = value.shape[: value.dim() - k]
+        return self.module.log_prob(value.reshape(-1, *self.event_shape)).reshape(lead)
+
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        shape = torch.Size(sample_shape)
+        x = self.module.sample(max(shape.numel(), 1))
+        return x.reshape(shape + self.event_shape)
+
+
+class _Program(nn.Module):
+    """The ppgen program shared by the autoregressive zoo: ``x ~ p(x)`` in a data plate."""
+
+    head: OutputHead
+    event_shape: torch.Size
+
+    def distribution(self) -> AutoregressiveDistribution:
+        return AutoregressiveDistribution(self)
+
+    def model(self, x: Tensor | None = None, num_samples: int = 1) -> Tensor:
+        pyro.module(type(self).__name__.lower(), self)
+        with pyro.plate("data", x.shape[0] if x is not None else num_samples):
+            return pyro.sample("x", self.distribution(), obs=x)
+
+    def params(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """:math:`\\log p(x)`, summed over the event, one value per datum."""
+        return self.head(self.params(x)).log_prob(x).reshape(x.shape[0], -1).sum(-1)
+
+    def _dtype(self) -> torch.dtype:
+        if self.head.likelihood == "categorical":
+            return torch.long
+        return next(self.parameters()).dtype
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed binary mask."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", torch.ones(out_features, in_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(_Program):
+    r"""Masked autoencoder for distribution estimation.
+
+    .. math:: p(x) = \prod_{d} p(x_{o(d)} \mid x_{o(<d)}), \quad
+        M^{(l)}_{kj} = [m^{(l)}(k) \ge m^{(l-1)}(j)], \quad M^{V}_{dk} = [o^{-1}(d) > m^{(L)}(k)]
+
+    Binary (``bernoulli``), real-valued (``gaussian``) or ``categorical`` data. With
+    ``order_agnostic=True`` the input order and hidden connectivity are random, and
+    :meth:`resample_masks` draws new ones (call it every step for order-agnostic training).
+
+    References:
+        MADE: Masked Autoencoder for Distribution Estimation (Germain et al., 2015),
+        arXiv:1502.03509
+
+    Arguments:
+        features: The number of variables ``D``.
+        hidden_features: The width of the hidden layers.
+        num_layers: The number of hidden layers.
+        likelihood: The per-variable output distribution.
+        num_classes: The number of classes (``categorical``) or levels (``logistic_mixture``).
+        order_agnostic: Use a random order and connectivity.
+
+    Example:
+        >>> made = MADE(5, hidden_features=16, likelihood="gaussian")
+        >>> made.log_prob(made.sample(3)).shape
+        torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden_features: int = 64,
+        num_layers: int = 2,
+        likelihood: Likelihood = "bernoulli",
+        num_classes: int = 256,
+        order_agnostic: bool = False,
+    ):
+        super().__init__()
+        if features < 2:
+            raise ValueError(f"`features` must be at least 2, got {features}.")
+        self.head = OutputHead(likelihood, num_classes)
+        self.features, self.order_agnostic = features, order_agnostic
+        self.event_shape = torch.Size([features])
+        sizes = [features] + [hidden_features] * num_layers
+        self.hidden = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.out = MaskedLinear(hidden_features, features * self.head.size)
+        self.register_buffer("order", torch.arange(features))
+        self.resample_masks(torch.Generator().manual_seed(0) if order_agnostic else None)
+
+    def resample_masks(self, generator: torch.Generator | None = None) -> None:
+        """Draws a new order and connectivity (fixed natural order when not order-agnostic)."""
+        d = self.features
+        if self.order_agnostic:
+            degrees = torch.randperm(d, generator=generator) + 1
+        else:
+            degrees = torch.arange(1, d + 1)
+        self.order.copy_(torch.argsort(degrees))
+        previous = degrees
+        for layer in self.hidden:
+            if self.order_agnostic:
+                low = int(previous.min().clamp(max=d - 1))
+                m = torch.randint(low, d, (layer.out_features,), generator=generator)
+            else:
+                m = torch.arange(layer.out_features) % (d - 1) + 1
+            layer.mask.copy_((m[:, None] >= previous[None, :]).float())
+            previous = m
+        out = degrees.repeat_interleave(self.head.size)
+        self.out.mask.copy_((out[:, None] > previous[None, :]).float())
+
+    def params(self, x: Tensor) -> Tensor:
+        h = self.head.encode(x)
+        for layer in self.hidden:
+            h = F.relu(layer(h))
+        return self.out(h).reshape(x.shape[0], self.features, self.head.size)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Samples one variable at a time in the model's order (``D`` network passes)."""
+        x = torch.zeros(n, self.features, dtype=self._dtype(), device=self._device())
+        for i in self.order.tolist():
+            x[:, i] = self.head(self.params(x)[:, i]).sample().to(x.dtype)
+        return x
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that only sees pixels above and to the left (type ``B``: and itself)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        c = kernel_size // 2
+        mask = torch.ones_like(self.weight)
+        mask[:, :, c, c + (mask_type == "B") :] = 0
+        mask[:, :, c + 1 :] = 0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+class PixelCNN(_Program):
+    r"""PixelCNN: masked convolutions over a raster order of pixels.
+
+    .. math:: p(x) = \prod_{i,j} p(x_{:,i,j} \mid x_{<(i,j)})
+
+    The channels of one pixel are modelled independently given the previous pixels. The
+    stack has a blind spot to the upper right, removed by :class:`GatedPixelCNN`.
+    Sampling takes ``H * W`` network passes.
+
+    References:
+        Pixel Recurrent Neural Networks (van den Oord et al., 2016), arXiv:1601.06759
+
+    Arguments:
+        shape: The image shape ``(C, H, W)``.
+        hidden_channels: The width of the convolutions.
+        num_layers: The number of masked type-``B`` layers.
+        kernel_size: The kernel size of the type-``B`` layers (the first layer uses 7).
+        likelihood: The per-pixel output distribution.
+        num_classes: The number of levels for ``categorical`` and ``logistic_mixture``.
+
+    Example:
+        >>> m = PixelCNN((1, 4, 4), hidden_channels=8, num_layers=2)
+        >>> m.log_prob(m.sample(2)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        hidden_channels: int = 64,
+        num_layers: int = 5,
+        kernel_size: int = 3,
+        likelihood: Likelihood = "bernoulli",
+        num_classes: int = 256,
+    ):
+        super().__init__()
+        self.head = OutputHead(likelihood, num_classes)
+        self.event_shape = torch.Size(shape)
+        c = shape[0]
+        layers: list[nn.Module] = [MaskedConv2d(c, hidden_channels, 7, "A")]
+        for _ in range(num_layers):
+            layers += [nn.ReLU(), MaskedConv2d(hidden_channels, hidden_channels, kernel_size, "B")]
+        layers += [nn.ReLU(), nn.Conv2d(hidden_channels, c * self.head.size, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def _check(self, x: Tensor) -> None:
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(
+                f"`x` must have shape (N, {', '.join(map(str, self.event_shape))}), "
+                f"got {tuple(x.shape)}."
+            )
+
+    def params(self, x: Tensor) -> Tensor:
+        self._check(x)
+        b, c, h, w = x.shape
+        out = self.net(self.head.encode(x))
+        return out.reshape(b, c, self.head.size, h, w).permute(0, 1, 3, 4, 2)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Samples pixel by pixel in raster order (``H * W`` passes, no caching)."""
+        x = torch.zeros(n, *self.event_shape, dtype=self._dtype(), device=self._device())
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                x[:, :, i, j] = self.head(self.params(x)[:, :, i, j]).sample().to(x.dtype)
+        return x
+
+
+class _GatedLayer(nn.Module):
+    """One gated layer with a vertical (rows above) and a horizontal (row to the left) stack."""
+
+    def __init__(self, c_in: int, c: int, k: int, first: bool):
+        super().__init__()
+        self.k, self.first = k, first
+        self.v = nn.Conv2d(c_in, 2 * c, (k // 2 + 1, k))
+        self.h = nn.Conv2d(c_in, 2 * c, (1, k // 2 + 1))
+        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
+        self.h_out = nn.Conv2d(c, c, 1)
+
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.k
+        if self.first:  # strictly above / strictly left: shift by one
+            v = F.pad(v, (0, 0, 1, 0))[:, :, :-1]
+            h = F.pad(h, (1, 0))[:, :, :, :-1]
+        v_pre = self.v(F.pad(v, (k // 2, k // 2, k // 2, 0)))
+        h_pre = self.h(F.pad(h, (k // 2, 0))) + self.v_to_h(v_pre)
+        v_out = torch.tanh(v_pre.chunk(2, 1)[0]) * torch.sigmoid(v_pre.chunk(2, 1)[1])
+        gated = torch.tanh(h_pre.chunk(2, 1)[0]) * torch.sigmoid(h_pre.chunk(2, 1)[1])
+        h_out = self.h_out(gated)
+        return v_out, h_out if self.first else h + h_out
+
+
+class GatedPixelCNN(PixelCNN):
+    r"""Gated PixelCNN: vertical and horizontal stacks (no blind spot) and gated units.
+
+    .. math:: y = \tanh(W_f * x) \odot \sigma(W_g * x)
+
+    References:
+        Conditional Image Generation with PixelCNN Decoders (van den Oord et al., 2016),
+        arXiv:1606.05328
+
+    Arguments:
+        The same as :class:`PixelCNN`.
+
+    Example:
+        >>> m = GatedPixelCNN((1, 4, 4), hidden_channels=8, num_layers=2)
+        >>> m.log_prob(m.sample(2)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        hidden_channels: int = 64,
+        num_layers: int = 5,
+        kernel_size: int = 3,
+        likelihood: Likelihood = "bernoulli",
+        num_classes: int = 256,
+    ):
+        super().__init__(shape, 1, 0, kernel_size, likelihood, num_classes)
+        c, hidden = shape[0], hidden_channels
+        self.layers = nn.ModuleList(
+            _GatedLayer(c if i == 0 else hidden, hidden, kernel_size, first=i == 0)
+            for i in range(num_layers + 1)
+        )
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, c * self.head.size, 1))
+
+    def params(self, x: Tensor) -> Tensor:
+        self._check(x)
+        b, c, h, w = x.shape
+        v = hz = self.head.encode(x)
+        for layer in self.layers:
+            v, hz = layer(v, hz)
+        return self.net(hz).reshape(b, c, self.head.size, h, w).permute(0, 1, 3, 4, 2)
+
+
+class _CausalConv(nn.Conv1d):
+    """A kernel-2 dilated causal convolution with a one-step form for cached sampling."""
+
+    def __init__(self, c_in: int, c_out: int, dilation: int):
+        super().__init__(c_in, c_out, 2, dilation=dilation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.dilation[0], 0)))
+
+    def step(self, x: Tensor, history: list[Tensor]) -> Tensor:
+        history.append(x)
+        d = self.dilation[0]
+        past = history[-1 - d] if len(history) > d else torch.zeros_like(x)
+        return F.linear(past, self.weight[:, :, 0]) + F.linear(x, self.weight[:, :, 1], self.bias)
+
+
+class WaveNet(_Program):
+    r"""WaveNet: a stack of gated, dilated causal convolutions over a sequence.
+
+    .. math:: p(x) = \prod_t p(x_t \mid x_{<t}), \quad
+        z = \tanh(W_{f} *_d x) \odot \sigma(W_{g} *_d x)
+
+    Data are ``(N, T)`` integer classes (``categorical``, one-hot inputs) or values on
+    [-1, 1] (``gaussian``, ``logistic_mixture``). :meth:`sample` caches each layer's past
+    activations (Fast WaveNet), so one step costs one column of the network.
+
+    References:
+        WaveNet: A Generative Model for Raw Audio (van den Oord et al., 2016), arXiv:1609.03499;
+        Fast Wavenet Generation Algorithm (Paine et al., 2016), arXiv:1611.09482
+
+    Arguments:
+        length: The sequence length ``T`` (for sampling and validation).
+        num_classes: The number of classes or levels.
+        channels: The residual and skip channels.
+        dilations: The dilation of each layer; the receptive field is ``1 + sum(dilations)``.
+        likelihood: The per-step output distribution.
+
+    Example:
+        >>> m = WaveNet(16, num_classes=4, channels=8, dilations=(1, 2))
+        >>> m.log_prob(m.sample(3)).shape
+        torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        length: int,
+        num_classes: int = 256,
+        channels: int = 32,
+        dilations: Sequence[int] = (1, 2, 4, 8),
+        likelihood: Likelihood = "categorical",
+    ):
+        super().__init__()
+        self.head = OutputHead(likelihood, num_classes)
+        self.event_shape = torch.Size([length])
+        self.in_channels = num_classes if likelihood == "categorical" else 1
+        self.input = _CausalConv(self.in_channels, channels, 1)
+        self.dilated = nn.ModuleList(_CausalConv(channels, 2 * channels, d) for d in dilations)
+        # the last layer only feeds the skip path
+        self.res = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in dilations[1:])
+        self.skip = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in dilations)
+        self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(channels, self.head.size, 1))
+
+    def _encode(self, x: Tensor) -> Tensor:
+        if self.head.likelihood == "categorical":
+            return F.one_hot(x, self.head.num_classes).to(self.input.weight.dtype)
+        return x.unsqueeze(-1).to(self.input.weight.dtype)
+
+    def params(self, x: Tensor) -> Tensor:
+        if x.shape[1:] != self.event_shape:
+            raise ValueError(
+                f"`x` must have shape (N, {self.event_shape[0]}), got {tuple(x.shape)}."
+            )
+        inputs = F.pad(self._encode(x).transpose(1, 2), (1, 0))[:, :, :-1]  # predict x_t from x_<t
+        h = self.input(inputs)
+        skip = 0
+        for i, (conv, sk) in enumerate(zip(self.dilated, self.skip)):
+            a, b = conv(h).chunk(2, 1)
+            z = torch.tanh(a) * torch.sigmoid(b)
+            skip = skip + sk(z)
+            if i < len(self.res):
+                h = h + self.res[i](z)
+        return self.out(skip).transpose(1, 2)
+
+    def _one_step(self, x: Tensor, cache: list[list[Tensor]]) -> Tensor:
+        def pointwise(conv: nn.Conv1d, v: Tensor) -> Tensor:
+            return F.linear(v, conv.weight[:, :, 0], conv.bias)
+
+        h = self.input.step(x, cache[0])
+        skip = 0
+        for i, (conv, sk) in enumerate(zip(self.dilated, self.skip)):
+            a, b = conv.step(h, cache[i + 1]).chunk(2, -1)
+            z = torch.tanh(a) * torch.sigmoid(b)
+            skip = skip + pointwise(sk, z)
+            if i < len(self.res):
+                h = h + pointwise(self.res[i], z)
+        return pointwise(self.out[1], F.relu(skip))
+
+    @torch.no_grad()
+    def sample(self, n: int, cache: bool = True) -> Tensor:
+        """Samples step by step; ``cache=False`` recomputes the whole prefix every step."""
+        x = torch.zeros(n, *self.event_shape, dtype=self._dtype(), device=self._device())
+        history: list[list[Tensor]] = [[] for _ in range(len(self.dilated) + 1)]
+        step_input = self.input.weight.new_zeros(n, self.in_channels)
+        for t in range(x.shape[1]):
+            params = self._one_step(step_input, history) if cache else self.params(x)[:, t]
+            x[:, t] = self.head(params).sample().to(x.dtype)
+            step_input = self._encode(x[:, t : t + 1])[:, 0]
+        return x
+
+
+class CharRNN(_Program):
+    r"""A character-level LSTM language model.
+
+    .. math:: p(x_{1:T}) = \prod_t \mathrm{Cat}(x_t \mid \mathrm{softmax}(W h_t)), \quad
+        h_t = \mathrm{LSTM}(h_{t-1}, e(x_{t-1})), \quad x_0 = \langle\text{bos}\rangle
+
+    Sequences are ``(N, T)`` integer tokens in ``0..vocab_size-1``. :meth:`sample` carries
+    the LSTM state (cached); ``cache=False`` re-reads the whole prefix every step.
+
+    References:
+        Generating Sequences With Recurrent Neural Networks (Graves, 2013), arXiv:1308.0850
+
+    Arguments:
+        vocab_size: The number of tokens.
+        length: The sequence length ``T`` used by :meth:`sample` and the program.
+        embedding_dim: The token embedding size.
+        hidden_size: The LSTM width.
+        num_layers: The number of LSTM layers.
+
+    Example:
+        >>> lm = CharRNN(5, length=7, hidden_size=16)
+        >>> lm.log_prob(lm.sample(2)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        length: int = 64,
+        embedding_dim: int = 32,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+    ):
+        super().__init__()
+        self.head = OutputHead("categorical", vocab_size)
+        self.event_shape = torch.Size([length])
+        self.embed = nn.Embedding(vocab_size + 1, embedding_dim)  # the last token is <bos>
+        self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers, batch_first=True)
+        self.proj = nn.Linear(hidden_size, vocab_size)
+
+    def params(self, x: Tensor) -> Tensor:
+        if x.dim() != 2 or x.dtype != torch.long:
+            raise ValueError(
+                f"`x` must be a (N, T) tensor of token ids, got {x.dtype} of shape "
+                f"{tuple(x.shape)}."
+            )
+        bos = torch.full_like(x[:, :1], self.head.num_classes)
+        h, _ = self.lstm(self.embed(torch.cat([bos, x[:, :-1]], dim=1)))
+        return self.proj(h)
+
+    @torch.no_grad()
+    def sample(self, n: int, length: int | None = None, cache: bool = True) -> Tensor:
+        """Samples ``n`` sequences of ``length`` tokens (default: the model's length)."""
+        length = length or self.event_shape[0]
+        x = torch.zeros(n, length, dtype=torch.long, device=self._device())
+        token = torch.full((n, 1), self.head.num_classes, dtype=torch.long, device=x.device)
+        state = None
+        for t in range(length):
+            if cache:
+                h, state = self.lstm(self.embed(token), state)
+                logits = self.proj(h[:, -1])
+            else:
+                logits = self.params(x[:, : t + 1])[:, t]
+            x[:, t] = self.head(logits[:, None]).sample()[:, 0]
+            token = x[:, t : t + 1]
+        return x
