@@ -18,12 +18,19 @@ from ppgen.errors import CheckpointError
 __all__ = ["atomic_write", "atomic_dir", "save_tree", "load_tree", "write_json", "read_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and rename the result onto ``path`` (same directory)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; files should follow the umask
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -42,6 +49,7 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         fill(tmp)
         if path.exists():

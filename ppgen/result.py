@@ -119,6 +119,11 @@ class Fit:
     def _covariates(self, native: Mapping[str, Any]) -> dict[str, Any]:
         return dict(native)
 
+    def _latent_draws(self) -> dict[str, np.ndarray]:
+        """Flat draws of the sites to condition on (deterministic sites are recomputed)."""
+        keep = {n for n, s in self.info.sites.items() if s.kind in ("latent", "param")}
+        return _flatten({k: v for k, v in self.draws.items() if k in keep})
+
     def sample_posterior(self, num_samples: int, seed: int | None = None) -> dict[str, np.ndarray]:
         """``num_samples`` posterior draws per latent site, shaped ``(num_samples, *shape)``.
 
@@ -156,7 +161,7 @@ class Fit:
         with self.program.ops.device_context(self.device):
             model = self.model_callable()
             if self.draws:
-                flat = _flatten(self.draws)
+                flat = self._latent_draws()
                 out = self.program.ops.predictive(
                     model, native, samples=flat, return_sites=sites, seed=seed
                 )
@@ -185,7 +190,7 @@ class Fit:
         shapes = {n: info.sites[n].batch_shape for n in sites}
         with self.program.ops.device_context(self.device):
             model = self.model_callable()
-            flat = _flatten(self.draws)
+            flat = self._latent_draws()
             c, d = (self.num_chains, self.num_draws) if flat else (1, 1)
             if not flat:
                 flat = {"_ppgen_dummy": np.zeros((1,))}

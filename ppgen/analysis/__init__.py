@@ -1,5 +1,22 @@
 """Analysis: the ArviZ hand-off, metrics and plots."""
 
 from ppgen.analysis.arviz import site_dims, to_inference_data
+from ppgen.analysis.metrics import (
+    align_labels,
+    hungarian_match,
+    npmi_coherence,
+    perplexity,
+    relabel,
+    top_words,
+)
 
-__all__ = ["to_inference_data", "site_dims"]
+__all__ = [
+    "to_inference_data",
+    "site_dims",
+    "align_labels",
+    "hungarian_match",
+    "npmi_coherence",
+    "perplexity",
+    "relabel",
+    "top_words",
+]

@@ -29,6 +29,21 @@ class ObsAsFloat(Messenger):
             msg["value"] = v.to(torch.get_default_dtype())
 
 
+class Uncondition(Messenger):
+    """Sample observed sites afresh (posterior/prior predictive); keep deterministic sites.
+
+    Pyro's ``poutine.uncondition`` also turns ``pyro.deterministic`` sites into samples of a
+    ``Delta`` whose event covers the plate dims, which then get broadcast a second time.
+    """
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["is_observed"] and not msg["infer"].get("_deterministic"):
+            msg["is_observed"] = False
+            msg["infer"]["was_observed"] = True
+            msg["value"] = None
+            msg["done"] = False
+
+
 class _RecordObsIds(Messenger):
     """Remember ``id`` of each observed value before any cast, to map data keys to sites."""
 
@@ -112,13 +127,16 @@ class PyroOps(BackendOps):
                     for f in s["cond_indep_stack"]
                     if f.vectorized
                 )
+                batch, event = tuple(fn_.batch_shape), tuple(fn_.event_shape)
+                if kind == "deterministic":  # Delta(value, event_dim=value.ndim): all batch
+                    batch, event = tuple(s["value"].shape), ()
                 sites.append(
                     Site(
                         name=name,
                         kind=kind,
                         shape=tuple(s["value"].shape),
-                        batch_shape=tuple(fn_.batch_shape),
-                        event_shape=tuple(fn_.event_shape),
+                        batch_shape=batch,
+                        event_shape=event,
                         dist=_dist_name(fn_),
                         support=str(fn_.support),
                         discrete=bool(fn_.support.is_discrete),
@@ -226,7 +244,7 @@ class PyroOps(BackendOps):
         seed: int = 0,
         max_plate_nesting: int = 0,
     ) -> dict[str, np.ndarray]:
-        model = poutine.uncondition(fn) if uncondition else fn
+        model = Uncondition()(fn) if uncondition else fn
         post = self._samples_native(samples) if samples else {}
         n = next(iter(post.values())).shape[0] if post else int(num_samples or 1)
         rng = torch.get_rng_state()

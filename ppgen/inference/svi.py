@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -211,7 +212,10 @@ class _PyroEngine:
     def step(self, data: Mapping[str, Any], scale: float) -> float:
         if self.scaler:
             self.scaler.scale = scale
-        loss = self.svi.step(**data)
+        with warnings.catch_warnings():
+            # a NaN loss is ppgen's NonFiniteError (raised by the loop), not Pyro's warning
+            warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
+            loss = self.svi.step(**data)
         if self.scheduled:
             self.optim.step()
         return loss
@@ -269,14 +273,9 @@ class _PyroEngine:
         ops = ctx.program.ops
 
         def sample(n: int, seed: int) -> dict[str, np.ndarray]:
+            # the guide alone holds every latent; running the model too would only cost time
             return ops.predictive(
-                ctx.program.model,
-                ctx.data,
-                num_samples=n,
-                guide=guide,
-                return_sites=latents,
-                uncondition=False,
-                seed=seed,
+                guide, ctx.data, num_samples=n, return_sites=latents, uncondition=False, seed=seed
             )
 
         return sample
@@ -370,7 +369,9 @@ class _JaxEngine:
 
         def sample(n: int, seed: int) -> dict[str, np.ndarray]:
             if hasattr(guide, "sample_posterior"):
-                out = guide.sample_posterior(jax.random.PRNGKey(seed), jparams, sample_shape=(n,))
+                out = guide.sample_posterior(
+                    jax.random.PRNGKey(seed), jparams, sample_shape=(n,), **ctx.data
+                )
                 return {k: np.asarray(v) for k, v in out.items() if k in latents}
             return ops.predictive(
                 handlers.substitute(model, data=jparams),

@@ -3,7 +3,15 @@
 from ppgen.models._base import Model, deterministic
 from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
 from ppgen.models.hierarchical import EightSchools
-from ppgen.models.mixture import GaussianMixture
+from ppgen.models.lda import LDA, AmortizedLDA
+from ppgen.models.mixture import (
+    BernoulliMixture,
+    DPMixture,
+    GaussianMixture,
+    Mixture,
+    PoissonMixture,
+    StudentTMixture,
+)
 from ppgen.models.regression import LinearRegression, LogisticRegression
 
 __all__ = [
@@ -14,6 +22,13 @@ __all__ = [
     "NormalNormal",
     "EightSchools",
     "GaussianMixture",
+    "Mixture",
+    "StudentTMixture",
+    "PoissonMixture",
+    "BernoulliMixture",
+    "DPMixture",
+    "LDA",
+    "AmortizedLDA",
     "LinearRegression",
     "LogisticRegression",
 ]

@@ -45,7 +45,8 @@ class LinearRegression(Model):
         b = pyro.sample("b", dist.Normal(0.0, self.bias_scale))
         sigma = pyro.sample("sigma", dist.HalfNormal(self.noise_scale))
         with pyro.plate("data", n):
-            return pyro.sample("y", dist.Normal(b + X @ w, sigma), obs=y)
+            # (X * w).sum(-1), not X @ w: broadcasts when w carries extra sample dims
+            return pyro.sample("y", dist.Normal(b + (X * w).sum(-1), sigma), obs=y)
 
 
 class LogisticRegression(Model):
@@ -74,4 +75,4 @@ class LogisticRegression(Model):
         w = pyro.sample("w", dist.Normal(0.0, self.weight_scale).expand([d]).to_event(1))
         b = pyro.sample("b", dist.Normal(0.0, self.bias_scale))
         with pyro.plate("data", n):
-            return pyro.sample("y", dist.Bernoulli(logits=b + X @ w), obs=y)
+            return pyro.sample("y", dist.Bernoulli(logits=b + (X * w).sum(-1)), obs=y)

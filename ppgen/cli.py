@@ -1,0 +1,495 @@
+"""The ``ppgen`` command line: fit a zoo or user model to a dataset, summarise saved runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ppgen.errors import CheckpointError, DataError, EstimatorError, PPGenError, ProgramError
+from ppgen.inference._base import resolve_method
+from ppgen.models import EightSchools, GaussianMixture, LinearRegression, LogisticRegression
+
+__all__ = [
+    "main",
+    "build_parser",
+    "ZOO",
+    "load_model",
+    "load_data",
+    "make_estimator",
+    "summary_table",
+]
+
+# Hamiltonian samplers get 2 chains (so r_hat is reported) of 300 warm-up + 500 kept draws:
+# the README's eight-schools NUTS job then needs ~45 s of one CPU core on the Pyro backend
+# (about 20 ms per transition with JIT). Giving --num-samples alone keeps the core's default
+# of as many warm-up steps as draws.
+MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 300, "num_chains": 2}
+
+
+# name -> (factory taking the parsed arguments, default --data, description)
+ZOO: dict[str, tuple[Callable[[argparse.Namespace], Any], str, str]] = {
+    "eight_schools": (lambda a: EightSchools(), "eight_schools", "EightSchools, non-centred"),
+    "eight_schools_centered": (
+        lambda a: EightSchools(centered=True),
+        "eight_schools",
+        "EightSchools, centred",
+    ),
+    "linear_regression": (lambda a: LinearRegression(), "regression", "LinearRegression"),
+    "logistic_regression": (lambda a: LogisticRegression(), "logistic", "LogisticRegression"),
+    "gmm": (lambda a: GaussianMixture(K=a.K), "blobs", "GaussianMixture with --K components"),
+}
+
+
+def load_model(spec: str, args: argparse.Namespace | None = None) -> Any:
+    """A zoo model by name, or the object ``attr`` of module ``module`` for ``"module:attr"``.
+
+    A class found through ``module:attr`` is instantiated with no arguments. The current
+    directory is importable, so ``mymodels:model`` finds ``./mymodels.py``.
+
+    Example:
+        >>> load_model("eight_schools")
+        EightSchools(centered=False)
+    """
+    if spec in ZOO:
+        return ZOO[spec][0](args or argparse.Namespace(K=3))
+    if ":" not in spec:
+        raise ProgramError(
+            f"Unknown MODEL {spec!r}. Zoo models: {sorted(ZOO)}; or give 'module:attr' naming a "
+            "model function or object in an importable module (e.g. mymodels:model)."
+        )
+    mod_name, _, attr = spec.partition(":")
+    added = os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ProgramError(f"MODEL {spec!r}: cannot import module `{mod_name}`: {e}") from e
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ProgramError(f"MODEL {spec!r}: module `{mod_name}` has no attribute `{attr}`.")
+        obj = getattr(obj, part)
+    if inspect.isclass(obj):
+        obj = obj()
+    if not callable(obj) and not callable(getattr(obj, "model", None)):
+        raise ProgramError(
+            f"MODEL {spec!r} is a {type(obj).__name__}, not a model function or an object with "
+            "a `.model(**data)` method."
+        )
+    return obj
+
+
+def _arguments(model: Any) -> dict[str, bool]:
+    """The model's keyword arguments, each mapped to whether it is required."""
+    fn = model.model if callable(getattr(model, "model", None)) else model
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default is p.empty for p in params if p.kind in kinds}
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as f:
+        header = [h.strip() for h in next(csv.reader(f), [])]
+    if not header or len(set(header)) != len(header):
+        raise DataError(f"`--data` {str(path)!r}: the first row must hold unique column names.")
+    try:
+        values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=float)
+    except ValueError as e:
+        raise DataError(f"`--data` {str(path)!r}: every value must be a number ({e}).") from e
+    if values.shape[0] == 0 or values.shape[1] != len(header):
+        raise DataError(
+            f"`--data` {str(path)!r}: expected rows of {len(header)} numbers under the header; "
+            f"got an array of shape {values.shape}."
+        )
+    return header, values
+
+
+def _csv_data(
+    path: Path, arguments: dict[str, bool], x_cols: list[str] | None, y_col: str | None
+) -> dict[str, Any]:
+    header, values = _read_csv(path)
+    col = {name: values[:, i] for i, name in enumerate(header)}
+    where = f"{str(path)!r} (columns {header})"
+    for opt, names in (("--x-cols", x_cols or []), ("--y-col", [y_col] if y_col else [])):
+        missing = [n for n in names if n not in col]
+        if missing:
+            raise DataError(f"`{opt}` names column(s) {missing} that are not in {where}.")
+    data: dict[str, Any] = {}
+    used: set[str] = set()
+    if y_col and "y" not in arguments:
+        raise DataError(
+            f"`--y-col` needs a model with a `y` argument; its arguments are {list(arguments)}."
+        )
+    if "y" in arguments:
+        target = y_col or "y"
+        if target not in col:
+            raise DataError(
+                f"No column `{target}` for the model's target argument `y` in {where}. Add it "
+                "or name the target column with --y-col."
+            )
+        data["y"], used = col[target], {target}
+    for name in arguments:
+        if name not in data and name in col and name not in (x_cols or []):
+            data[name] = col[name]
+            used.add(name)
+    matrix = next((n for n in ("X", "x") if n in arguments and n not in data), None)
+    if x_cols and matrix is None:
+        raise DataError(
+            f"`--x-cols` needs a model with an `X` or `x` argument; it has {list(arguments)}."
+        )
+    if matrix is not None:
+        cols = x_cols or [h for h in header if h not in used]
+        if cols:
+            data[matrix] = np.stack([col[h] for h in cols], axis=1)
+            used.update(cols)
+    missing = [n for n, required in arguments.items() if required and n not in data]
+    if missing:
+        raise DataError(
+            f"No column for the model's argument(s) {[f'`{n}`' for n in missing]} in {where}. "
+            "Name the columns after the arguments, or pass an .npz file."
+        )
+    ignored = [h for h in header if h not in used]
+    if ignored:
+        print(f"note: ignoring column(s) {ignored} of {path}", file=sys.stderr)
+    return data
+
+
+def load_data(
+    spec: str,
+    model: Any,
+    x_cols: Sequence[str] | None = None,
+    y_col: str | None = None,
+) -> dict[str, Any]:
+    """``--data``: a built-in dataset name, a ``.csv`` file or a ``.npz`` file, as a data dict.
+
+    CSV: the header row holds names. Columns named like the model's arguments feed them; the
+    model's ``y`` argument takes column ``y`` (or ``--y-col``); a remaining matrix argument
+    (``X`` of the regressions, ``x`` of the mixture) takes the other columns (or ``--x-cols``)
+    as an ``(N, D)`` array. Values are read as floats. NPZ: loaded with
+    ``allow_pickle=False``; each key is an argument name (0-d arrays become scalars).
+
+    Example:
+        >>> sorted(load_data("eight_schools", load_model("eight_schools")))
+        ['sigma', 'y']
+    """
+    from ppgen.data import DATASETS, load
+
+    path = Path(spec)
+    if spec in DATASETS and not path.exists():
+        return load(spec)
+    if path.suffix.lower() not in (".csv", ".npz"):
+        raise DataError(
+            f"`--data {spec!r}` is neither a built-in dataset ({sorted(DATASETS)}) nor a .csv or "
+            ".npz file."
+        )
+    if not path.is_file():
+        raise DataError(f"`--data` file {spec!r} does not exist.")
+    if path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k].item() if f[k].ndim == 0 else f[k] for k in f.files}
+        except ValueError as e:
+            raise DataError(f"`--data` {spec!r} is not a plain .npz of numeric arrays: {e}") from e
+    x = list(x_cols) if x_cols else None
+    return _csv_data(path, _arguments(model), x, y_col)
+
+
+def make_estimator(method: str, options: dict[str, Any]) -> Any:
+    """The registered estimator ``method`` built from the command-line ``options`` given.
+
+    Options left at ``None`` are not passed. An option the estimator does not take is an
+    :class:`~ppgen.errors.EstimatorError` naming the flag; ``nuts``/``hmc`` default to
+    2 chains of 300 warm-up steps and 500 draws (see ``MCMC_DEFAULTS``).
+
+    Example:
+        >>> est = make_estimator("nuts", {"num_samples": 200, "lr": None})
+        >>> type(est).__name__, est.num_samples, est.num_chains
+        ('NUTS', 200, 2)
+    """
+    cls = type(resolve_method(method))
+    sig = inspect.signature(cls.__init__).parameters
+    open_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.values())
+    kwargs = {k: v for k, v in options.items() if v is not None}
+    if method.lower() in ("nuts", "hmc"):
+        defaults = dict(MCMC_DEFAULTS)
+        if "num_samples" in kwargs:
+            defaults.pop("num_warmup")
+        for k, v in defaults.items():
+            if k in sig:
+                kwargs.setdefault(k, v)
+    for k in kwargs:
+        if k not in sig and not open_kwargs:
+            flag = "--" + k.replace("_", "-")
+            raise EstimatorError(f"`{flag}` does not apply to method {method!r} ({cls.__name__}).")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise EstimatorError(f"method {method!r} rejects the options {sorted(kwargs)}: {e}") from e
+
+
+# ---------------------------------------------------------------------- commands
+def _print_table(df: Any) -> None:
+    import pandas as pd
+
+    with pd.option_context(
+        "display.max_rows", None, "display.max_columns", None, "display.width", 200
+    ):
+        print(df.to_string())
+
+
+def point_table(values: dict[str, np.ndarray]) -> Any:
+    """One ``estimate`` column, rows labelled like ``arviz.summary`` (``w[0, 1]``).
+
+    For fits with a single draw (MLE/MAP), where ``az.summary`` would give only NaN spreads.
+
+    Example:
+        >>> point_table({"b": np.array(0.5), "w": np.array([1.0, 2.0])})
+              estimate
+        b          0.5
+        w[0]       1.0
+        w[1]       2.0
+    """
+    import pandas as pd
+
+    rows = {}
+    for name, value in values.items():
+        a = np.asarray(value, dtype=float)
+        for idx in np.ndindex(a.shape):
+            label = f"{name}[{', '.join(map(str, idx))}]" if idx else name
+            rows[label] = float(a[idx])
+    return pd.DataFrame({"estimate": pd.Series(rows, dtype=float)})
+
+
+def summary_table(fit: Any) -> Any:
+    """``fit.summary()`` (ArviZ), or :func:`point_table` for single-draw and draw-less fits."""
+    if fit.num_chains * fit.num_draws >= 2:
+        return fit.summary()
+    if fit.draws:
+        return point_table({k: v[0, 0] for k, v in fit.draws.items()})
+    return point_table(fit.params)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import ppgen
+    from ppgen.io import atomic_write
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, args)
+    spec = args.data or (ZOO[args.model][1] if args.model in ZOO else None)
+    if spec is None:
+        raise DataError(f"`--data` is required for MODEL {args.model!r} (not a zoo model).")
+    data = load_data(spec, model, args.x_cols, args.y_col)
+    options = {
+        "steps": args.steps,
+        "num_samples": args.num_samples,
+        "num_warmup": args.num_warmup,
+        "num_chains": args.num_chains,
+        "lr": args.lr,
+        "guide": args.guide,
+        "elbo": args.elbo,
+    }
+    takes_elbo = "elbo" in inspect.signature(type(resolve_method(args.method)).__init__).parameters
+    if args.elbo is None and takes_elbo:
+        info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)
+        if any(info.sites[n].enumerate for n in info.discrete_latent):
+            options["elbo"] = "enum"  # summed-out discrete sites need TraceEnum_ELBO
+    est = make_estimator(args.method, options)
+    progress = args.progress or sys.stderr.isatty()
+    fit = ppgen.fit(
+        model,
+        data,
+        est,
+        seed=args.seed,
+        device=args.device,
+        backend=args.backend,
+        progress=progress,
+    )
+    out = Path(args.out)
+    fit.save(str(out))
+    summary = summary_table(fit)
+    atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp))
+    if not args.no_plots:
+        from ppgen.analysis import plots
+
+        if fit.num_chains * fit.num_draws >= 2:  # a single MLE/MAP draw has no distribution
+            plots.plot_trace(fit, out / "trace.png")
+            plots.plot_posterior(fit, out / "posterior.png")
+        if fit.history.get("loss"):
+            plots.plot_loss(fit, out / "loss.png")
+    _print_table(summary)
+    print(f"saved run to {out}", file=sys.stderr)
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    import arviz as az
+
+    from ppgen.io import read_json
+
+    run = Path(args.dir)
+    manifest, nc = run / "manifest.json", run / "inference_data.nc"
+    if not manifest.is_file() or not nc.is_file():
+        raise CheckpointError(
+            f"`{run}` is not a ppgen run directory (expected manifest.json and "
+            "inference_data.nc, as written by `ppgen fit --out DIR` or Fit.save)."
+        )
+    try:
+        info = read_json(manifest)
+    except Exception as e:
+        raise CheckpointError(f"`{manifest}` is not valid JSON: {e}") from e
+    if not isinstance(info, dict) or info.get("format") != "ppgen-run":
+        raise CheckpointError(f"`{run}` is not a ppgen run (its manifest has no ppgen format).")
+    idata = az.from_netcdf(str(nc))
+    est = info.get("estimator", {})
+    print(f"# {info.get('program')} | {est.get('class')} | backend {info.get('backend')}")
+    if "posterior" not in idata.groups():
+        from safetensors.numpy import load_file
+
+        params = run / "params.safetensors"
+        _print_table(point_table(load_file(str(params)) if params.is_file() else {}))
+        return 0
+    post = idata.posterior
+    n = post.sizes.get("chain", 1) * post.sizes.get("draw", 1)
+    if n < 2:
+        table = point_table({k: v.values[0, 0] for k, v in post.data_vars.items()})
+    else:
+        table = az.summary(idata, kind="all" if post.sizes.get("chain", 1) > 1 else "stats")
+    _print_table(table)
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from ppgen.data import DATASETS
+
+    for name, fn in DATASETS.items():
+        doc = (fn.__doc__ or "").strip().splitlines()
+        print(f"{name:<16} {doc[0] if doc else ''}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    for name, (_, data, desc) in ZOO.items():
+        print(f"{name:<24} {desc} (default --data {data})")
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ppgen`` command."""
+    from ppgen import __version__
+
+    p = argparse.ArgumentParser(
+        prog="ppgen",
+        description="Fit Pyro/NumPyro programs with any estimator; save and summarise runs.",
+    )
+    p.add_argument("--version", action="version", version=f"ppgen {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    f = sub.add_parser(
+        "fit",
+        help="fit MODEL to data and save the run",
+        description="Fit MODEL to --data with --method; write the run, summary.csv and plots.",
+        epilog="example: ppgen fit eight_schools --data eight_schools --method nuts "
+        "--out runs/schools",
+    )
+    f.add_argument("model", metavar="MODEL", help=f"zoo name ({', '.join(ZOO)}) or module:attr")
+    f.add_argument(
+        "--data",
+        help="built-in dataset name, file.csv or file.npz "
+        "(default for zoo models: their usual dataset)",
+    )
+    f.add_argument("--method", default="nuts", help="registered estimator name (default: nuts)")
+    f.add_argument("--out", required=True, metavar="DIR", help="run directory (replaced)")
+    f.add_argument("--steps", type=int, help="optimisation steps (svi, mle)")
+    f.add_argument("--num-samples", type=int, help="draws per chain (nuts, hmc; default 500)")
+    f.add_argument(
+        "--num-warmup",
+        type=int,
+        help="warm-up steps per chain (default 300, or --num-samples when given)",
+    )
+    f.add_argument("--num-chains", type=int, help="chains (nuts, hmc; default 2)")
+    f.add_argument("--lr", type=float, help="learning rate (svi, mle)")
+    f.add_argument("--guide", help="autoguide name (svi), e.g. normal, mvn, delta")
+    f.add_argument("--elbo", help="ELBO (svi): trace, meanfield, graph, enum, renyi, iwae")
+    f.add_argument("--K", type=_positive, default=3, help="mixture components (gmm; default 3)")
+    f.add_argument(
+        "--x-cols",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        metavar="A,B,...",
+        help="CSV columns forming the matrix argument X/x",
+    )
+    f.add_argument("--y-col", metavar="NAME", help="CSV column of the target argument y")
+    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    f.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    f.add_argument(
+        "--backend",
+        choices=("pyro", "numpyro"),
+        help="backend for backend-neutral models (default pyro)",
+    )
+    f.add_argument("--threads", type=int, help="torch CPU threads")
+    f.add_argument("--progress", action="store_true", help="progress bar even if not a TTY")
+    f.add_argument("--no-plots", action="store_true", help="skip trace/posterior/loss PNGs")
+    f.set_defaults(func=_fit)
+
+    s = sub.add_parser("summary", help="print the ArviZ summary of a saved run")
+    s.add_argument("dir", metavar="DIR", help="a run directory written by `ppgen fit`")
+    s.set_defaults(func=_summary)
+    sub.add_parser("datasets", help="list built-in datasets").set_defaults(func=_datasets)
+    sub.add_parser("models", help="list zoo model names").set_defaults(func=_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ppgen`` command; returns the exit status (2 for a user error).
+
+    Errors raised by ppgen (unknown method or model, bad data, ...) are printed as
+    ``error: <message>`` on stderr, without a traceback.
+
+    Example:
+        >>> main(["models"])  # doctest: +ELLIPSIS
+        eight_schools            EightSchools, non-centred (default --data eight_schools)
+        ...
+        0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else 2
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        return args.func(args)
+    except PPGenError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

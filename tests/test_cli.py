@@ -1,0 +1,237 @@
+"""Tests for ppgen.cli: fit/summary/datasets/models commands, data files, errors, console script."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+import pytest
+
+import ppgen
+from ppgen.cli import main
+from ppgen.models import EightSchools
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def summary_rows(text: str) -> dict[str, list[str]]:
+    """First-column label -> the rest of the row, for a printed pandas table."""
+    return {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def svi_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "schools"
+    argv = ["fit", "eight_schools", "--data", "eight_schools", "--method", "svi"]
+    rc, stdout, stderr = run_cli(argv + ["--steps", "200", "--seed", "3", "--out", str(out)])
+    return rc, out, stdout, stderr
+
+
+def test_fit_svi_writes_the_run_summary_and_plots(svi_run):
+    rc, out, _, stderr = svi_run
+    assert rc == 0, stderr
+    expected = {"manifest.json", "params.safetensors", "draws.safetensors", "history.json"}
+    expected |= {"inference_data.nc", "summary.csv", "trace.png", "posterior.png", "loss.png"}
+    assert expected <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "ppgen-run"
+    assert manifest["estimator"]["name"] == "svi"
+    assert manifest["estimator"]["settings"]["steps"] == 200
+    assert manifest["seed"] == 3
+    assert len(json.loads((out / "history.json").read_text())["loss"]) == 200
+
+
+def test_fit_prints_a_summary_with_mu_and_tau_rows(svi_run):
+    _, out, stdout, _ = svi_run
+    rows = summary_rows(stdout)
+    assert {"mu", "tau", "theta[0]", "eta[7]"} <= set(rows)
+    with open(out / "summary.csv") as f:
+        saved = {r[""]: r for r in csv.DictReader(f)}
+    assert rows["mu"][0] == f"{float(saved['mu']['mean']):.3f}"
+    assert float(saved["tau"]["mean"]) > 0  # tau is a scale: its posterior mean is positive
+
+
+def test_load_gives_the_draws_the_cli_saved(svi_run):
+    _, out, _, _ = svi_run
+    again = ppgen.load(out, EightSchools())
+    idata = az.from_netcdf(str(out / "inference_data.nc"))
+    assert again.draws["mu"].shape == (1, 1000)
+    np.testing.assert_array_equal(again.draws["mu"], idata.posterior["mu"].values)
+    np.testing.assert_array_equal(again.draws["theta"], idata.posterior["theta"].values)
+    with open(out / "summary.csv") as f:
+        saved = {r[""]: float(r["mean"]) for r in csv.DictReader(f)}
+    assert saved["mu"] == pytest.approx(float(again.draws["mu"].mean()), abs=1e-3)
+
+
+def test_plots_are_real_png_files(svi_run):
+    _, out, _, _ = svi_run
+    for name in ("trace.png", "posterior.png", "loss.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        assert len(data) > 1000, name
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_summary_command_reads_the_saved_run(svi_run):
+    _, out, stdout, _ = svi_run
+    rc, text, err = run_cli(["summary", str(out)])
+    assert rc == 0, err
+    assert "SVI" in text.splitlines()[0]
+    assert summary_rows(text)["mu"] == summary_rows(stdout)["mu"]
+
+
+def _regression_data(n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, 2))
+    y = 0.5 + X @ np.array([2.0, -1.0]) + 0.3 * rng.normal(size=n)
+    coef = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]
+    return X, y, coef
+
+
+def _estimates(out: Path) -> dict[str, float]:
+    with open(out / "summary.csv") as f:
+        return {r[""]: float(r["estimate"]) for r in csv.DictReader(f)}
+
+
+MAP = ["--method", "mle", "--steps", "300", "--lr", "0.3", "--no-plots"]
+
+
+def test_csv_data_with_named_columns_recovers_the_slopes(tmp_path):
+    X, y, coef = _regression_data()
+    path = tmp_path / "reg.csv"
+    rows = np.c_[np.arange(len(y)), X, y]
+    np.savetxt(path, rows, delimiter=",", header="id,a,b,target", comments="")
+    out = tmp_path / "run"
+    argv = ["fit", "linear_regression", "--data", str(path), "--x-cols", "a,b"]
+    rc, stdout, err = run_cli(argv + ["--y-col", "target", "--out", str(out)] + MAP)
+    assert rc == 0, err
+    assert "ignoring column(s) ['id']" in err
+    est = _estimates(out)
+    # MAP under a N(0, 1) prior is within 0.02 of least squares with 60 points, noise 0.3.
+    np.testing.assert_allclose([est["w[0]"], est["w[1]"], est["b"]], coef, atol=0.02)
+    assert "w[0]" in stdout
+
+
+def test_npz_data_recovers_the_slopes(tmp_path):
+    X, y, coef = _regression_data()
+    path = tmp_path / "reg.npz"
+    np.savez(path, X=X, y=y)
+    out = tmp_path / "run"
+    rc, _, err = run_cli(["fit", "linear_regression", "--data", str(path), "--out", str(out)] + MAP)
+    assert rc == 0, err
+    est = _estimates(out)
+    np.testing.assert_allclose([est["w[0]"], est["w[1]"], est["b"]], coef, atol=0.02)
+    loaded = ppgen.load(out, ppgen.models.LinearRegression())
+    np.testing.assert_array_equal(loaded.data["X"], X)
+
+
+USER_MODEL = (
+    "import pyro, pyro.distributions as dist\n"
+    "def model(sigma, y=None):\n"
+    "    mu = pyro.sample('mu', dist.Normal(0.0, 10.0))\n"
+    "    with pyro.plate('data', len(sigma)):\n"
+    "        pyro.sample('y', dist.Normal(mu, sigma), obs=y)\n"
+)
+
+
+# Pyro's NUTS with jit=True (the CLI's default) goes through the deprecated torch.jit.trace.
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_csv_columns_named_after_arguments_and_a_user_model(tmp_path, monkeypatch):
+    (tmp_path / "my_cli_models.py").write_text(USER_MODEL)
+    np.savetxt(tmp_path / "d.csv", [[1, 4], [1, 6]], delimiter=",", header="sigma,y", comments="")
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "my_cli_models:model", "--data", "d.csv", "--method", "nuts"]
+    argv += ["--num-samples", "200", "--num-chains", "1", "--out", "run", "--no-plots"]
+    rc, stdout, err = run_cli(argv)
+    assert rc == 0, err
+    # Posterior of mu: N(5, 1/2) up to the wide prior; the mean is within 4 sd errors of 5.
+    mean = float(summary_rows(stdout)["mu"][0])
+    assert abs(mean - 5.0) < 4 * 0.71 / np.sqrt(50)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["estimator"]["settings"]["num_warmup"] == 200  # = --num-samples
+    assert str(tmp_path) not in sys.path
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["fit", "nosuch_model", "--data", "eight_schools"], ["MODEL", "nosuch_model"]),
+        (["fit", "nosuch_mod_xyz:model", "--data", "eight_schools"], ["nosuch_mod_xyz"]),
+        (["fit", "eight_schools", "--method", "bogus"], ["`method='bogus'`", "nuts", "svi"]),
+        (["fit", "eight_schools", "--data", "missing_file.csv"], ["--data", "missing_file.csv"]),
+        (["fit", "eight_schools", "--data", "nosuchset"], ["--data", "eight_schools"]),
+        (["fit", "eight_schools", "--method", "svi", "--num-samples", "5"], ["--num-samples"]),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_message_naming_the_argument(tmp_path, argv, needles):
+    rc, stdout, err = run_cli(argv + ["--out", str(tmp_path / "run")])
+    assert rc == 2
+    assert err.startswith("error: ")
+    for needle in needles:
+        assert needle in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_csv_missing_a_column_exits_2_naming_it(tmp_path):
+    path = tmp_path / "schools.csv"
+    np.savetxt(path, [[28.0], [8.0]], delimiter=",", header="y", comments="")
+    rc, _, err = run_cli(["fit", "eight_schools", "--data", str(path), "--out", str(tmp_path)])
+    assert rc == 2
+    assert "`sigma`" in err and "['y']" in err
+    rc, _, err = run_cli(
+        ["fit", "linear_regression", "--data", str(path), "--y-col", "z", "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    assert "`--y-col`" in err and "['z']" in err
+
+
+def test_summary_of_a_directory_that_is_not_a_run_exits_2(tmp_path):
+    (tmp_path / "manifest.json").write_text('{"format": "something-else"}')
+    (tmp_path / "inference_data.nc").write_bytes(b"")
+    rc, _, err = run_cli(["summary", str(tmp_path)])
+    assert rc == 2 and "not a ppgen run" in err
+    rc, _, err = run_cli(["summary", str(tmp_path / "nowhere")])
+    assert rc == 2 and "not a ppgen run directory" in err
+
+
+def test_listing_commands_and_version(capsys):
+    assert main(["datasets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == list(ppgen.data.DATASETS)
+    assert main(["models"]) == 0
+    assert "gmm" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"ppgen {ppgen.__version__}"
+    assert main(["fit"]) == 2  # argparse: MODEL and --out are required
+    assert "required" in capsys.readouterr().err
+
+
+def test_console_module_runs_a_fit(tmp_path):
+    (tmp_path / "console_models.py").write_text(USER_MODEL)
+    np.savez(tmp_path / "d.npz", sigma=np.ones(4), y=np.array([4.0, 6.0, 5.0, 5.0]))
+    env = dict(os.environ, MPLBACKEND="Agg", JAX_PLATFORMS="cpu", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "ppgen.cli", "fit", "console_models:model", "--data", "d.npz"]
+    cmd += ["--method", "svi", "--steps", "300", "--lr", "0.1", "--threads", "1", "--out", "run"]
+    cmd += ["--no-plots"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert abs(float(summary_rows(proc.stdout)["mu"][0]) - 5.0) < 0.3
+    assert {"manifest.json", "summary.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert not (tmp_path / "run" / "loss.png").exists()  # --no-plots
+    assert "Traceback" not in proc.stderr and "it/s" not in proc.stderr  # no bar off a TTY
