@@ -103,11 +103,37 @@ class MCMC(Estimator):
             )
 
     # -------------------------------------------------------------- kernels
+    def _kernel_args(self, backend: str) -> dict[str, Any]:
+        """Arguments only this sampler's kernel takes (tree depth, leapfrog steps...)."""
+        return {}
+
     def _pyro_kernel(self, model: Any, info: Any) -> Any:
-        raise NotImplementedError
+        import pyro.infer
+
+        cls = _stats_kernel(getattr(pyro.infer, self.kernel_name))
+        return cls(
+            model,
+            step_size=self.step_size,
+            target_accept_prob=self.target_accept,
+            full_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "pyro"),
+            jit_compile=self.jit,
+            ignore_jit_warnings=True,
+            max_plate_nesting=info.max_plate_nesting if info.discrete_latent else None,
+            **self._kernel_args("pyro"),
+        )
 
     def _numpyro_kernel(self, model: Any) -> Any:
-        raise NotImplementedError
+        import numpyro.infer
+
+        return getattr(numpyro.infer, self.kernel_name)(
+            model,
+            step_size=self.step_size,
+            target_accept_prob=self.target_accept,
+            dense_mass=self.dense_mass,
+            init_strategy=_init_strategy(self.init_strategy, "numpyro"),
+            **self._kernel_args("numpyro"),
+        )
 
     def run(self, ctx: FitContext) -> Fit:
         t0 = time.perf_counter()
@@ -280,33 +306,8 @@ class NUTS(MCMC):
         super().__init__(num_samples, num_warmup, num_chains, **kwargs)
         self.max_tree_depth = max_tree_depth
 
-    def _pyro_kernel(self, model: Any, info: Any) -> Any:
-        from pyro.infer import NUTS as PyroNUTS
-
-        cls = _stats_kernel(PyroNUTS)
-        return cls(
-            model,
-            step_size=self.step_size,
-            target_accept_prob=self.target_accept,
-            max_tree_depth=self.max_tree_depth,
-            full_mass=self.dense_mass,
-            init_strategy=_init_strategy(self.init_strategy, "pyro"),
-            jit_compile=self.jit,
-            ignore_jit_warnings=True,
-            max_plate_nesting=info.max_plate_nesting if info.discrete_latent else None,
-        )
-
-    def _numpyro_kernel(self, model: Any) -> Any:
-        from numpyro.infer import NUTS as JaxNUTS
-
-        return JaxNUTS(
-            model,
-            step_size=self.step_size,
-            target_accept_prob=self.target_accept,
-            max_tree_depth=self.max_tree_depth,
-            dense_mass=self.dense_mass,
-            init_strategy=_init_strategy(self.init_strategy, "numpyro"),
-        )
+    def _kernel_args(self, backend: str) -> dict[str, Any]:
+        return {"max_tree_depth": self.max_tree_depth}
 
 
 @register("hmc")
@@ -325,6 +326,7 @@ class HMC(MCMC):
     """
 
     name = "hmc"
+    kernel_name = "HMC"
 
     def __init__(
         self,
@@ -338,31 +340,7 @@ class HMC(MCMC):
         super().__init__(num_samples, num_warmup, num_chains, **kwargs)
         self.num_steps = num_steps
 
-    def _pyro_kernel(self, model: Any, info: Any) -> Any:
-        from pyro.infer import HMC as PyroHMC
-
-        cls = _stats_kernel(PyroHMC)
-        return cls(
-            model,
-            step_size=self.step_size,
-            num_steps=self.num_steps,
-            target_accept_prob=self.target_accept,
-            full_mass=self.dense_mass,
-            init_strategy=_init_strategy(self.init_strategy, "pyro"),
-            jit_compile=self.jit,
-            ignore_jit_warnings=True,
-            max_plate_nesting=info.max_plate_nesting if info.discrete_latent else None,
-        )
-
-    def _numpyro_kernel(self, model: Any) -> Any:
-        from numpyro.infer import HMC as JaxHMC
-
-        return JaxHMC(
-            model,
-            step_size=self.step_size,
-            num_steps=self.num_steps,
-            trajectory_length=None,
-            target_accept_prob=self.target_accept,
-            dense_mass=self.dense_mass,
-            init_strategy=_init_strategy(self.init_strategy, "numpyro"),
-        )
+    def _kernel_args(self, backend: str) -> dict[str, Any]:
+        if backend == "numpyro":  # a fixed step count, not a trajectory length
+            return {"num_steps": self.num_steps, "trajectory_length": None}
+        return {"num_steps": self.num_steps}

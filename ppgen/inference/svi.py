@@ -287,23 +287,7 @@ class _PyroEngine:
         guide = self.final_guide()
         params = constrained_params()
         state = snapshot_params()
-        sampler = self.sampler(guide)
-        flat = sampler(self.est.num_draws, ctx.seed + 1) if ctx.info.latent else {}
-        draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
-        return Fit(
-            program=ctx.program,
-            estimator=self.est,
-            info=ctx.info,
-            data=ctx.data_np,
-            draws=draws,
-            params=params,
-            history=history,
-            seed=ctx.seed,
-            device=ctx.device,
-            param_state=state,
-            posterior_sampler=sampler,
-            diagnostics={"guide": type(guide).__name__},
-        )
+        return _guide_fit(self.est, ctx, history, params, state, self.sampler(guide), guide)
 
 
 class _JaxEngine:
@@ -391,27 +375,39 @@ class _JaxEngine:
         fit.posterior_sampler = self.sampler(_unflatten_params(state, like))
 
     def finalize(self, history: dict[str, list[float]]) -> Fit:
-        ctx = self.ctx
         jparams = self.svi.get_params(self.state)
         params = _flatten_params(jparams)
-        sample = self.sampler(jparams)
-        latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
-        flat = sample(self.est.num_draws, ctx.seed + 1) if latents else {}
-        draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
-        return Fit(
-            program=ctx.program,
-            estimator=self.est,
-            info=ctx.info,
-            data=ctx.data_np,
-            draws=draws,
-            params=params,
-            history=history,
-            seed=ctx.seed,
-            device=ctx.device,
-            param_state=params,
-            posterior_sampler=sample,
-            diagnostics={"guide": type(self.guide).__name__},
-        )
+        sampler = self.sampler(jparams)
+        return _guide_fit(self.est, self.ctx, history, params, params, sampler, self.guide)
+
+
+def _guide_fit(
+    est: SVI,
+    ctx: FitContext,
+    history: dict[str, list[float]],
+    params: dict[str, np.ndarray],
+    state: Any,
+    sampler: Any,
+    guide: Any,
+) -> Fit:
+    """The :class:`Fit` of a guide-based estimator: ``num_draws`` guide draws as one chain."""
+    latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
+    flat = sampler(est.num_draws, ctx.seed + 1) if latents else {}
+    draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
+    return Fit(
+        program=ctx.program,
+        estimator=est,
+        info=ctx.info,
+        data=ctx.data_np,
+        draws=draws,
+        params=params,
+        history=history,
+        seed=ctx.seed,
+        device=ctx.device,
+        param_state=state,
+        posterior_sampler=sampler,
+        diagnostics={"guide": type(guide).__name__},
+    )
 
 
 def _flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
