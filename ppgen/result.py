@@ -199,6 +199,15 @@ class Fit:
             )
         return {k: v.reshape((c, d) + v.shape[1:]) for k, v in ll.items()}
 
+    def encode(self, data: Mapping[str, Any]) -> Any:
+        """Amortised posteriors of new data (VAE-family fits).
+
+        See :func:`ppgen.analysis.latent.encode`.
+        """
+        from ppgen.analysis.latent import encode
+
+        return encode(self, data)
+
     # ------------------------------------------------------------------ hand-offs
     def to_arviz(
         self,

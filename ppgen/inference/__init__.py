@@ -2,9 +2,11 @@
 
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
+from ppgen.inference.amortized import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
 from ppgen.inference.svi import SVI
+from ppgen.inference.vae_elbo import VAEELBO, FastSVI, KLWarmup
 
 __all__ = [
     "Estimator",
@@ -19,4 +21,9 @@ __all__ = [
     "HMC",
     "MCMC",
     "MLE",
+    "Amortized",
+    "FlowGuide",
+    "FastSVI",
+    "VAEELBO",
+    "KLWarmup",
 ]

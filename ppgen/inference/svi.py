@@ -132,6 +132,8 @@ class SVI(OptimEstimator):
             return spec
         if not callable(spec):
             raise EstimatorError("`guide` must be a name, an autoguide class or a callable.")
+        if hasattr(spec, "bind") and getattr(spec, "_model", 1) is None:
+            spec.bind(ctx.program.model)  # e.g. Amortized() built before the model was known
         return ctx.program._wrap(spec)
 
     def _total_steps(self) -> int:
@@ -204,7 +206,10 @@ class _PyroEngine:
         )
         self.svi = pyro.infer.SVI(model, guide, self.optim, self.elbo)
         with torch.no_grad():
-            guide(**ctx.data)  # create the guide's params now, so checkpoints and resume see them
+            # create every param now (the guide's, and the model's that the guide never
+            # touches), so checkpoints, resume and load see them all
+            gtr = pyro.poutine.trace(guide).get_trace(**ctx.data)
+            pyro.poutine.replay(model, trace=gtr)(**ctx.data)
         from pyro.optim.lr_scheduler import PyroLRScheduler
 
         self.scheduled = isinstance(self.optim, PyroLRScheduler)

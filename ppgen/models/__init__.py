@@ -13,6 +13,9 @@ from ppgen.models.mixture import (
     StudentTMixture,
 )
 from ppgen.models.regression import LinearRegression, LogisticRegression
+from ppgen.models.sequential import DMM
+from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE
+from ppgen.models.vqvae import VQVAE
 
 __all__ = [
     "Model",
@@ -29,6 +32,12 @@ __all__ = [
     "DPMixture",
     "LDA",
     "AmortizedLDA",
+    "VAE",
+    "ConvVAE",
+    "ConditionalVAE",
+    "HierarchicalVAE",
+    "DMM",
+    "VQVAE",
     "LinearRegression",
     "LogisticRegression",
 ]

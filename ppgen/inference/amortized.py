@@ -1,0 +1,505 @@
+"""Amortised guides: an encoder network over the data plate, and normalizing-flow posteriors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, get_args
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+import torch.nn.functional as F
+from pyro.infer.autoguide import AutoContinuous
+from pyro.infer.autoguide.initialization import init_to_median
+from torch import Tensor, nn
+
+from ppgen.errors import ProgramError
+from ppgen.inference.vae_elbo import register_module
+
+__all__ = ["Amortized", "FlowGuide", "FlowPosterior", "MLP", "PosteriorHead", "Family"]
+
+Family = Literal["normal", "lowrank", "mvn", "flow"]
+
+
+class MLP(nn.Module):
+    """Concatenates its inputs on the last axis, then ``Linear -> ReLU`` layers.
+
+    Leading axes are batch axes (data, particles); the output is ``out_features`` wide.
+
+    Example:
+        >>> MLP(5, (8, 4))(torch.zeros(3, 5)).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, in_features: int, hidden_features: Sequence[int] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden_features:
+            layers += [nn.Linear(in_features, h), nn.ReLU()]
+            in_features = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = in_features
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, -1)
+        return self.net(x)
+
+
+class PosteriorHead(nn.Module):
+    r"""Encoder features :math:`h` to a posterior :math:`q(z \mid x)` over ``features`` dims.
+
+    ``normal``: :math:`\mathcal N(\mu(h), \mathrm{diag}\,\sigma^2(h))`; ``lowrank``:
+    covariance :math:`W W^\top + \mathrm{diag}\,d` of rank ``rank``; ``mvn``: full Cholesky
+    factor; ``flow``: the diagonal Normal pushed through a conditional normalizing flow from
+    :func:`ppgen.flows.build_flow` with context :math:`h` (IAF by default, the amortised flow
+    posterior of Kingma et al.; the flow starts near the identity, so training starts from
+    the diagonal posterior).
+    The distribution has batch shape ``h.shape[:-1]`` and event shape ``(features,)``.
+
+    References:
+        Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
+        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow,
+        arXiv:1606.04934.
+
+    Arguments:
+        in_features: width of the encoder features.
+        features: latent dimension ``D``.
+        family: ``"normal"``, ``"lowrank"``, ``"mvn"`` or ``"flow"``.
+        rank: rank of the ``lowrank`` covariance factor.
+        flow: flow kind for ``family="flow"`` (``"iaf"``, ``"maf"``, ``"nsf"``, ...).
+        flow_hidden_features / num_transforms: size of the flow.
+
+    Example:
+        >>> head = PosteriorHead(8, 3, "lowrank")
+        >>> q = head(torch.randn(5, 8))
+        >>> q.batch_shape, q.event_shape
+        (torch.Size([5]), torch.Size([3]))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        family: Family = "normal",
+        *,
+        rank: int = 2,
+        flow: str = "iaf",
+        flow_hidden_features: int = 64,
+        num_transforms: int | None = None,
+    ):
+        super().__init__()
+        if family not in get_args(Family):
+            raise ValueError(f"`family` must be one of {get_args(Family)}; got {family!r}.")
+        self.family, self.features, self.rank = family, features, rank
+        d = features
+        if family == "normal":
+            self.linear = nn.Linear(in_features, 2 * d)
+        elif family == "lowrank":
+            self.linear = nn.Linear(in_features, 2 * d + d * rank)
+        elif family == "mvn":
+            self.linear = nn.Linear(in_features, d + d * (d + 1) // 2)
+            self.register_buffer("_tril", torch.tril_indices(d, d), persistent=False)
+        else:
+            from ppgen.flows import build_flow
+
+            self.linear = nn.Linear(in_features, 2 * d)
+            self.flow = build_flow(
+                flow,
+                d,
+                context_features=in_features,
+                hidden_features=flow_hidden_features,
+                num_transforms=num_transforms,
+            )
+            for m in self.flow.modules():  # start at the identity: q = the diagonal Normal
+                last = getattr(m, "final_layer", None)
+                if isinstance(last, nn.Linear):
+                    nn.init.zeros_(last.weight)
+                    nn.init.zeros_(last.bias)
+
+    def forward(self, h: Tensor) -> dist.TorchDistribution:
+        d = self.features
+        out = self.linear(h)
+        loc = out[..., :d]
+        if self.family == "normal":
+            return dist.Normal(loc, F.softplus(out[..., d:]) + 1e-4).to_event(1)
+        if self.family == "flow":
+            return FlowPosterior(loc, F.softplus(out[..., d:]) + 1e-4, self.flow, h)
+        if self.family == "lowrank":
+            diag = F.softplus(out[..., d : 2 * d]) + 1e-4
+            factor = out[..., 2 * d :].reshape(*out.shape[:-1], d, self.rank)
+            return dist.LowRankMultivariateNormal(loc, factor, diag)
+        tril = out.new_zeros(*out.shape[:-1], d, d)
+        tril[..., self._tril[0], self._tril[1]] = out[..., d:]
+        diag = F.softplus(tril.diagonal(dim1=-2, dim2=-1)) + 1e-4
+        tril = tril.tril(-1) + torch.diag_embed(diag)
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+
+class FlowPosterior(dist.TorchDistribution):
+    r""":math:`z = T(\mu + \sigma \odot \epsilon; h)` with :math:`T` a conditional flow.
+
+    .. math:: \log q(z) = \log \mathcal N(\epsilon) - \textstyle\sum \log \sigma
+        - \log |\det \partial T / \partial u|
+
+    Samples are reparameterised and their density is cached (one pass for IAF); ``log_prob``
+    of other values inverts :math:`T` (the density direction of the flow).
+
+    Example:
+        >>> from ppgen.flows import build_flow
+        >>> flow = build_flow("iaf", 2, context_features=3)
+        >>> q = FlowPosterior(torch.zeros(4, 2), torch.ones(4, 2), flow, torch.randn(4, 3))
+        >>> z = q.rsample((5,))
+        >>> z.shape, q.log_prob(z).shape
+        (torch.Size([5, 4, 2]), torch.Size([5, 4]))
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = True
+    support = dist.constraints.independent(dist.constraints.real, 1)
+
+    def __init__(self, loc: Tensor, scale: Tensor, flow: nn.Module, context: Tensor):
+        self.loc, self.scale, self.flow, self.context = loc, scale, flow, context
+        self._cache: tuple[Tensor, Tensor] | None = None
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> FlowPosterior:
+        shape = torch.Size(batch_shape)
+        ev, c = self.loc.shape[-1:], self.context.shape[-1:]
+        return FlowPosterior(
+            self.loc.expand(shape + ev),
+            self.scale.expand(shape + ev),
+            self.flow,
+            self.context.expand(shape + c),
+        )
+
+    def _flat(self, lead: torch.Size) -> tuple[Tensor, Tensor, Tensor]:
+        d, c = self.loc.shape[-1], self.context.shape[-1]
+        loc = self.loc.expand(lead + (d,)).reshape(-1, d)
+        scale = self.scale.expand(lead + (d,)).reshape(-1, d)
+        return loc, scale, self.context.expand(lead + (c,)).reshape(-1, c)
+
+    def rsample(self, sample_shape: Any = ()) -> Tensor:
+        lead = torch.Size(sample_shape) + self.batch_shape
+        loc, scale, ctx = self._flat(lead)
+        eps = torch.empty_like(loc).normal_()
+        z, logdet = self.flow._transform.inverse(loc + scale * eps, ctx)
+        log_q = -0.5 * (eps * eps).sum(-1) - scale.log().sum(-1) - logdet
+        log_q = log_q - 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        z = z.reshape(lead + self.event_shape)
+        self._cache = (z, log_q.reshape(lead))
+        return z
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._cache is not None and value is self._cache[0]:
+            return self._cache[1]
+        lead = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        loc, scale, ctx = self._flat(lead)
+        u, logdet = self.flow._transform(
+            value.expand(lead + self.event_shape).reshape(-1, loc.shape[-1]), ctx
+        )
+        eps = (u - loc) / scale
+        log_q = -0.5 * (eps * eps).sum(-1) - scale.log().sum(-1) + logdet
+        return (log_q - 0.5 * loc.shape[-1] * math.log(2 * math.pi)).reshape(lead)
+
+
+def _frames(msg: dict) -> list[Any]:
+    return [f for f in msg["cond_indep_stack"] if f.vectorized]
+
+
+class Amortized(nn.Module):
+    r"""An encoder guide built from the program's trace: :math:`q(z_n \mid x_n)` per datum.
+
+    .. math:: q(\theta, z_{1:N} \mid x) = q_\lambda(\theta)
+        \prod_{n} q\big(z_n \mid h_\phi(x_n)\big)
+
+    On its first call the guide traces the model on the data and finds the *data plate* (the
+    plate holding every observed site), the *local* latents inside it and the observed sites
+    there; an encoder (an :class:`MLP` by default, or your network, e.g. convolutional) maps
+    the observations of each datum to features :math:`h`, and one :class:`PosteriorHead` per
+    local latent gives its posterior. *Global* latents outside the plate get an ordinary
+    autoguide (``global_guide``) in the same guide. Minibatching works as for any guide: the
+    local sites sit in a plate of the model's name, so ppgen's ``N / B`` scaling applies.
+
+    References:
+        Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
+        Rezende et al., Stochastic Backpropagation and Approximate Inference in Deep
+        Generative Models, arXiv:1401.4082.
+
+    Arguments:
+        model: the program (a Pyro callable or a zoo model with ``.model``); may be bound
+            later with :meth:`bind`.
+        family: posterior family of every local latent, see :class:`PosteriorHead`.
+        encoder: an ``nn.Module`` taking the input arrays (each ``(B, ...)``) as positional
+            arguments and returning ``(B, F)`` features; default ``MLP(hidden_features)``.
+        hidden_features: widths of the default MLP encoder.
+        plate: name of the data plate (default: found from the observed sites).
+        inputs: data keys fed to the encoder (default: the observed sites in the plate).
+        global_guide: autoguide name for global latents (``"normal"``, ... or ``"flow"`` for a
+            :class:`FlowGuide`).
+        name: prefix of the encoder's parameters in Pyro's param store.
+        head_kwargs: passed to each :class:`PosteriorHead` (``rank``, ``flow``, ...).
+
+    Example:
+        >>> import numpy as np, pyro, pyro.distributions as dist, torch, ppgen
+        >>> from ppgen.inference import SVI
+        >>> def model(x=None):
+        ...     with pyro.plate("data", x.shape[0]):
+        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        ...         pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
+        >>> x = np.random.default_rng(0).normal(size=(50, 1))
+        >>> guide = Amortized(model, hidden_features=(16,))
+        >>> fit = ppgen.fit(model, {"x": x}, SVI(guide=guide, steps=20, num_draws=5))
+        >>> fit.draws["z"].shape
+        (1, 5, 50, 2)
+    """
+
+    def __init__(
+        self,
+        model: Callable | Any = None,
+        family: Family = "normal",
+        *,
+        encoder: nn.Module | None = None,
+        hidden_features: Sequence[int] = (256, 256),
+        plate: str | None = None,
+        inputs: Sequence[str] | None = None,
+        global_guide: str = "normal",
+        name: str = "amortized",
+        **head_kwargs: Any,
+    ):
+        super().__init__()
+        if family not in get_args(Family):
+            raise ValueError(f"`family` must be one of {get_args(Family)}; got {family!r}.")
+        object.__setattr__(self, "_model", None)  # not a submodule: the model owns its params
+        if model is not None:
+            self.bind(model)
+        self.family, self.name = family, name
+        self.encoder = encoder
+        self.hidden_features = tuple(hidden_features)
+        self.plate_name, self.inputs = plate, list(inputs) if inputs is not None else None
+        self.global_guide_name, self.head_kwargs = global_guide, head_kwargs
+        self.heads = nn.ModuleDict()
+        self._flatten = False
+        self.locals: dict[str, tuple[int, ...]] = {}
+        self.plate: Any = None
+        object.__setattr__(self, "global_guide", None)
+
+    # ------------------------------------------------------------------ building
+    def bind(self, model: Callable | Any) -> Amortized:
+        """Attach the program to encode for (``Amortized()`` made without one, e.g. by SVI)."""
+        fn = model.model if callable(getattr(model, "model", None)) else model
+        if not callable(fn):
+            raise ProgramError("`Amortized` needs the program (a callable or zoo model).")
+        object.__setattr__(self, "_model", fn)
+        return self
+
+    def build(self, **data: Any) -> Amortized:
+        """Trace the model on ``data`` and create the encoder and heads (done on first call)."""
+        from ppgen.backends.pyro import ObsAsFloat
+
+        if self._model is None:
+            raise ProgramError(
+                "This `Amortized` guide has no program: pass it, `Amortized(model)`, or call "
+                "`.bind(model)` before fitting."
+            )
+        with torch.no_grad(), poutine.block():
+            tr = poutine.trace(self._model).get_trace(**data)
+        sites = [
+            s
+            for s in tr.nodes.values()
+            if s["type"] == "sample" and not s["infer"].get("_deterministic")
+        ]
+        observed = [s for s in sites if s["is_observed"]]
+        plate = self._find_plate(observed)
+        self.plate = plate
+        local, glob = [], []
+        for s in sites:
+            if s["is_observed"]:
+                continue
+            if s["infer"].get("enumerate"):
+                raise ProgramError(
+                    f"Site `{s['name']}` is marked for enumeration; `Amortized` covers "
+                    "continuous latents only. Write a guide for the discrete part."
+                )
+            names = [f.name for f in _frames(s)]
+            (local if plate.name in names else glob).append(s)
+        if not local:
+            raise ProgramError(
+                f"No latent site sits in the data plate `{plate.name}`; `Amortized` encodes "
+                "per-datum latents. Use an autoguide (e.g. guide='normal') for this program."
+            )
+        for s in local:
+            fn = s["fn"]
+            if [f.name for f in _frames(s)] != [plate.name] or tuple(fn.batch_shape) != (
+                plate.size,
+            ):
+                raise ProgramError(
+                    f"Local latent `{s['name']}` has batch shape {tuple(fn.batch_shape)}; "
+                    f"`Amortized` needs batch shape ({plate.size},) from plate `{plate.name}` "
+                    "alone (put per-datum vectors in `.to_event(1)`)."
+                )
+            if fn.support.is_discrete:
+                raise ProgramError(f"Local latent `{s['name']}` is discrete; write a guide.")
+            shape = tuple(fn.event_shape)
+            if len(shape) != 1 and self.family != "normal":
+                raise ProgramError(
+                    f"Local latent `{s['name']}` has event shape {shape}; family "
+                    f"{self.family!r} needs a vector latent (use family='normal' or "
+                    "`.to_event(1)` on a vector)."
+                )
+            self.locals[s["name"]] = shape
+        if self.inputs is None:
+            ids = {id(v): k for k, v in data.items() if torch.is_tensor(v)}
+            keys = [ids.get(id(s["value"]), s["name"]) for s in observed]
+            self.inputs = [
+                k for k, s in zip(keys, observed) if plate.name in [f.name for f in _frames(s)]
+            ]
+        missing = [k for k in self.inputs if k not in data]
+        if missing:
+            raise ProgramError(
+                f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
+                f"keys to encode (data keys: {sorted(data)})."
+            )
+        if self.encoder is None:
+            self._flatten = True
+            width = sum(int(data[k][0].numel()) for k in self.inputs)
+            self.encoder = MLP(width, self.hidden_features)
+        with torch.no_grad():
+            feats = self.encoder(*self._encoder_inputs(data))
+        if feats.dim() != 2 or feats.shape[0] != plate.size:
+            raise ProgramError(
+                f"The encoder must return features of shape ({plate.size}, F); got "
+                f"{tuple(feats.shape)}."
+            )
+        for n, shape in self.locals.items():
+            d = int(torch.Size(shape).numel()) if shape else 1
+            self.heads[n] = PosteriorHead(feats.shape[1], d, self.family, **self.head_kwargs)
+        self.to(feats.device)
+        if glob:
+            from ppgen.inference.guides import make_guide
+
+            blocked = poutine.block(ObsAsFloat()(self._model), hide=list(self.locals))
+            if self.global_guide_name == "flow":
+                g: Any = FlowGuide(blocked)
+            else:
+                g = make_guide(self.global_guide_name, blocked, "pyro")
+            object.__setattr__(self, "global_guide", g)
+        return self
+
+    def _find_plate(self, observed: list[dict]) -> Any:
+        if not observed:
+            raise ProgramError("The model has no observed sites for this data to encode.")
+        common: dict[str, Any] | None = None
+        for s in observed:
+            fr = {f.name: f for f in _frames(s)}
+            common = fr if common is None else {k: v for k, v in common.items() if k in fr}
+        common = common or {}
+        if self.plate_name is not None:
+            if self.plate_name not in common:
+                raise ProgramError(
+                    f"`plate={self.plate_name!r}` does not hold every observed site; plates "
+                    f"holding them: {sorted(common)}."
+                )
+            return common[self.plate_name]
+        if not common:
+            raise ProgramError(
+                "No plate holds every observed site; `Amortized` needs the observations in a "
+                "data plate, e.g. `with pyro.plate('data', len(x))`."
+            )
+        return max(common.values(), key=lambda f: f.size)
+
+    def _encoder_inputs(self, data: Mapping[str, Any]) -> list[Tensor]:
+        xs = [data[k] for k in self.inputs]
+        return [x.reshape(x.shape[0], -1) for x in xs] if self._flatten else xs
+
+    # ------------------------------------------------------------------ the guide
+    def encode(self, **data: Any) -> dict[str, dist.TorchDistribution]:
+        """The posterior of each local latent for the data, ``{site: q(z | x)}`` (no sampling)."""
+        if self.plate is None:
+            self.build(**data)
+        h = self.encoder(*self._encoder_inputs(data))
+        out = {}
+        for n, shape in self.locals.items():
+            q = self.heads[n](h)
+            if shape != (q.event_shape[-1],):
+                base = q.base_dist if isinstance(q, dist.Independent) else q
+                loc, scale = base.loc.reshape(-1, *shape), base.scale.reshape(-1, *shape)
+                q = dist.Normal(loc, scale).to_event(len(shape))
+            out[n] = q
+        return out
+
+    def forward(self, **data: Any) -> dict[str, Tensor]:
+        if self.plate is None:
+            self.build(**data)
+        out: dict[str, Tensor] = {}
+        if self.global_guide is not None:
+            out.update(self.global_guide(**data))
+        register_module(self.name, self)
+        qs = self.encode(**data)
+        n = next(iter(qs.values())).batch_shape[0]
+        with pyro.plate(self.plate.name, n, dim=self.plate.dim):
+            for name, q in qs.items():
+                out[name] = pyro.sample(name, q)
+        return out
+
+
+class FlowGuide(AutoContinuous):
+    r"""A normalizing-flow posterior over all (unconstrained, flattened) latents of a program.
+
+    .. math:: q(\theta) = T_\#\, p_\phi, \qquad p_\phi = f_\phi^{-1}{}_\# \mathcal N(0, I)
+
+    where :math:`f_\phi` is a flow from :func:`ppgen.flows.build_flow` (IAF by default: one
+    pass to sample and score its own draws) and :math:`T` maps to each latent's support. For
+    per-datum latents use the conditional version, ``Amortized(model, family="flow")``; both
+    use the same flow implementation.
+
+    References:
+        Rezende & Mohamed, Variational Inference with Normalizing Flows, arXiv:1505.05770.
+        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow,
+        arXiv:1606.04934.
+
+    Arguments:
+        model: the program.
+        kind: ``"iaf"``, ``"maf"``, ``"nsf"`` or any :data:`ppgen.flows.FlowKind` for vectors.
+        hidden_features / num_transforms: flow size.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist
+        >>> def model():
+        ...     pyro.sample("a", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("b", dist.LogNormal(0.0, 1.0))
+        >>> guide = FlowGuide(model, hidden_features=8)
+        >>> sorted(guide())
+        ['a', 'b']
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        kind: str = "iaf",
+        *,
+        hidden_features: int = 64,
+        num_transforms: int | None = None,
+        init_loc_fn: Callable = init_to_median,
+    ):
+        super().__init__(model, init_loc_fn=init_loc_fn)
+        self.kind, self.hidden_features, self.num_transforms = kind, hidden_features, num_transforms
+        self.flow = None
+
+    def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
+        if self.flow is None:
+            from ppgen.flows import build_flow
+
+            vals = [s.get("value") for s in self.prototype_trace.nodes.values()]
+            dev = next((v.device for v in vals if torch.is_tensor(v)), None)
+            self.flow = build_flow(
+                self.kind,
+                self.latent_dim,
+                hidden_features=self.hidden_features,
+                num_transforms=self.num_transforms,
+            ).to(dev)
+        return self.flow()
+
+    def get_base_dist(self) -> dist.TorchDistribution:
+        return dist.Normal(torch.zeros(self.latent_dim), 1.0).to_event(1)

@@ -1,0 +1,543 @@
+"""A lean ELBO for reparameterised guides (VAE family): objectives, KL warm-up, fast SVI engine."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, get_args
+
+import pyro
+import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.infer import ELBO
+from pyro.poutine.messenger import Messenger
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+from ppgen.errors import EstimatorError
+from ppgen.inference._base import FitContext
+from ppgen.inference.svi import SVI, _PyroEngine
+
+__all__ = [
+    "VAEELBO",
+    "KLWarmup",
+    "FastSVI",
+    "Objective",
+    "NotLean",
+    "lean_passes",
+    "log_weights",
+    "register_module",
+]
+
+Objective = Literal["trace", "meanfield", "renyi", "iwae"]
+_PARTICLES = "num_particles_vectorized"
+
+
+_STATE = threading.local()
+
+
+def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
+    """``pyro.module(name, module)``, skipped inside a :class:`FastSVI` step.
+
+    The lean engine registers every parameter once and optimises them itself, so re-running
+    ``pyro.module`` (a param-store round trip per tensor) on each step is pure overhead.
+
+    Example:
+        >>> import torch
+        >>> register_module("net", torch.nn.Linear(2, 2)).weight.shape
+        torch.Size([2, 2])
+    """
+    if getattr(_STATE, "skip_modules", False):
+        return module
+    return pyro.module(name, module)
+
+
+class NotLean(EstimatorError):
+    """The program is outside the lean path (non-reparameterised or enumerated sites)."""
+
+
+class _Record(Messenger):
+    """One pass of the guide (record) or the model (replay the guide's values, record)."""
+
+    def __init__(self, values: Mapping[str, Tensor] | None = None) -> None:
+        super().__init__()
+        self.values = values
+        self.sites: dict[str, dict] = {}
+
+    def _process_message(self, msg: dict) -> None:
+        if self.values is not None and msg["type"] == "sample" and not msg["is_observed"]:
+            v = self.values.get(msg["name"])
+            if v is not None:
+                msg["value"], msg["done"] = v, True
+
+    def _postprocess_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg["infer"].get("_deterministic"):
+            return
+        fn = msg["fn"]
+        if type(fn).__name__ == "_Subsample":
+            return
+        if msg["infer"].get("enumerate"):
+            raise NotLean(f"Site `{msg['name']}` is enumerated; the lean ELBO cannot sum it out.")
+        if self.values is None and not msg["is_observed"] and not fn.has_rsample:
+            raise NotLean(
+                f"Guide site `{msg['name']}` ({type(fn).__name__}) is not reparameterisable."
+            )
+        self.sites[msg["name"]] = msg
+
+
+def _run(
+    fn: Callable, kwargs: Mapping[str, Any], values: Mapping[str, Tensor] | None, k: int, dim: int
+) -> dict[str, dict]:
+    rec = _Record(values)
+    with rec:
+        if k > 1:
+            with pyro.plate(_PARTICLES, k, dim=dim):
+                fn(**kwargs)
+        else:
+            fn(**kwargs)
+    return rec.sites
+
+
+def lean_passes(
+    model: Callable, guide: Callable, kwargs: Mapping[str, Any], k: int, plate_nesting: int
+) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run the guide, then the model on the guide's draws; ``({site: msg}, {site: msg})``.
+
+    With ``k > 1`` both run inside a plate of ``k`` particles at dim ``-plate_nesting - 1``.
+    """
+    dim = -plate_nesting - 1
+    g = _run(guide, kwargs, None, k, dim)
+    values = {n: s["value"] for n, s in g.items() if not s["is_observed"]}
+    return _run(model, kwargs, values, k, dim), g
+
+
+def _log_prob(site: dict, scaled: bool = True) -> Tensor:
+    lp = site["fn"].log_prob(site["value"])
+    return scale_and_mask(lp, site["scale"] if scaled else 1.0, site["mask"])
+
+
+def _sum_to(lp: Tensor | float, keep: tuple[int, ...], ndim: int) -> Tensor | float:
+    """Sum ``lp`` (right-aligned in ``ndim`` batch dims) over every dim except ``keep``."""
+    if not torch.is_tensor(lp):
+        return lp
+    lp = lp.reshape((1,) * (ndim - lp.dim()) + lp.shape)
+    dims = [d for d in range(ndim) if d not in keep]
+    return lp.sum(dims, keepdim=True) if dims else lp
+
+
+class VAEELBO(ELBO):
+    r"""ELBO objectives evaluated directly from one guide pass and one model pass.
+
+    No Pyro traces are built: a small handler records each site's distribution and value,
+    the model replays the guide's draws, and the objective is summed with torch. For the same
+    parameters and noise the numbers equal Pyro's: ``"trace"`` = ``Trace_ELBO``,
+    ``"meanfield"`` = ``TraceMeanField_ELBO`` (analytic KL where registered), ``"renyi"`` /
+    ``"iwae"`` = ``RenyiELBO``: when every site sits in the data plate (a VAE) the weights are
+    per datum, the bound of Burda et al.,
+
+    .. math:: \mathcal L_K = \sum_n \mathbb E \log \frac1K \sum_k
+        \frac{p(x_n, z_{nk})}{q(z_{nk} \mid x_n)},
+
+    and otherwise one weight per particle for the whole batch. Under minibatching the
+    ``N / B`` weight multiplies the per-datum bound (Pyro puts it inside the log-mean-exp;
+    the numbers agree on full batches). ``beta`` weights the latent terms
+    (:math:`\log p(z) - \log q(z)`, or the KL) as in the :math:`\beta`-VAE; change it during
+    training with :class:`KLWarmup`. Guides must be reparameterisable; otherwise use Pyro's
+    objectives (``SVI(elbo="trace")`` handles score-function terms).
+
+    References:
+        Burda et al., Importance Weighted Autoencoders, arXiv:1509.00519.
+        Li & Turner, Rényi Divergence Variational Inference, arXiv:1602.02311.
+        Higgins et al., beta-VAE, ICLR 2017; Bowman et al., arXiv:1511.06349 (KL warm-up).
+
+    Arguments:
+        objective: ``"trace"``, ``"meanfield"``, ``"renyi"`` or ``"iwae"``.
+        num_particles: ``K`` vectorised particles (a plate of size ``K``).
+        alpha: Rényi order (``"renyi"``); 0 for the IWAE bounds.
+        beta: weight of the latent terms (``trace`` and ``meanfield`` only).
+        max_plate_nesting: plate dims of the program (default: read from a first trace).
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> def model(x):
+        ...     with pyro.plate("data", 3):
+        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> def guide(x):
+        ...     with pyro.plate("data", 3):
+        ...         pyro.sample("z", dist.Normal(x / 2, 0.7))
+        >>> x = torch.tensor([0.0, 1.0, -1.0])
+        >>> pyro.set_rng_seed(0); a = VAEELBO().loss(model, guide, x=x)
+        >>> pyro.set_rng_seed(0); b = pyro.infer.Trace_ELBO().loss(model, guide, x=x)
+        >>> abs(a - b) < 1e-5
+        True
+    """
+
+    def __init__(
+        self,
+        objective: Objective = "trace",
+        num_particles: int = 1,
+        *,
+        alpha: float = 0.0,
+        beta: float = 1.0,
+        max_plate_nesting: int | None = None,
+    ) -> None:
+        if objective not in get_args(Objective):
+            raise EstimatorError(
+                f"Unknown `objective={objective!r}`. Valid names: {list(get_args(Objective))}."
+            )
+        if objective in ("renyi", "iwae") and num_particles < 2:
+            raise EstimatorError(
+                f"`objective={objective!r}` needs `num_particles >= 2`; got {num_particles}."
+            )
+        if objective in ("renyi", "iwae") and beta != 1.0:
+            raise EstimatorError("`beta` weights ELBO terms; use objective='trace' or 'meanfield'.")
+        super().__init__(num_particles=num_particles, vectorize_particles=True)
+        self.objective, self.alpha, self.beta = (
+            objective,
+            0.0 if "iwae" in objective else alpha,
+            beta,
+        )
+        self.plate_nesting = max_plate_nesting
+
+    # ------------------------------------------------------------------ passes
+    def _passes(self, model: Callable, guide: Callable, kwargs: Mapping[str, Any]) -> tuple:
+        if self.plate_nesting is None:
+            if self.num_particles == 1:  # no particle plate: nesting is irrelevant
+                return lean_passes(model, guide, kwargs, 1, 0)
+            self.plate_nesting = _max_plate_nesting(model, guide, kwargs)
+        return lean_passes(model, guide, kwargs, self.num_particles, self.plate_nesting)
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+        """The negative objective as a tensor with gradients."""
+        if args:
+            raise EstimatorError("VAEELBO takes the program's data as keyword arguments.")
+        m, g = self._passes(model, guide, kwargs)
+        if self.objective in ("trace", "meanfield"):
+            return -self._elbo(m, g) / self.num_particles
+        w, scale = log_weights(m, g, self.plate_nesting)
+        a = 1.0 - self.alpha
+        bound = (torch.logsumexp(a * w, 0) - math.log(self.num_particles)) / a
+        return -scale * bound.sum()
+
+    def _elbo(self, m: dict[str, dict], g: dict[str, dict]) -> Tensor:
+        obs, lat = 0.0, 0.0
+        for name, site in m.items():
+            if site["is_observed"]:
+                obs = obs + _log_prob(site).sum()
+                continue
+            q = g.get(name)
+            kl = None
+            if self.objective == "meanfield" and q is not None:
+                try:
+                    kl = kl_divergence(q["fn"], site["fn"])
+                except NotImplementedError:
+                    kl = None
+            if kl is not None:
+                kl = scale_and_mask(kl, q["scale"], q["mask"])
+                lat = lat - (kl.sum() if torch.is_tensor(kl) else kl * q["fn"].batch_shape.numel())
+                continue
+            lat = lat + _log_prob(site).sum()
+            if q is not None:
+                lat = lat - _log_prob(q).sum()
+        for name, q in g.items():
+            if name not in m:  # auxiliary guide sites
+                lat = lat - _log_prob(q).sum()
+        total = obs + self.beta * lat
+        return total if torch.is_tensor(total) else torch.tensor(float(total))
+
+    # ------------------------------------------------------------------ pyro ELBO API
+    def _get_trace(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - unused
+        raise NotImplementedError("VAEELBO builds no traces.")
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+
+def log_weights(m: Mapping[str, dict], g: Mapping[str, dict], plate_nesting: int) -> tuple:
+    r"""Per-particle log importance weights :math:`\log p(x, z_k) - \log q(z_k)`.
+
+    As in Pyro's ``RenyiELBO``, dims of plates shared by every model site (the particle plate
+    and, for VAEs, the data plate) are kept and the others summed, so the weights have shape
+    ``(K, *shared)``. Returns ``(weights, scale)``: when every site has the same scale ``s``
+    (minibatch ``N / B``) the weights are unscaled and ``s`` multiplies the bound outside the
+    log-mean-exp; otherwise the scaled weights and ``1.0``.
+    """
+    sample = [*m.values(), *g.values()]
+    frames = [{f for f in s["cond_indep_stack"] if f.vectorized} for s in m.values()]
+    common = set.intersection(*frames) if frames else set()
+    ndim = plate_nesting + 1
+    keep = tuple(sorted(ndim + f.dim for f in common)) or (0,)
+    scales = {s["scale"] if not torch.is_tensor(s["scale"]) else None for s in sample}
+    shared = len(scales) == 1 and None not in scales
+    scale = scales.pop() if shared else 1.0
+    total: Any = 0.0
+    for sites, sign in ((m, 1.0), (g, -1.0)):
+        for site in sites.values():
+            total = total + sign * _sum_to(_log_prob(site, scaled=not shared), keep, ndim)
+    shape = [total.shape[d] for d in keep]
+    return total.reshape(shape), scale
+
+
+def _max_plate_nesting(model: Callable, guide: Callable, kwargs: Mapping[str, Any]) -> int:
+    """Plate dims used by the program (one probe run that leaves the RNG untouched)."""
+    state = torch.get_rng_state()
+    try:
+        with torch.no_grad(), pyro.poutine.block():
+            g = _run(guide, kwargs, None, 1, -1)
+            m = _run(model, kwargs, {n: s["value"] for n, s in g.items()}, 1, -1)
+    finally:
+        torch.set_rng_state(state)
+    sites = (*m.values(), *g.values())
+    dims = [-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized]
+    return max(dims, default=0)
+
+
+class KLWarmup:
+    r"""Callback annealing the KL weight :math:`\beta` of a :class:`VAEELBO` linearly.
+
+    .. math:: \beta_t = \beta_0 + (\beta_1 - \beta_0) \min(1, t / T)
+
+    References:
+        Bowman et al., Generating Sentences from a Continuous Space, arXiv:1511.06349.
+        Sønderby et al., Ladder Variational Autoencoders, arXiv:1602.02282.
+
+    Example:
+        >>> elbo = VAEELBO()
+        >>> warm = KLWarmup(elbo, steps=10)
+        >>> elbo.beta, [warm(t, {}) for t in (5,)], elbo.beta
+        (0.0, [False], 0.5)
+    """
+
+    def __init__(self, elbo: VAEELBO, steps: int, start: float = 0.0, end: float | None = None):
+        if steps < 1:
+            raise EstimatorError(f"`steps` must be a positive int; got {steps!r}.")
+        self.elbo, self.steps, self.start = elbo, steps, start
+        self.end = elbo.beta if end is None else end
+        elbo.beta = start
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> bool:
+        self.elbo.beta = self.start + (self.end - self.start) * min(1.0, step / self.steps)
+        return False
+
+
+class FastSVI(SVI):
+    r"""SVI with the lean engine for reparameterised Pyro programs (the VAE path).
+
+    The same estimator as :class:`~ppgen.inference.SVI` (a saved run reloads as ``SVI``), but
+    for Pyro programs whose guide is reparameterisable and whose objective is ``"trace"``,
+    ``"meanfield"``, ``"renyi"``, ``"iwae"`` or a :class:`VAEELBO`, each step is one guide
+    pass and one model pass under :class:`VAEELBO` (no trace objects, no per-step validation
+    of distribution arguments — the data were validated before the fit) and one
+    fused optimiser step over every parameter. A zoo :class:`~ppgen.models.vae.VAE` with its
+    own diagonal-Normal guide is recognised as the standard VAE shape and evaluated with torch
+    alone (``fast="auto"``; ``fast="lean"`` keeps the handler path). Other programs and
+    objectives run Pyro's own SVI, so ``FastSVI`` is always a drop-in for ``SVI``.
+    ``fit.diagnostics["engine"]`` says which path ran (``"direct"``, ``"lean"``, or absent).
+
+    Arguments:
+        fast: ``"auto"`` (direct torch ELBO when the shape is detected) or ``"lean"``.
+        others: as :class:`~ppgen.inference.SVI`.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> from ppgen.models.vae import VAE
+        >>> x = (np.random.default_rng(0).random((64, 6)) > 0.5).astype(float)
+        >>> fit = ppgen.fit(VAE(6, 2, hidden_features=(16,)), {"x": x},
+        ...                 FastSVI(steps=20, batch_size=16, num_draws=2))
+        >>> fit.diagnostics["engine"]
+        'direct'
+    """
+
+    def __init__(self, *args: Any, fast: Literal["auto", "lean"] = "auto", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if fast not in ("auto", "lean"):
+            raise EstimatorError(f"`fast` must be 'auto' or 'lean'; got {fast!r}.")
+        self.fast = fast
+
+    def init(self, ctx: FitContext) -> Any:
+        if ctx.program.backend == "pyro":
+            try:
+                return _LeanEngine(self, ctx)
+            except NotLean:
+                pass
+        return super().init(ctx)
+
+
+_TORCH_OPTIMS = {
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+}
+
+
+class _Direct:
+    r"""The standard VAE shape evaluated with torch alone (no handlers, no distributions' checks).
+
+    Used when the program is a zoo :class:`~ppgen.models.vae.VAE` with its own guide and a
+    diagonal-Normal posterior: :math:`z = \mu + \sigma \epsilon` with the noise drawn
+    exactly as ``Normal.rsample`` draws it, :math:`\log q = -\epsilon^2/2 - \log\sigma - c`,
+    :math:`\log p(z) = -z^2/2 - c` (or the analytic KL for ``meanfield``) and
+    :math:`\log p(x \mid z)` from the model's own observation distribution, so the
+    numbers are those of the program under Pyro's objectives.
+    """
+
+    def __init__(self, vae: Any, key: str, elbo: VAEELBO) -> None:
+        self.vae, self.key, self.elbo = vae, key, elbo
+
+    @classmethod
+    def detect(cls, est: SVI, ctx: FitContext, elbo: VAEELBO) -> _Direct | None:
+        from ppgen.models.vae import VAE
+
+        obj = ctx.program.obj
+        info = ctx.info
+        if not isinstance(obj, VAE) or est.guide is not None or obj.family != "normal":
+            return None
+        if type(obj).model is not VAE.model or type(obj).guide is not VAE.guide:
+            return None
+        if sorted(info.latent) != ["z"] or info.observed != ["x"]:
+            return None
+        key = next((k for k, v in info.obs_keys.items() if v == "x"), None)
+        return None if key is None else cls(obj, key, elbo)
+
+    def loss(self, data: Mapping[str, Any], scale: float) -> Tensor:
+        x = data[self.key]
+        vae, elbo = self.vae, self.elbo
+        q = vae.posterior(x).base_dist
+        loc, sd = q.loc, q.scale
+        k = elbo.num_particles
+        shape = ((k,) if k > 1 else ()) + loc.shape
+        eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
+        z = loc + eps * sd
+        c = 0.5 * math.log(2 * math.pi) * loc.shape[-1]
+        if not x.is_floating_point() and vae.likelihood != "categorical":
+            x = x.to(loc.dtype)
+        log_px = vae.decode(z).log_prob(x)
+        if elbo.objective == "meanfield":
+            kl = (0.5 * (sd * sd + loc * loc - 1.0) - sd.log()).sum(-1)
+            w = log_px - elbo.beta * kl
+        else:
+            log_q = (-0.5 * eps * eps - sd.log()).sum(-1) - c
+            log_p = -0.5 * (z * z).sum(-1) - c
+            w = log_px + elbo.beta * (log_p - log_q) if elbo.objective == "trace" else None
+            if w is None:
+                a = 1.0 - elbo.alpha
+                lw = a * (log_px + log_p - log_q)
+                return -scale * ((torch.logsumexp(lw, 0) - math.log(k)) / a).sum()
+        return -scale * w.sum() / k
+
+
+class _LeanEngine(_PyroEngine):
+    """``_PyroEngine`` with the lean ELBO and one torch optimiser over the param store."""
+
+    def __init__(self, est: SVI, ctx: FitContext) -> None:
+        elbo = est.elbo
+        if isinstance(elbo, str):
+            names = {"trace": "trace", "meanfield": "meanfield", "renyi": "renyi", "iwae": "iwae"}
+            if elbo.lower() not in names:
+                raise NotLean(f"elbo={elbo!r}")
+            n = est.num_particles
+            objective = names[elbo.lower()]
+            elbo = VAEELBO(
+                objective,  # type: ignore[arg-type]
+                n,
+                alpha=est.alpha,
+                max_plate_nesting=None if n == 1 else est.max_plate_nesting,
+            )
+        elif not isinstance(elbo, VAEELBO):
+            raise NotLean("custom ELBO object")
+        if not isinstance(est.optim, str) or est.optim.lower() not in _TORCH_OPTIMS:
+            raise NotLean(f"optim={est.optim!r}")
+        if elbo.num_particles > 1 and elbo.plate_nesting is None:
+            elbo.plate_nesting = ctx.info.max_plate_nesting
+        super().__init__(est, ctx)  # scaling, guide, params: exactly as the Pyro engine
+        self.scaled_guide = self.svi.guide
+        self.elbo = elbo
+        with torch.no_grad():
+            self.elbo.loss(self.model, self.scaled_guide, **ctx.data)  # raises NotLean
+        self.params: list[Tensor] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+        self._sync_params()
+        self.scheduled = False
+        self.direct = (
+            _Direct.detect(est, ctx, elbo) if getattr(est, "fast", "auto") == "auto" else None
+        )
+
+    def _sync_params(self) -> None:
+        store = pyro.get_param_store()._params
+        if len(store) == len(self.params):
+            return
+        new = [p for p in store.values() if all(p is not q for q in self.params)]
+        self.params += new
+        est = self.est
+        if self.optimizer is None:
+            cls = _TORCH_OPTIMS[est.optim.lower()]
+            kw: dict[str, Any] = {"lr": est.lr}
+            if cls is torch.optim.Adam and all(
+                p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in new
+            ):
+                kw["fused"] = True  # one kernel for all tensors: ~3x faster steps on CPU
+            self.optimizer = cls(new, **kw)
+            if est.lr_decay:
+                gamma = est.lr_decay ** (1.0 / max(est._total_steps(), 1))
+                self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        elif new:
+            self.optimizer.add_param_group({"params": new})
+
+    def step(self, data: Mapping[str, Any], scale: float) -> float:
+        if self.scaler:
+            self.scaler.scale = scale
+        _STATE.skip_modules = True
+        try:
+            with pyro.validation_enabled(False):
+                if self.direct is not None:
+                    loss = self.direct.loss(data, scale)
+                else:
+                    loss = self.elbo.differentiable_loss(self.model, self.scaled_guide, **data)
+        finally:
+            _STATE.skip_modules = False
+        self._sync_params()
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            if self.est.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.params, self.est.clip_norm)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+        return loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        params = pyro.get_param_store().get_state()["params"]
+        sd = {
+            "params": {k: v.detach().clone() for k, v in params.items()},
+            "optim": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        from ppgen.inference._pyro import load_unconstrained
+
+        load_unconstrained(sd["params"])
+        self.optimizer.load_state_dict(sd["optim"])
+        torch.set_rng_state(sd["torch_rng"])
+        if sd.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(sd["cuda_rng"])
+
+    def finalize(self, history: dict[str, list[float]]) -> Any:
+        fit = super().finalize(history)
+        fit.diagnostics["engine"] = "direct" if self.direct is not None else "lean"
+        return fit
