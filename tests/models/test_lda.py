@@ -22,7 +22,8 @@ def corpus():
 def test_classic_lda_svi_recovers_topics(corpus):
     counts, truth = corpus
     lda = LDA(3, 30, alpha=0.3)
-    fit = ppgen.fit(lda, {"counts": counts}, ppgen.inference.SVI(steps=300, lr=0.05, num_draws=10))
+    est = ppgen.inference.SVI(steps=200, lr=0.08, num_draws=10)
+    fit = ppgen.fit(lda, {"counts": counts}, est, backend="pyro")
     perm, tv = hungarian_match(lda.topic_word(fit), truth["topics"], "tv")
     assert tv.max() < TV_MAX
     theta = lda.doc_topics(fit)[:, perm]
@@ -37,10 +38,10 @@ def test_classic_lda_svi_recovers_topics(corpus):
 
 @pytest.mark.slow
 def test_classic_lda_nuts_recovers_topics():
-    counts, truth = simulate_lda(40, 2, 12, doc_length=80, alpha=0.3, beta=0.1, seed=1)
-    lda = LDA(2, 12, alpha=0.3)
-    est = ppgen.inference.NUTS(num_samples=150, num_warmup=150)
-    fit = ppgen.fit(lda, {"counts": counts}, est, backend="numpyro")
+    counts, truth = simulate_lda(20, 2, 10, doc_length=100, alpha=0.3, beta=0.5, seed=1)
+    lda = LDA(2, 10, alpha=0.3, beta=0.5)
+    est = ppgen.inference.NUTS(num_samples=60, num_warmup=60)
+    fit = ppgen.fit(lda, {"counts": counts}, est, backend="pyro")
     _, tv = hungarian_match(lda.topic_word(fit), truth["topics"], "tv")
     assert tv.max() < TV_MAX
 

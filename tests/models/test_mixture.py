@@ -22,7 +22,7 @@ from ppgen.models.mixture import (
 )
 
 
-def _map(model, x, steps=150, kind="delta", backend="numpyro", lr=0.05):
+def _map(model, x, steps=150, kind="delta", backend="pyro", lr=0.05):
     est = ppgen.inference.SVI(
         guide=model.guide_for(x, kind, backend=backend),
         elbo="enum",
@@ -149,9 +149,7 @@ def test_relabel_undoes_label_switching():
 def test_gmm_nuts_recovers_locs():
     d = blobs(n=90, seed=1)
     gmm = GaussianMixture(3)
-    est = ppgen.inference.NUTS(
-        num_samples=150, num_warmup=150, init_strategy=gmm.init_values(d["x"])
-    )
+    est = ppgen.inference.NUTS(num_samples=60, num_warmup=60, init_strategy=gmm.init_values(d["x"]))
     fit = ppgen.fit(gmm, {"x": d["x"]}, est, backend="numpyro")
     _, dist = hungarian_match(fit.draws["locs"].mean((0, 1)), d["truth"]["locs"])
     assert dist.max() < 0.5
