@@ -242,7 +242,8 @@ def _stats_kernel(base: type) -> type:
             z = super().sample(params)
             if self._t > self._warmup_steps:
                 n = self._t - self._warmup_steps
-                acc = n * self._mean_accept_prob - (n - 1) * mean_old
+                # recovered from Pyro's running mean; clip the rounding of n*a - (n-1)*b
+                acc = min(max(n * self._mean_accept_prob - (n - 1) * mean_old, 0.0), 1.0)
                 steps = self._ppgen_steps if hasattr(self, "_max_tree_depth") else self.num_steps
                 _, pe, _ = self._fetch_from_cache()
                 self._ppgen_stats.append(

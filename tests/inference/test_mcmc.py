@@ -73,7 +73,7 @@ def test_sample_stats_are_kept(backend):
     fit = ppgen.fit(
         EightSchools(centered=True),
         ppgen.data.load("eight_schools"),
-        NUTS(num_samples=200, num_warmup=150, num_chains=2, jit=False),
+        NUTS(num_samples=100, num_warmup=100, num_chains=2, jit=False),
         backend=backend,
         seed=0,
     )

