@@ -336,12 +336,21 @@ class Program:
         obs_keys = {}
         for s in by_name.values():
             if s.kind == "observed":
-                key = ids.get(s.infer.get("_obs_id"))
+                key = ids.get(s.infer.get("_obs_id")) or self._key_by_value(s, native)
                 if key is None and s.name in native:
                     key = s.name
                 if key is not None:
                     obs_keys[key] = s.name
         return ProgramInfo(sites=by_name, obs_keys=obs_keys)
+
+    def _key_by_value(self, site: Site, native: Mapping[str, Any]) -> str | None:
+        """The data key whose array equals an observed value (Pyro casts ints to float)."""
+        value = self.ops.to_numpy(site.value)
+        for k, v in native.items():
+            if getattr(v, "shape", None) == value.shape:
+                if np.array_equal(self.ops.to_numpy(v).astype(value.dtype), value):
+                    return k
+        return None
 
     def _check_observed(self, info: ProgramInfo) -> None:
         for name in info.observed:

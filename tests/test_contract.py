@@ -104,15 +104,6 @@ def test_every_param_gets_a_gradient_numpyro(name):
     engine = est.init(FitContext(program=prog, info=info, data=native, data_np={}))
     params = engine.svi.get_params(engine.state)
 
-    def loss(p):
-        return (
-            engine.elbo.loss(jax.random.PRNGKey(0), {}, engine.model, engine.guide, **native)
-            if False
-            else engine.svi.loss.loss(
-                jax.random.PRNGKey(0), p, engine.model, engine.guide, **native
-            )
-        )
-
     # differentiate w.r.t. the unconstrained params the optimiser actually updates
     unconstrained = engine.svi.optim.get_params(engine.state.optim_state)
     grads = jax.grad(
@@ -125,4 +116,3 @@ def test_every_param_gets_a_gradient_numpyro(name):
     for path, g in leaves:
         g = np.asarray(g)
         assert np.isfinite(g).all() and np.abs(g).sum() > 0, path
-    del loss

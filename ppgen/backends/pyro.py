@@ -44,18 +44,6 @@ class Uncondition(Messenger):
             msg["done"] = False
 
 
-class _RecordObsIds(Messenger):
-    """Remember ``id`` of each observed value before any cast, to map data keys to sites."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: dict[str, int] = {}
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"]:
-            self.ids[msg["name"]] = id(msg["value"])
-
-
 def _dist_name(fn: Any) -> str:
     base = fn
     while hasattr(base, "base_dist"):
@@ -111,8 +99,7 @@ class PyroOps(BackendOps):
         return ObsAsFloat()(fn)
 
     def trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int = 0) -> list[Site]:
-        rec = _RecordObsIds()
-        tr = poutine.trace(ObsAsFloat()(rec(fn))).get_trace(**kwargs)
+        tr = poutine.trace(fn).get_trace(**kwargs)
         sites = []
         for name, s in tr.nodes.items():
             if s["type"] == "sample":
@@ -144,7 +131,7 @@ class PyroOps(BackendOps):
                         plates=plates,
                         fn=fn_,
                         value=s["value"],
-                        infer=dict(s["infer"], _obs_id=rec.ids.get(name)),
+                        infer=dict(s["infer"]),
                     )
                 )
             elif s["type"] == "param":
