@@ -152,12 +152,12 @@ class StepClock:
         return 1000 * (self.t[self.end] - self.t[self.start]) / (self.end - self.start)
 
 
-def svi_ppgen(backend: str, data: dict, steps: int, skip: int) -> float:
+def svi_ppgen(backend: str, data: dict, steps: int, skip: int, program: Any = None) -> float:
+    """ppgen's SVI on the zoo's backend-neutral EightSchools, or on ``program`` if given."""
     clock = StepClock(skip, steps)
     est = SVI(guide="normal", steps=steps, lr=0.01, num_draws=10)
-    ppgen.fit(
-        EightSchools(), data, est, seed=SEED, progress=False, backend=backend, callbacks=[clock]
-    )
+    program = EightSchools() if program is None else program
+    ppgen.fit(program, data, est, seed=SEED, progress=False, backend=backend, callbacks=[clock])
     return clock.per_1000()
 
 
@@ -301,6 +301,19 @@ def svi_case(cfg: dict) -> None:
         statistics.median(r for _, r in rb),
     )
     row(case, "wall s per fit (setup + compile + loop)", "lower", med(ra), med(rb))
+    # the same plain-Pyro program on both sides: ppgen's own cost, without the zoo model's
+    ra, rb = paired(
+        lambda: svi_ppgen("pyro", tdata, steps, skip, program=pyro_schools),
+        lambda: svi_raw_pyro(tdata, steps, skip),
+        reps,
+    )
+    row(
+        "SVI AutoNormal schools, same plain-Pyro program [pyro]",
+        "s/1000 steps (loop, float each step)",
+        "lower",
+        statistics.median(r for _, r in ra),
+        statistics.median(r for _, r in rb),
+    )
     if cfg["fixed"]:
         paired(
             lambda: svi_ppgen("numpyro", data, skip + 1, skip),

@@ -24,3 +24,4 @@ def test_bench_core_quick_runs():
     assert "| case | metric | better | ppgen | raw | ppgen/raw | within 5% |" in proc.stdout
     assert "NUTS eight schools [numpyro]" in proc.stdout
     assert "SVI AutoNormal schools [pyro]" in proc.stdout
+    assert "SVI AutoNormal schools, same plain-Pyro program [pyro]" in proc.stdout

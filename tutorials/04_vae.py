@@ -31,7 +31,7 @@ from ppgen.analysis.latent import (
     sample_grid,
     traversal,
 )
-from ppgen.inference.vae_elbo import FastSVI
+from ppgen.inference.fast_svi import FastSVI
 from ppgen.models.vae import VAE
 
 

@@ -3,10 +3,11 @@
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.amortized import Amortized, FlowGuide
+from ppgen.inference.fast_svi import FastSVI
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
 from ppgen.inference.svi import SVI
-from ppgen.inference.vae_elbo import VAEELBO, FastSVI, KLWarmup
+from ppgen.inference.vae_elbo import VAEELBO, KLWarmup
 
 __all__ = [
     "Estimator",

@@ -16,6 +16,8 @@ from ppgen.result import Fit
 
 __all__ = ["SVI"]
 
+_ENGINES = ("auto", "pyro", "lean")
+
 
 @register("svi", "vi")
 class SVI(OptimEstimator):
@@ -41,6 +43,14 @@ class SVI(OptimEstimator):
         steps / epochs / batch_size / batch_plate: length of the run and minibatching.
         num_draws: posterior draws taken from the fitted guide for ``Fit.draws``.
         init_scale: initial scale of Normal-family autoguides.
+        engine: how a Pyro program's step is computed. ``"auto"`` (default) evaluates the
+            standard VAE shape (a zoo :class:`~ppgen.models.vae.VAE` with its own
+            diagonal-Normal guide) with torch alone, 2-3x faster than Pyro's ``SVI.step`` with
+            the same objective and the same numbers, and runs Pyro's ``SVI.step`` for every
+            other program; ``"pyro"`` always runs Pyro's ``SVI.step``; ``"lean"`` runs the
+            lean handler ELBO of :class:`~ppgen.inference.FastSVI` for any reparameterised
+            program. ``fit.diagnostics["engine"]`` names the path that ran. NumPyro programs
+            always run NumPyro's jitted update.
 
     References:
         Hoffman et al., Stochastic Variational Inference, arXiv:1206.7051.
@@ -79,8 +89,11 @@ class SVI(OptimEstimator):
         num_draws: int = 1000,
         init_scale: float | None = None,
         max_plate_nesting: int | None = None,
+        engine: str = "auto",
     ) -> None:
         super().__init__(steps=steps, epochs=epochs, batch_size=batch_size, batch_plate=batch_plate)
+        if engine not in _ENGINES:
+            raise EstimatorError(f"`engine` must be one of {_ENGINES}; got {engine!r}.")
         if guide is not None:
             guide_class_name(guide)  # unknown names fail here, before any work
         if not isinstance(num_particles, int) or num_particles < 1:
@@ -99,6 +112,7 @@ class SVI(OptimEstimator):
         self.num_draws = num_draws
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
+        self.engine = engine
         make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early
 
     # ------------------------------------------------------------------ checks
@@ -134,6 +148,8 @@ class SVI(OptimEstimator):
             raise EstimatorError("`guide` must be a name, an autoguide class or a callable.")
         if hasattr(spec, "bind") and getattr(spec, "_model", 1) is None:
             spec.bind(ctx.program.model)  # e.g. Amortized() built before the model was known
+        if hasattr(spec, "for_backend"):
+            spec = spec.for_backend(backend)  # Amortized on a NumPyro program: its JAX twin
         return ctx.program._wrap(spec)
 
     def _total_steps(self) -> int:
@@ -141,8 +157,15 @@ class SVI(OptimEstimator):
 
     # ------------------------------------------------------------------ init
     def init(self, ctx: FitContext) -> Any:
-        engine = _PyroEngine(self, ctx) if ctx.program.backend == "pyro" else _JaxEngine(self, ctx)
-        return engine
+        if ctx.program.backend != "pyro":
+            return _JaxEngine(self, ctx)
+        if self.engine != "pyro":
+            from ppgen.inference.fast_svi import lean_engine
+
+            engine = lean_engine(self, ctx, direct_only=self.engine == "auto")
+            if engine is not None:
+                return engine
+        return _PyroEngine(self, ctx)
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
         return state, {"loss": state.step(batch["data"], batch["scale"])}
@@ -292,7 +315,9 @@ class _PyroEngine:
         guide = self.final_guide()
         params = constrained_params()
         state = snapshot_params()
-        return _guide_fit(self.est, ctx, history, params, state, self.sampler(guide), guide)
+        fit = _guide_fit(self.est, ctx, history, params, state, self.sampler(guide), guide)
+        fit.diagnostics.setdefault("engine", "pyro")
+        return fit
 
 
 class _JaxEngine:

@@ -1,4 +1,7 @@
-"""A lean ELBO for reparameterised guides (VAE family): objectives, KL warm-up, fast SVI engine."""
+"""A lean ELBO for reparameterised guides (VAE family): objectives and KL warm-up.
+
+The engines that use it (``FastSVI``, ``SVI(engine=...)``) are in :mod:`ppgen.inference.fast_svi`.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,10 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from ppgen.errors import EstimatorError
-from ppgen.inference._base import FitContext
-from ppgen.inference.svi import SVI, _PyroEngine
 
 __all__ = [
     "VAEELBO",
     "KLWarmup",
-    "FastSVI",
     "Objective",
     "NotLean",
     "lean_passes",
@@ -38,7 +38,7 @@ _STATE = threading.local()
 
 
 def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
-    """``pyro.module(name, module)``, skipped inside a :class:`FastSVI` step.
+    """``pyro.module(name, module)``, skipped inside a :class:`~ppgen.inference.FastSVI` step.
 
     The lean engine registers every parameter once and optimises them itself, so re-running
     ``pyro.module`` (a param-store round trip per tensor) on each step is pure overhead.
@@ -327,217 +327,3 @@ class KLWarmup:
     def __call__(self, step: int, metrics: Mapping[str, float]) -> bool:
         self.elbo.beta = self.start + (self.end - self.start) * min(1.0, step / self.steps)
         return False
-
-
-class FastSVI(SVI):
-    r"""SVI with the lean engine for reparameterised Pyro programs (the VAE path).
-
-    The same estimator as :class:`~ppgen.inference.SVI` (a saved run reloads as ``SVI``), but
-    for Pyro programs whose guide is reparameterisable and whose objective is ``"trace"``,
-    ``"meanfield"``, ``"renyi"``, ``"iwae"`` or a :class:`VAEELBO`, each step is one guide
-    pass and one model pass under :class:`VAEELBO` (no trace objects, no per-step validation
-    of distribution arguments — the data were validated before the fit) and one
-    fused optimiser step over every parameter. A zoo :class:`~ppgen.models.vae.VAE` with its
-    own diagonal-Normal guide is recognised as the standard VAE shape and evaluated with torch
-    alone (``fast="auto"``; ``fast="lean"`` keeps the handler path). Other programs and
-    objectives run Pyro's own SVI, so ``FastSVI`` is always a drop-in for ``SVI``.
-    ``fit.diagnostics["engine"]`` says which path ran (``"direct"``, ``"lean"``, or absent).
-
-    Arguments:
-        fast: ``"auto"`` (direct torch ELBO when the shape is detected) or ``"lean"``.
-        others: as :class:`~ppgen.inference.SVI`.
-
-    Example:
-        >>> import numpy as np, ppgen
-        >>> from ppgen.models.vae import VAE
-        >>> x = (np.random.default_rng(0).random((64, 6)) > 0.5).astype(float)
-        >>> fit = ppgen.fit(VAE(6, 2, hidden_features=(16,)), {"x": x},
-        ...                 FastSVI(steps=20, batch_size=16, num_draws=2))
-        >>> fit.diagnostics["engine"]
-        'direct'
-    """
-
-    def __init__(self, *args: Any, fast: Literal["auto", "lean"] = "auto", **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        if fast not in ("auto", "lean"):
-            raise EstimatorError(f"`fast` must be 'auto' or 'lean'; got {fast!r}.")
-        self.fast = fast
-
-    def init(self, ctx: FitContext) -> Any:
-        if ctx.program.backend == "pyro":
-            try:
-                return _LeanEngine(self, ctx)
-            except NotLean:
-                pass
-        return super().init(ctx)
-
-
-_TORCH_OPTIMS = {
-    "adam": torch.optim.Adam,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-    "adagrad": torch.optim.Adagrad,
-}
-
-
-class _Direct:
-    r"""The standard VAE shape evaluated with torch alone (no handlers, no distributions' checks).
-
-    Used when the program is a zoo :class:`~ppgen.models.vae.VAE` with its own guide and a
-    diagonal-Normal posterior: :math:`z = \mu + \sigma \epsilon` with the noise drawn
-    exactly as ``Normal.rsample`` draws it, :math:`\log q = -\epsilon^2/2 - \log\sigma - c`,
-    :math:`\log p(z) = -z^2/2 - c` (or the analytic KL for ``meanfield``) and
-    :math:`\log p(x \mid z)` from the model's own observation distribution, so the
-    numbers are those of the program under Pyro's objectives.
-    """
-
-    def __init__(self, vae: Any, key: str, elbo: VAEELBO) -> None:
-        self.vae, self.key, self.elbo = vae, key, elbo
-
-    @classmethod
-    def detect(cls, est: SVI, ctx: FitContext, elbo: VAEELBO) -> _Direct | None:
-        from ppgen.models.vae import VAE
-
-        obj = ctx.program.obj
-        info = ctx.info
-        if not isinstance(obj, VAE) or est.guide is not None or obj.family != "normal":
-            return None
-        if type(obj).model is not VAE.model or type(obj).guide is not VAE.guide:
-            return None
-        if sorted(info.latent) != ["z"] or info.observed != ["x"]:
-            return None
-        key = next((k for k, v in info.obs_keys.items() if v == "x"), None)
-        return None if key is None else cls(obj, key, elbo)
-
-    def loss(self, data: Mapping[str, Any], scale: float) -> Tensor:
-        x = data[self.key]
-        vae, elbo = self.vae, self.elbo
-        q = vae.posterior(x).base_dist
-        loc, sd = q.loc, q.scale
-        k = elbo.num_particles
-        shape = ((k,) if k > 1 else ()) + loc.shape
-        eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
-        z = loc + eps * sd
-        c = 0.5 * math.log(2 * math.pi) * loc.shape[-1]
-        if not x.is_floating_point() and vae.likelihood != "categorical":
-            x = x.to(loc.dtype)
-        log_px = vae.decode(z).log_prob(x)
-        if elbo.objective == "meanfield":
-            kl = (0.5 * (sd * sd + loc * loc - 1.0) - sd.log()).sum(-1)
-            w = log_px - elbo.beta * kl
-        else:
-            log_q = (-0.5 * eps * eps - sd.log()).sum(-1) - c
-            log_p = -0.5 * (z * z).sum(-1) - c
-            w = log_px + elbo.beta * (log_p - log_q) if elbo.objective == "trace" else None
-            if w is None:
-                a = 1.0 - elbo.alpha
-                lw = a * (log_px + log_p - log_q)
-                return -scale * ((torch.logsumexp(lw, 0) - math.log(k)) / a).sum()
-        return -scale * w.sum() / k
-
-
-class _LeanEngine(_PyroEngine):
-    """``_PyroEngine`` with the lean ELBO and one torch optimiser over the param store."""
-
-    def __init__(self, est: SVI, ctx: FitContext) -> None:
-        elbo = est.elbo
-        if isinstance(elbo, str):
-            names = {"trace": "trace", "meanfield": "meanfield", "renyi": "renyi", "iwae": "iwae"}
-            if elbo.lower() not in names:
-                raise NotLean(f"elbo={elbo!r}")
-            n = est.num_particles
-            objective = names[elbo.lower()]
-            elbo = VAEELBO(
-                objective,  # type: ignore[arg-type]
-                n,
-                alpha=est.alpha,
-                max_plate_nesting=None if n == 1 else est.max_plate_nesting,
-            )
-        elif not isinstance(elbo, VAEELBO):
-            raise NotLean("custom ELBO object")
-        if not isinstance(est.optim, str) or est.optim.lower() not in _TORCH_OPTIMS:
-            raise NotLean(f"optim={est.optim!r}")
-        if elbo.num_particles > 1 and elbo.plate_nesting is None:
-            elbo.plate_nesting = ctx.info.max_plate_nesting
-        super().__init__(est, ctx)  # scaling, guide, params: exactly as the Pyro engine
-        self.scaled_guide = self.svi.guide
-        self.elbo = elbo
-        with torch.no_grad():
-            self.elbo.loss(self.model, self.scaled_guide, **ctx.data)  # raises NotLean
-        self.params: list[Tensor] = []
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.scheduler: Any = None
-        self._sync_params()
-        self.scheduled = False
-        self.direct = (
-            _Direct.detect(est, ctx, elbo) if getattr(est, "fast", "auto") == "auto" else None
-        )
-
-    def _sync_params(self) -> None:
-        store = pyro.get_param_store()._params
-        if len(store) == len(self.params):
-            return
-        new = [p for p in store.values() if all(p is not q for q in self.params)]
-        self.params += new
-        est = self.est
-        if self.optimizer is None:
-            cls = _TORCH_OPTIMS[est.optim.lower()]
-            kw: dict[str, Any] = {"lr": est.lr}
-            if cls is torch.optim.Adam and all(
-                p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in new
-            ):
-                kw["fused"] = True  # one kernel for all tensors: ~3x faster steps on CPU
-            self.optimizer = cls(new, **kw)
-            if est.lr_decay:
-                gamma = est.lr_decay ** (1.0 / max(est._total_steps(), 1))
-                self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
-        elif new:
-            self.optimizer.add_param_group({"params": new})
-
-    def step(self, data: Mapping[str, Any], scale: float) -> float:
-        if self.scaler:
-            self.scaler.scale = scale
-        _STATE.skip_modules = True
-        try:
-            with pyro.validation_enabled(False):
-                if self.direct is not None:
-                    loss = self.direct.loss(data, scale)
-                else:
-                    loss = self.elbo.differentiable_loss(self.model, self.scaled_guide, **data)
-        finally:
-            _STATE.skip_modules = False
-        self._sync_params()
-        self.optimizer.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            if self.est.clip_norm:
-                torch.nn.utils.clip_grad_norm_(self.params, self.est.clip_norm)
-            self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
-        return loss.item()
-
-    def state_dict(self) -> dict[str, Any]:
-        params = pyro.get_param_store().get_state()["params"]
-        sd = {
-            "params": {k: v.detach().clone() for k, v in params.items()},
-            "optim": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return sd
-
-    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        from ppgen.inference._pyro import load_unconstrained
-
-        load_unconstrained(sd["params"])
-        self.optimizer.load_state_dict(sd["optim"])
-        torch.set_rng_state(sd["torch_rng"])
-        if sd.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(sd["cuda_rng"])
-
-    def finalize(self, history: dict[str, list[float]]) -> Any:
-        fit = super().finalize(history)
-        fit.diagnostics["engine"] = "direct" if self.direct is not None else "lean"
-        return fit

@@ -10,7 +10,8 @@ import torch
 import ppgen
 from ppgen.errors import DataError
 from ppgen.inference import MLE
-from ppgen.inference.vae_elbo import VAEELBO, FastSVI, KLWarmup
+from ppgen.inference.fast_svi import FastSVI
+from ppgen.inference.vae_elbo import VAEELBO, KLWarmup
 from ppgen.models.sequential import DMM
 from ppgen.models.vqvae import VQVAE, VectorQuantizer
 
