@@ -111,7 +111,7 @@ class _Direct:
             return None
         if sorted(info.latent) != ["z"] or info.observed != ["x"]:
             return None
-        if not isinstance(est.optim, str) or est.optim.lower() not in _TORCH_OPTIMS:
+        if not _torch_optim(est):
             return None
         if not isinstance(est.elbo, VAEELBO) and str(est.elbo).lower() not in _LEAN_OBJECTIVES:
             return None
@@ -119,8 +119,8 @@ class _Direct:
 
     @classmethod
     def applies(cls, est: SVI, ctx: FitContext) -> bool:
-        """Whether the program is the standard VAE shape this path evaluates."""
-        return cls._key(est, ctx) is not None
+        """Whether the program is the standard VAE shape, or a zoo density, evaluated directly."""
+        return cls._key(est, ctx) is not None or _DirectDensity.detect(est, ctx) is not None
 
     @classmethod
     def detect(cls, est: SVI, ctx: FitContext, elbo: VAEELBO) -> _Direct | None:
@@ -152,6 +152,53 @@ class _Direct:
                 lw = a * (log_px + log_p - log_q)
                 return -scale * ((torch.logsumexp(lw, 0) - math.log(k)) / a).sum()
         return -scale * w.sum() / k
+
+
+class _DirectDensity:
+    r"""The zoo's exact-likelihood models (flows, autoregressive) evaluated with torch alone.
+
+    For a :class:`~ppgen.models.flows.FlowModel` or an autoregressive zoo model whose program
+    is the zoo's own (``x ~ p_\theta(x)`` in a data plate, no latent sites), the loss of a
+    step is :math:`-s \sum_i \log p_\theta(x_i)` with the minibatch weight :math:`s = N/B`:
+    the number Pyro's ``Trace_ELBO`` gives for that program, without the trace.
+    """
+
+    def __init__(self, obj: Any, key: str, context: str | None) -> None:
+        self.obj, self.key, self.context = obj, key, context
+
+    @classmethod
+    def detect(cls, est: SVI, ctx: FitContext) -> _DirectDensity | None:
+        from ppgen.models.autoregressive import _Program
+        from ppgen.models.flows import FlowModel
+
+        obj, info = ctx.program.obj, ctx.info
+        if info.latent or info.observed != ["x"] or not _torch_optim(est):
+            return None
+        # the program must be the zoo's own, so that log_prob is the observed site's density
+        kind = type(obj)
+        if isinstance(obj, FlowModel) and (kind.model, kind.log_prob) == (
+            FlowModel.model,
+            FlowModel.log_prob,
+        ):
+            context = "c" if ctx.data.get("c") is not None else None
+        elif isinstance(obj, _Program) and (kind.model, kind.distribution) == (
+            _Program.model,
+            _Program.distribution,
+        ):
+            context = None
+        else:
+            return None
+        key = next((k for k, v in info.obs_keys.items() if v == "x"), None)
+        return None if key is None else cls(obj, key, context)
+
+    def loss(self, data: Mapping[str, Any], scale: float) -> Tensor:
+        x = data[self.key]
+        lp = self.obj.log_prob(x, data[self.context]) if self.context else self.obj.log_prob(x)
+        return -scale * lp.sum()
+
+
+def _torch_optim(est: SVI) -> bool:
+    return isinstance(est.optim, str) and est.optim.lower() in _TORCH_OPTIMS
 
 
 class _LeanEngine(_PyroEngine):
@@ -189,9 +236,9 @@ class _LeanEngine(_PyroEngine):
         self.scheduler: Any = None
         self._sync_params()
         self.scheduled = False
-        self.direct = (
-            _Direct.detect(est, ctx, elbo) if getattr(est, "fast", "auto") == "auto" else None
-        )
+        self.direct: Any = None
+        if getattr(est, "fast", "auto") == "auto":
+            self.direct = _Direct.detect(est, ctx, elbo) or _DirectDensity.detect(est, ctx)
 
     def _sync_params(self) -> None:
         store = pyro.get_param_store()._params

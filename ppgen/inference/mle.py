@@ -27,7 +27,11 @@ class MLE(SVI):
     NLL of the step's data, full-data scale), ``nll`` (nats per datum) and ``bits_per_dim``.
 
     Arguments: as :class:`~ppgen.inference.SVI` (``lr``, ``optim``, ``steps`` / ``epochs``,
-    ``batch_size``...).
+    ``batch_size``, ``engine``...). With ``engine="auto"`` (default) a Pyro program without
+    latent sites is fitted by the lean engine (one model pass, one fused torch optimiser over
+    all parameters); the zoo's flows and autoregressive models are evaluated directly as
+    ``-model.log_prob(x).sum()``, skipping Pyro's tracing. Both give the loss of Pyro's own
+    step to float precision; ``engine="pyro"`` runs Pyro's ``SVI.step``.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
@@ -59,6 +63,11 @@ class MLE(SVI):
 
     def check(self, program: Any, info: Any) -> None:
         super().check(program, info)
+
+    def _auto_direct_only(self, ctx: FitContext) -> bool:
+        # with no latent sites the lean engine computes exactly -log p(x), as Pyro's step does,
+        # with one fused optimiser instead of one per parameter tensor
+        return self.engine == "auto" and bool(ctx.info.latent)
 
     def init(self, ctx: FitContext) -> Any:
         engine = super().init(ctx)

@@ -162,10 +162,14 @@ class SVI(OptimEstimator):
         if self.engine != "pyro":
             from ppgen.inference.fast_svi import lean_engine
 
-            engine = lean_engine(self, ctx, direct_only=self.engine == "auto")
+            engine = lean_engine(self, ctx, direct_only=self._auto_direct_only(ctx))
             if engine is not None:
                 return engine
         return _PyroEngine(self, ctx)
+
+    def _auto_direct_only(self, ctx: FitContext) -> bool:
+        """Whether ``engine="auto"`` takes only the direct torch paths (else any lean path)."""
+        return self.engine == "auto"
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
         return state, {"loss": state.step(batch["data"], batch["scale"])}

@@ -29,7 +29,7 @@ class FlowModel(nn.Module):
 
     The program is ``x ~ FlowDistribution(flow)`` in a ``data`` plate, observed when ``x`` is
     given, so maximum likelihood needs no guide. With ``context_features`` the model is
-    conditional, :math:`p_\theta(x \mid c)`.
+    conditional, :math:`p_\theta(x \mid c)`, fitted with data ``{"x": x, "c": c}``.
 
     Arguments:
         kind: The flow family, see :func:`ppgen.flows.build_flow`.
@@ -59,12 +59,16 @@ class FlowModel(nn.Module):
         """The distribution of one datum (batch shape from ``context``)."""
         return self.flow(context)
 
-    def model(self, x: Tensor | None = None, context: Tensor | None = None, num_samples: int = 1):
-        """The program: ``x`` is observed when given, else ``num_samples`` draws."""
+    def model(self, x: Tensor | None = None, c: Tensor | None = None, num_samples: int = 1):
+        """The program: ``x`` is observed when given, else ``num_samples`` draws.
+
+        ``c`` is the context of a conditional model (data key ``"c"``: Pyro's handlers
+        reserve the keyword ``context``).
+        """
         pyro.module("flow", self)
-        n = x.shape[0] if x is not None else (context.shape[0] if context is not None else None)
+        n = x.shape[0] if x is not None else (c.shape[0] if c is not None else None)
         with pyro.plate("data", n if n is not None else num_samples):
-            return pyro.sample("x", self.flow_distribution(context), obs=x)
+            return pyro.sample("x", self.flow_distribution(c), obs=x)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The log density of each datum in ``x``."""
