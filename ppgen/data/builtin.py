@@ -68,6 +68,22 @@ DATASETS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+def _toy2d(name: str) -> Callable[..., dict[str, Any]]:
+    def load_toy(**kwargs: Any) -> dict[str, Any]:
+        from ppgen.data.toy2d import TOY2D
+
+        return {"x": TOY2D[name](**kwargs)}
+
+    load_toy.__doc__ = f"The 2-D toy density ``{name}`` (see :mod:`ppgen.data.toy2d`) as ``x``."
+    return load_toy
+
+
+# 2-D toy densities for flows: ``load("moons", n=2000, seed=1)["x"]`` is float32 (n, 2)
+DATASETS.update(
+    {name: _toy2d(name) for name in ("moons", "eight_gaussians", "checkerboard", "rings")}
+)
+
+
 def load(name: str, **kwargs: Any) -> dict[str, Any]:
     """A built-in dataset as a ``data`` dict ready for ``ppgen.fit`` (``truth`` removed).
 
