@@ -6,6 +6,9 @@ paragraphs about four subjects: the sea, gardens, the night sky and cooking.
 * ``NGramLM`` (hierarchical Dirichlet backoff, concentrations learnt by evidence) at the
   character level for orders 1..4: held-out perplexity on the last paragraphs of each
   subject, and a sample continuing a prompt.
+* The same n-gram model through ``ppgen.fit``: ``method="exact"`` (closed-form posterior)
+  and ``"map"`` over the concentrations, turned back into language models by
+  ``NGramLM.from_fit``.
 * Classic ``LDA`` (token-topic assignments summed out) fit by mean-field SVI on the
   bag of words of the paragraphs, stop words removed: top words per topic, NPMI coherence,
   and a bar chart of the top words per topic in ``DIR/topics.png``.
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import ppgen
     from ppgen.analysis.metrics import npmi_coherence, top_words
-    from ppgen.data.text import Tokenizer, bag_of_words, load_text
+    from ppgen.data.text import Tokenizer, bag_of_words, load_text, token_sequences
     from ppgen.models.lda import LDA, as_counts
     from ppgen.models.ngram import NGramLM
 
@@ -66,6 +69,19 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"order {order}: held-out perplexity {perplexities[order]:6.3f}  alpha {alpha}")
     text = lm.sample(120, prompt="the ship ", rng=np.random.default_rng(0))
     print(f"sample (order 4): 'the ship {text}'")
+
+    # the same model through ppgen.fit: the exact conjugate posterior (concentrations learnt
+    # by evidence, as above) and MAP over the concentrations with Adam; NGramLM.from_fit
+    # turns either fit back into a language model (its posterior predictive)
+    tokens = {"tokens": token_sequences(train, tok)}
+    exact = ppgen.fit(NGramLM(order=2, tokenizer=tok), tokens, method="exact")
+    map_ = ppgen.fit(
+        NGramLM(order=2, tokenizer=tok), tokens, ppgen.inference.MLE(lr=0.05, steps=300)
+    )
+    for name, f in (("exact", exact), ("map", map_)):
+        alpha = [round(float(f.draws[f"alpha_{k}"].mean()), 2) for k in range(2)]
+        ppl = NGramLM.from_fit(f).perplexity(test)
+        print(f"ppgen.fit {name:5s} (order 2): held-out perplexity {ppl:6.3f}  alpha {alpha}")
 
     # 2. LDA on the bag of words of the paragraphs ----------------------------------------
     def clean(p: str) -> str:

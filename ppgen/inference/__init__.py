@@ -3,6 +3,7 @@
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.amortized import Amortized, FlowGuide
+from ppgen.inference.exact import Exact, ExactPosterior  # noqa: F401
 from ppgen.inference.fast_svi import FastSVI
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE

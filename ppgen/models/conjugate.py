@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyroapi import distributions as dist
 from pyroapi import pyro
 
 from ppgen.models._base import Model, array
+
+if TYPE_CHECKING:
+    from ppgen.inference.exact import ExactPosterior
 
 __all__ = ["NormalNormal", "BetaBernoulli", "GammaPoisson"]
 
@@ -50,6 +53,16 @@ class NormalNormal(Model):
         mean = (self.prior_loc / self.prior_scale**2 + x.sum(0) / self.scale**2) / prec
         return mean, np.full(self.dim, prec**-0.5)
 
+    def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
+        """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``mu``."""
+        from ppgen.inference.exact import ExactPosterior
+
+        mean, sd = self.posterior(x)
+        return ExactPosterior(
+            sample=lambda n, rng: {"mu": rng.normal(mean, sd, size=(n, self.dim))},
+            params={"mu_loc": mean, "mu_scale": sd},
+        )
+
 
 class BetaBernoulli(Model):
     r"""Coin bias with a Beta prior: :math:`p \mid x \sim \mathrm{Beta}(a + k, b + n - k)`.
@@ -76,6 +89,16 @@ class BetaBernoulli(Model):
         k = float(x.sum())
         return self.a + k, self.b + len(x) - k
 
+    def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
+        """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``p``."""
+        from ppgen.inference.exact import ExactPosterior
+
+        a, b = self.posterior(x)
+        return ExactPosterior(
+            sample=lambda n, rng: {"p": rng.beta(a, b, size=n)},
+            params={"p_concentration1": np.asarray(a), "p_concentration0": np.asarray(b)},
+        )
+
 
 class GammaPoisson(Model):
     r"""Poisson rate with a Gamma prior: :math:`\lambda \mid x \sim \Gamma(a + \sum x, b + n)`.
@@ -100,3 +123,13 @@ class GammaPoisson(Model):
         """The posterior Gamma's shape and rate."""
         x = np.asarray(x)
         return self.a + float(x.sum()), self.b + len(x)
+
+    def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
+        """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``rate``."""
+        from ppgen.inference.exact import ExactPosterior
+
+        shape, rate = self.posterior(x)
+        return ExactPosterior(
+            sample=lambda n, rng: {"rate": rng.gamma(shape, 1.0 / rate, size=n)},
+            params={"rate_concentration": np.asarray(shape), "rate_rate": np.asarray(rate)},
+        )

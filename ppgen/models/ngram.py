@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import gammaln
 
 from ppgen.data.text import BOS, EOS, UNK, Tokenizer, TokenSequences
+from ppgen.models._ngram_counts import NGramCounts, positions
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from ppgen.inference.exact import ExactPosterior
+    from ppgen.result import Fit
 
 __all__ = ["NGramLM"]
 
 TokensLike = str | Sequence[str] | np.ndarray | Sequence[np.ndarray] | TokenSequences
 _LOG_ALPHA_BOUNDS = (np.log(1e-4), np.log(1e8))
-_SMALL_COUNT = 8
 
 
 class NGramLM:
@@ -55,6 +55,14 @@ class NGramLM:
     parent's id times :math:`V` plus its oldest token), so memory grows with the number of
     distinct contexts and n-grams, never with :math:`V^n`.
 
+    Through :func:`ppgen.fit` the model is the program :meth:`model` over the concentrations
+    (:math:`\theta_u` integrated out), with data ``{"tokens": ...}``: ``method="exact"``
+    (alias ``"conjugate"``) counts and learns :math:`\alpha` as :meth:`fit` does and returns
+    the closed-form posterior (:meth:`exact_posterior`); ``"map"`` and ``"svi"`` fit
+    :math:`\alpha_k` under a Gamma prior. :meth:`from_fit` turns any such fit back into a
+    language model (its posterior predictive). The program builds dense count matrices, so it
+    is meant for small models; :meth:`fit` is sparse and scales to millions of tokens.
+
     References:
         D. J. C. MacKay & L. C. Bauman Peto, "A hierarchical Dirichlet language model",
         Natural Language Engineering 1(3), 1995.
@@ -81,7 +89,14 @@ class NGramLM:
         True
         >>> len(lm.sample(5, prompt="abra", rng=np.random.default_rng(0)))
         5
+        >>> import ppgen
+        >>> fit = ppgen.fit(NGramLM(order=2), {"tokens": "abracadabra " * 5}, method="exact")
+        >>> lm2 = NGramLM.from_fit(fit)
+        >>> bool(np.allclose(lm2.predictive("a"), fit.program.obj.predictive("a")))
+        True
     """
+
+    backend: ClassVar[str] = "pyro"
 
     def __init__(
         self,
@@ -106,6 +121,8 @@ class NGramLM:
         self.learn_concentration = learn_concentration
         self.tokenizer = tokenizer
         self.vocab_size = 0
+        self._table: NGramCounts | None = None
+        self._program_cache: tuple | None = None
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -113,6 +130,8 @@ class NGramLM:
         self, tokens: TokensLike, site: str, vocab_size: int | None = None
     ) -> TokenSequences:
         """`tokens` as validated :class:`TokenSequences`, encoding text with the tokenizer."""
+        if hasattr(tokens, "detach"):  # a torch tensor, as ppgen.fit hands data over
+            tokens = tokens.detach().cpu().numpy()
         if isinstance(tokens, str) or (
             isinstance(tokens, list | tuple) and tokens and all(isinstance(t, str) for t in tokens)
         ):
@@ -138,17 +157,21 @@ class NGramLM:
             )
         return seqs.validate(site)
 
-    def _check_fitted(self) -> None:
-        if not self.vocab_size:
+    def _check_fitted(self) -> NGramCounts:
+        if not self.vocab_size or self._table is None:
             raise RuntimeError("the model is not fitted; call `fit(tokens)` first.")
+        return self._table
 
-    @staticmethod
-    def _positions(docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """All tokens concatenated, and each token's position in its document."""
-        lengths = np.array([d.size for d in docs], dtype=np.int64)
-        x = np.concatenate(docs) if docs else np.zeros(0, np.int64)
-        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        return x, np.arange(x.size, dtype=np.int64) - starts
+    def _bos_id(self, vocab_size: int) -> int | None:
+        """The id of ``<bos>`` when the tokenizer defines this vocabulary and has one."""
+        tok = self.tokenizer
+        if tok is None or not tok.bos or vocab_size != len(tok):
+            return None
+        return tok.vocab.index(BOS)
+
+    def _scored(self, x: np.ndarray) -> np.ndarray:
+        bos = self._bos_id(self.vocab_size)
+        return np.ones(x.size, bool) if bos is None else x != bos
 
     # -- counting -----------------------------------------------------------------------------
 
@@ -163,103 +186,35 @@ class NGramLM:
         Returns:
             The fitted model (``self``).
         """
-        self.vocab_size = 0
+        self.vocab_size, self._table = 0, None
         seqs = self._sequences(tokens, "tokens", vocab_size)
         if not len(seqs):
             raise ValueError("`tokens` is empty; the model needs at least one document.")
-        self.vocab_size = V = seqs.vocab_size
-        x, pos = self._positions(seqs.sequences)
-        scored = self._scored(x)  # <bos> is context only, never a predicted token
-        self._ctx_key = [np.zeros(1, np.int64)]
-        self._ev_key, self._ev_count = [], []
-        self._total = [np.array([scored.sum()], np.int64)]
-        self._add_events(np.zeros(int(scored.sum()), np.int64), x[scored])
-        ctx = np.zeros(x.size, np.int64)
-        for k in range(1, self.order):
-            idx = np.flatnonzero(pos >= k)
-            keys, ctx_k = np.unique(ctx[idx] * V + x[idx - k], return_inverse=True)
-            keep = scored[idx]
-            self._ctx_key.append(keys)
-            self._total.append(np.bincount(ctx_k[keep], minlength=keys.size).astype(np.int64))
-            self._add_events(ctx_k[keep], x[idx[keep]])
-            ctx = np.full(x.size, -1, np.int64)
-            ctx[idx] = ctx_k
+        self.vocab_size = seqs.vocab_size
+        self._table = NGramCounts.from_docs(
+            seqs.sequences, self.order, self.vocab_size, self._bos_id(self.vocab_size)
+        )
         if self.learn_concentration:
             for k in range(self.order):
                 self.concentration[k] = self._maximise(k)
         return self
 
-    def _scored(self, x: np.ndarray) -> np.ndarray:
-        if (
-            self.tokenizer is None
-            or not self.tokenizer.bos
-            or self.vocab_size != len(self.tokenizer)
-        ):
-            return np.ones(x.size, bool)
-        return x != self.tokenizer.vocab.index(BOS)
-
-    def _add_events(self, ctx: np.ndarray, w: np.ndarray) -> None:
-        keys, counts = np.unique(ctx * self.vocab_size + w, return_counts=True)
-        self._ev_key.append(keys)
-        self._ev_count.append(counts.astype(np.int64))
-
     @property
     def num_contexts(self) -> list[int]:
         """Number of distinct stored contexts per order (``[1, ...]``, order 0 first)."""
-        self._check_fitted()
-        return [k.size for k in self._ctx_key]
+        return self._check_fitted().num_contexts
 
     @property
     def num_ngrams(self) -> list[int]:
         """Number of distinct stored (context, next token) pairs per order."""
-        self._check_fitted()
-        return [k.size for k in self._ev_key]
+        return self._check_fitted().num_ngrams
 
     @property
     def nbytes(self) -> int:
         """Memory held by the count tables, in bytes."""
-        self._check_fitted()
-        arrays = self._ctx_key + self._ev_key + self._ev_count + self._total
-        return int(sum(a.nbytes for a in arrays))
+        return self._check_fitted().nbytes
 
     # -- prediction ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _find(keys: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index of each `key` in the sorted `keys`, and whether it is there."""
-        if not keys.size:
-            return np.zeros(key.shape, np.int64), np.zeros(key.shape, bool)
-        j = np.minimum(np.searchsorted(keys, key), keys.size - 1)
-        return j, keys[j] == key
-
-    def _count(self, k: int, u: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """c(u, w) at order k for context ids `u` (all seen) and tokens `w`."""
-        j, found = self._find(self._ev_key[k], u * self.vocab_size + w)
-        return np.where(found, self._ev_count[k][j] if j.size else 0, 0)
-
-    def _mix(
-        self, ctx: list[np.ndarray], w: np.ndarray, alpha: np.ndarray, upto: int
-    ) -> np.ndarray:
-        """p(w | u) for context ids ``ctx[k]`` per order (-1: unseen), orders 0..upto."""
-        V, a0 = self.vocab_size, alpha[0]
-        p = (self._count(0, np.zeros_like(w), w) + a0 / V) / (self._total[0][0] + a0)
-        for k in range(1, upto + 1):
-            seen = np.flatnonzero(ctx[k] >= 0)
-            u = ctx[k][seen]
-            c = self._count(k, u, w[seen])
-            p[seen] = (c + alpha[k] * p[seen]) / (self._total[k][u] + alpha[k])
-        return p
-
-    def _lookup(self, x: np.ndarray, pos: np.ndarray) -> list[np.ndarray]:
-        """Context id of every position per order (-1 where unseen or too close to the start)."""
-        ctx = [np.zeros(x.size, np.int64)]
-        for k in range(1, self.order):
-            out = np.full(x.size, -1, np.int64)
-            idx = np.flatnonzero((pos >= k) & (ctx[-1] >= 0))
-            j, found = self._find(self._ctx_key[k], ctx[-1][idx] * self.vocab_size + x[idx - k])
-            out[idx[found]] = j[found]
-            ctx.append(out)
-        return ctx
 
     def pointwise_log_prob(self, tokens: TokensLike) -> np.ndarray:
         r"""Posterior predictive log-probability of each token given its preceding ones.
@@ -276,9 +231,9 @@ class NGramLM:
             >>> lm.fit(np.array([0, 1, 0, 1]), vocab_size=2).pointwise_log_prob([0, 1]).round(3)
             array([-0.693, -0.182])
         """
-        self._check_fitted()
-        x, pos = self._positions(self._sequences(tokens, "tokens").sequences)
-        p = self._mix(self._lookup(x, pos), x, self.concentration, self.order - 1)
+        table = self._check_fitted()
+        x, pos = positions(self._sequences(tokens, "tokens").sequences)
+        p = table.mix(table.lookup(x, pos), x, self.concentration, self.order - 1)
         return np.log(p[self._scored(x)])
 
     def log_prob(self, tokens: TokensLike) -> float:
@@ -295,24 +250,8 @@ class NGramLM:
         Only the last ``order - 1`` tokens of `context` matter; text is encoded without
         ``<bos>``/``<eos>``.
         """
-        self._check_fitted()
-        ids = self._ids(context)
-        V, alpha = self.vocab_size, self.concentration
-        p = np.zeros(V)
-        lo, hi = np.searchsorted(self._ev_key[0], [0, V])
-        p[self._ev_key[0][lo:hi]] = self._ev_count[0][lo:hi]
-        p = (p + alpha[0] / V) / (self._total[0][0] + alpha[0])
-        u = 0
-        for k in range(1, min(ids.size, self.order - 1) + 1):
-            keys, key = self._ctx_key[k], u * V + ids[-k]
-            u = int(np.searchsorted(keys, key))
-            if u == keys.size or keys[u] != key:
-                break
-            lo, hi = np.searchsorted(self._ev_key[k], [u * V, (u + 1) * V])
-            c = np.zeros(V)
-            c[self._ev_key[k][lo:hi] - u * V] = self._ev_count[k][lo:hi]
-            p = (c + alpha[k] * p) / (self._total[k][u] + alpha[k])
-        return p
+        table = self._check_fitted()
+        return table.predictive(self._ids(context), self.concentration)
 
     def _ids(self, context: str | Sequence[int] | np.ndarray) -> np.ndarray:
         if isinstance(context, str):
@@ -378,34 +317,6 @@ class NGramLM:
 
     # -- concentrations -----------------------------------------------------------------------
 
-    def _evidence_terms(self, k: int, alpha: np.ndarray) -> tuple:
-        """Sufficient statistics of the order-k evidence given the lower levels' `alpha`."""
-        V = self.vocab_size
-        u, w = np.divmod(self._ev_key[k], V)
-        ctx = [u]
-        for j in range(k, 0, -1):
-            ctx.insert(0, self._ctx_key[j][ctx[0]] // V)
-        m = self._mix(ctx, w, alpha, k - 1) if k else np.full(w.size, 1.0 / V)
-        c = self._ev_count[k]
-        small = [m[c == j] for j in range(1, _SMALL_COUNT + 1)]
-        big = c > _SMALL_COUNT
-        totals, mult = np.unique(self._total[k], return_counts=True)
-        return small, c[big], m[big], totals, mult
-
-    @staticmethod
-    def _dirmult(a: float, small: list, c: np.ndarray, m: np.ndarray, totals, mult) -> float:
-        # log Γ(j + x) - log Γ(x) = log x(x+1)...(x+j-1): one log instead of two gammaln for
-        # the small counts that dominate a Zipfian corpus.
-        out = float(mult @ (gammaln(a) - gammaln(a + totals)))
-        for j, mj in enumerate(small, start=1):
-            x = a * mj
-            prod = x.copy()
-            for i in range(1, j):
-                prod *= x + i
-            out += float(np.log(prod).sum())
-        am = a * m
-        return out + float(np.sum(gammaln(c + am) - gammaln(am)))
-
     def log_evidence(self, concentration: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
         r"""Dirichlet-multinomial log evidence of each order's counts, shape ``(order,)``.
 
@@ -426,52 +337,43 @@ class NGramLM:
             >>> bool(best[1] > moved[1])
             True
         """
-        self._check_fitted()
+        table = self._check_fitted()
         alpha = self.concentration if concentration is None else np.asarray(concentration, float)
-        return np.array(
-            [self._dirmult(alpha[k], *self._evidence_terms(k, alpha)) for k in range(self.order)]
-        )
+        return table.log_evidence(alpha)
 
     def _maximise(self, k: int) -> float:
-        if not self._ev_key[k].size:  # no n-gram of this order: nothing to learn from
+        table = self._check_fitted()
+        if not table.ev_key[k].size:  # no n-gram of this order: nothing to learn from
             return float(self.concentration[k])
-        stats = self._evidence_terms(k, self.concentration)
+        stats = table.evidence_terms(k, self.concentration)
         shape, rate = self.prior if self.prior is not None else (1.0, 0.0)
 
         def loss(log_a: float) -> float:
             a = float(np.exp(log_a))
-            return -self._dirmult(a, *stats) - (shape - 1.0) * log_a + rate * a
+            return -table.dirmult(a, *stats) - (shape - 1.0) * log_a + rate * a
 
         res = minimize_scalar(
             loss, bounds=_LOG_ALPHA_BOUNDS, method="bounded", options={"xatol": 1e-6}
         )
         return float(np.exp(res.x))
 
-    # -- Pyro program -------------------------------------------------------------------------
+    # -- Pyro program and ppgen.fit -----------------------------------------------------------
 
     def dense_counts(self, max_entries: int = 10_000_000) -> dict[str, np.ndarray]:
         """Counts as dense ``(num_contexts_k, V)`` matrices keyed ``counts_k`` (small models)."""
-        self._check_fitted()
-        V, out = self.vocab_size, {}
-        for k in range(self.order):
-            if self._ctx_key[k].size * V > max_entries:
-                raise ValueError(
-                    f"order {k} has {self._ctx_key[k].size} contexts x {V} tokens, over "
-                    f"`max_entries={max_entries}`; the Pyro program is meant for small models."
-                )
-            dense = np.zeros(self._ctx_key[k].size * V, np.int64)
-            dense[self._ev_key[k]] = self._ev_count[k]
-            out[f"counts_{k}"] = dense.reshape(-1, V)
-        return out
+        table = self._check_fitted()
+        return {f"counts_{k}": table.dense(k, max_entries) for k in range(self.order)}
 
-    def model(self, **counts: Tensor) -> None:
+    def model(self, tokens: Any = None, vocab_size: int | None = None, **counts: Any) -> None:
         r"""Pyro program over the concentrations, for small models.
 
         :math:`\alpha_k \sim \mathrm{Gamma}(a, b)` (``prior``, default ``(1, 1e-3)``) and the
         counts of each order-:math:`k` context ``counts_k[u] ~
         DirichletMultinomial(alpha_k * p(. | parent(u)))``, with the parent's posterior
-        mean plugged in as in :meth:`log_evidence`. Data: ``model(**{k: torch.as_tensor(v)
-        for k, v in lm.dense_counts().items()})``.
+        mean plugged in as in :meth:`log_evidence`. Data: ``tokens`` (one text, an id array
+        whose rows are documents, or :class:`~ppgen.data.text.TokenSequences` for several
+        documents, e.g. ``token_sequences(docs, tokenizer)``; ``vocab_size`` for ids), counted
+        here, or a fitted model's ``**lm.dense_counts()``.
 
         Example:
             >>> import torch
@@ -482,28 +384,40 @@ class NGramLM:
             >>> trace.observation_nodes, [n for n in trace.nodes if n.startswith("alpha")]
             (['counts_0', 'counts_1'], ['alpha_0', 'alpha_1'])
         """
-        import pyro
-        import pyro.distributions as dist
-        import torch
+        from ppgen.models._ngram_program import ngram_model
 
-        self._check_fitted()
-        shape, rate = self.prior if self.prior is not None else (1.0, 1e-3)
-        p = torch.full((1, self.vocab_size), 1.0 / self.vocab_size, dtype=torch.float64)
-        for k in range(self.order):
-            c = torch.as_tensor(counts[f"counts_{k}"], dtype=torch.float64)
-            parent = torch.as_tensor(self._ctx_key[k] // self.vocab_size)
-            alpha = pyro.sample(
-                f"alpha_{k}",
-                dist.Gamma(
-                    torch.tensor(shape, dtype=torch.float64),
-                    torch.tensor(rate, dtype=torch.float64),
-                ),
-            )
-            base = p[parent]
-            total = c.sum(-1)
-            with pyro.plate(f"contexts_{k}", c.shape[0]):
-                pyro.sample(f"counts_{k}", dist.DirichletMultinomial(alpha * base, total), obs=c)
-            p = (c + alpha * base) / (total[:, None] + alpha)
+        ngram_model(self, tokens, vocab_size, counts)
+
+    def exact_posterior(
+        self, tokens: Any = None, vocab_size: int | None = None, **counts: Any
+    ) -> ExactPosterior:
+        r"""The closed-form posterior that ``ppgen.fit(..., method="exact")`` returns.
+
+        Counts ``tokens`` and learns :math:`\alpha` as :meth:`fit` does (type-II maximum
+        likelihood, or MAP under ``prior``; fixed when ``learn_concentration=False``). Given
+        :math:`\alpha` the posterior of every context's next-token distribution is the
+        conjugate :math:`\mathrm{Dir}(c(u, \cdot) + \alpha_{|u|}\, p(\cdot \mid \pi(u)))`,
+        whose mean is :meth:`predictive`; the draws of the program's ``alpha_k`` are a point
+        mass at the learnt values (empirical Bayes: their posterior has no closed form). The
+        fit's ``params`` hold ``concentration`` and the count tables (``ngram_*``), all that
+        :meth:`from_fit` needs.
+        """
+        from ppgen.models._ngram_program import exact_posterior
+
+        return exact_posterior(self, tokens, vocab_size, counts)
+
+    @classmethod
+    def from_fit(cls, fit: Fit) -> NGramLM:
+        r"""The language model (posterior predictive) of a ``ppgen.fit`` of an NGramLM.
+
+        :math:`\alpha_k` is the posterior mean of the fit's ``alpha_k`` draws (the learnt
+        value for ``"exact"``, the MAP for ``"map"``); the counts are the fit's (stored in an
+        exact fit's ``params``, else counted again from its data). The result's
+        :meth:`predictive` is the closed-form smoothed counts under that :math:`\alpha`.
+        """
+        from ppgen.models._ngram_program import from_fit
+
+        return from_fit(cls, fit)
 
     def __repr__(self) -> str:
         alpha = np.array2string(self.concentration, precision=3)

@@ -47,5 +47,8 @@ def test_tutorial_03_ngram_orders_and_topics(tmp_path):
     }
     assert sorted(ppl) == [1, 2, 3, 4], out
     assert ppl[3] < ppl[1] and ppl[2] < ppl[1], ppl
+    # ppgen.fit(method="exact") is the same closed form as NGramLM.fit
+    exact = re.search(r"ppgen.fit exact \(order 2\): held-out perplexity\s+([\d.]+)", out)
+    assert float(exact.group(1)) == ppl[2], out
     # the corpus has four clearly separated subjects: topics are coherent on average
     assert float(re.search(r"mean NPMI ([+-][\d.]+)", out).group(1)) > 0.2, out
