@@ -63,7 +63,9 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     Files: ``manifest.json`` (ppgen/backend/library versions, estimator and settings, seed),
     ``params.safetensors`` (fitted params), ``state.safetensors`` (the backend's raw
     parameter state, for exact predictions), ``draws.safetensors`` and ``data.safetensors``,
-    ``history.json``, and ``inference_data.nc`` (the ``to_arviz()`` result as netCDF).
+    ``history.json``, ``buffers.safetensors`` (buffers of the program's torch module, e.g.
+    batch-norm running statistics, which live outside Pyro's param store) and
+    ``inference_data.nc`` (the ``to_arviz()`` result as netCDF).
     """
     from ppgen.io import write_json
 
@@ -108,9 +110,37 @@ def save_fit(fit: Fit, path: str | Path) -> None:
                 tmp / "state.safetensors",
                 {k: fit.program.ops.to_numpy(v) for k, v in raw.items()},
             )
+        buffers = _module_buffers(fit.program)
+        if buffers:
+            _save_arrays(tmp / "buffers.safetensors", buffers)
         idata.to_netcdf(str(tmp / "inference_data.nc"))
 
     atomic_dir(path, fill)
+
+
+def _module_buffers(program: Any) -> dict[str, np.ndarray]:
+    """Buffers of the program's torch module (batch-norm running statistics...): state that
+    lives outside Pyro's param store but changes the model's outputs."""
+    module = program.module
+    if module is None or not hasattr(module, "named_buffers"):
+        return {}
+    return {k: v.detach().cpu().numpy() for k, v in module.named_buffers() if v is not None}
+
+
+def _restore_buffers(program: Any, buffers: dict[str, np.ndarray]) -> None:
+    import torch
+
+    module = program.module
+    own = dict(module.named_buffers()) if module is not None else {}
+    unknown = sorted(set(buffers) - set(own))
+    if unknown:
+        raise CheckpointError(
+            f"The saved run has module buffers {unknown} that the program's module lacks; "
+            "load it with the same model class and constructor arguments."
+        )
+    with torch.no_grad():
+        for k, v in buffers.items():
+            own[k].copy_(torch.as_tensor(v, dtype=own[k].dtype))
 
 
 def load(path: str | Path, program: Any) -> Fit:
@@ -189,4 +219,7 @@ def load(path: str | Path, program: Any) -> Fit:
         )
         with prog.ops.device_context(device):
             est.restore(ctx, fit, state)
+    buffers = _load_arrays(path / "buffers.safetensors")
+    if buffers:
+        _restore_buffers(prog, buffers)
     return fit

@@ -109,3 +109,42 @@ def test_tree_round_trip_keeps_dtypes_and_shapes(tmp_path):
     assert back["a"].dtype == np.uint32 and back["s"].shape == () and back["l"] == [1, (2, 3)]
     with pytest.raises(CheckpointError, match="No checkpoint"):
         load_tree(tmp_path / "missing.pt")
+
+
+class _BNRegression(__import__("torch").nn.Module):
+    """A program whose torch module has buffers (batch-norm running statistics)."""
+
+    def __init__(self):
+        import torch
+
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(2)
+        self.lin = torch.nn.Linear(2, 1)
+
+    def model(self, X, y=None):
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.module("net", self)
+        with pyro.plate("data", X.shape[0]):
+            return pyro.sample("y", dist.Normal(self.lin(self.bn(X)).squeeze(-1), 1.0), obs=y)
+
+
+def test_module_buffers_are_saved_and_restored(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(3.0, 2.0, (64, 2)).astype(np.float32)
+    y = X @ np.array([1.0, -1.0], np.float32)
+    torch.manual_seed(0)
+    net = _BNRegression()
+    fit = ppgen.fit(net, {"X": X, "y": y}, ppgen.inference.MLE(steps=20, lr=0.01))
+    assert float(net.bn.running_mean.abs().min()) > 0.1  # training moved the statistics
+    fit.save(tmp_path / "run")
+    fresh = _BNRegression()
+    assert float(fresh.bn.running_mean.abs().max()) == 0.0
+    again = ppgen.load(tmp_path / "run", fresh)
+    for name, buf in net.named_buffers():
+        assert torch.equal(dict(fresh.named_buffers())[name], buf), name
+    net.eval(), fresh.eval()
+    np.testing.assert_allclose(again.log_likelihood()["y"], fit.log_likelihood()["y"], rtol=1e-6)

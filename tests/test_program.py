@@ -364,3 +364,26 @@ def test_trace_learns_sites(backend):
     assert info.plates["school"].size == 8
     assert info.obs_keys == {"y": "y"}
     assert any(w in info.sites["tau"].support.lower() for w in ("greaterthan", "positive"))
+
+
+def test_stale_params_of_an_earlier_fit_do_not_leak_into_validation():
+    """A second fit whose params have another shape validates and fits (scratch param store)."""
+
+    def make(k):
+        def model(x=None):
+            w = pyro.param("w", torch.zeros(k))
+            with pyro.plate("data", len(x)):
+                pyro.sample("x", dist.Normal(w.sum(), 1.0), obs=x)
+
+        return model
+
+    x = np.random.default_rng(0).normal(1.0, 1.0, 50)
+    ppgen.fit(make(3), {"x": x}, SVI(steps=2))
+    pyro.param("w", torch.zeros(3))  # a stale 3-vector in the global store
+    fit = ppgen.fit(make(2), {"x": x}, ppgen.inference.MLE(steps=300, lr=0.05))
+    assert fit.params["w"].shape == (2,)
+    assert abs(float(fit.params["w"].sum()) - x.mean()) < 0.02
+    # validation's trace leaves the global store as it found it
+    pyro.clear_param_store()
+    Program(make(4)).validate({"x": x})
+    assert "w" not in pyro.get_param_store()

@@ -99,7 +99,10 @@ class PyroOps(BackendOps):
         return ObsAsFloat()(fn)
 
     def trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int = 0) -> list[Site]:
-        tr = poutine.trace(fn).get_trace(**kwargs)
+        # a scratch param store: stale params of an earlier fit (another shape) must not leak
+        # into this trace, and this trace's params must not leak out
+        with pyro.get_param_store().scope():
+            tr = poutine.trace(fn).get_trace(**kwargs)
         sites = []
         for name, s in tr.nodes.items():
             if s["type"] == "sample":

@@ -12,6 +12,7 @@ from ppgen.models.mixture import (
     PoissonMixture,
     StudentTMixture,
 )
+from ppgen.models.ngram import NGramLM
 from ppgen.models.regression import LinearRegression, LogisticRegression
 from ppgen.models.sequential import DMM
 from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE
@@ -32,6 +33,7 @@ __all__ = [
     "DPMixture",
     "LDA",
     "AmortizedLDA",
+    "NGramLM",
     "VAE",
     "ConvVAE",
     "ConditionalVAE",
