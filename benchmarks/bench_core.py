@@ -16,7 +16,6 @@ os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -40,6 +39,7 @@ import pyro  # noqa: E402
 import pyro.distributions as pdist  # noqa: E402
 
 import ppgen  # noqa: E402
+from benchmarks._machine import machine as _machine  # noqa: E402
 from ppgen.data import load  # noqa: E402
 from ppgen.inference import NUTS, SVI  # noqa: E402
 from ppgen.models import EightSchools, LogisticRegression  # noqa: E402
@@ -341,21 +341,7 @@ def svi_case(cfg: dict) -> None:
 
 # ---------------------------------------------------------------- report
 def machine() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return [
-        f"- date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
-        f"- nproc: {os.cpu_count()}; CPU: {cpu}; Python {platform.python_version()}",
-        f"- torch {torch.__version__}, jax {jax.__version__}, pyro {pyro.__version__}, "
-        f"numpyro {numpyro.__version__}, arviz {az.__version__}, ppgen {ppgen.__version__}",
-        "- torch.set_num_threads(1); XLA_FLAGS=" + os.environ["XLA_FLAGS"],
-    ]
+    return [*_machine(), "- XLA_FLAGS=" + os.environ["XLA_FLAGS"]]
 
 
 def table() -> list[str]:

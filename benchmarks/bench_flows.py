@@ -28,14 +28,11 @@ import cProfile
 import datetime
 import io
 import math
-import os
-import platform
 import pstats
 import statistics
 import sys
 import time
 import warnings
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +56,7 @@ from benchmarks._flows import (  # noqa: E402
     ppgen_train,
     train_both,
 )
+from benchmarks._machine import machine  # noqa: E402
 from ppgen.data.toy2d import TOY2D, TOY2D_LOG_PROB, moons  # noqa: E402
 from ppgen.flows import CNFTransform  # noqa: E402
 from ppgen.models.flows import FlowModel  # noqa: E402
@@ -281,21 +279,11 @@ def ffjord_cost(extra: dict) -> list[str]:
 
 # ---------------------------------------------------------------- report
 def header() -> list[str]:
-    cpu = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in open("/proc/cpuinfo")
-            if ln.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    libs = ", ".join(f"{p} {version(p)}" for p in ("torch", "pyro-ppl", "nflows", "torchdiffeq"))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    libs = ("torch", "pyro-ppl", "nflows", "torchdiffeq", "ppgen")
     return [
         f"\n## Flows and autoregressive models, MLE ({now})\n",
-        f"- machine: nproc {os.cpu_count()}, CPU {cpu}, load average at start "
-        f"{os.getloadavg()[0]:.2f}; Python {platform.python_version()}, {libs}, "
-        f"ppgen {version('ppgen')}; torch.set_num_threads(1)",
+        *machine(libs),
         "- command: `" + " ".join(["python -m benchmarks.bench_flows", *ARGV]) + "`",
     ]
 

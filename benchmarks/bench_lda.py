@@ -27,8 +27,6 @@ import argparse
 import cProfile
 import datetime
 import io
-import os
-import platform
 import pstats
 import statistics
 import time
@@ -47,6 +45,7 @@ import pyro.distributions as dist  # noqa: E402
 from torch.nn.functional import softplus  # noqa: E402
 
 import ppgen  # noqa: E402
+from benchmarks._machine import machine  # noqa: E402
 from ppgen.analysis.metrics import hungarian_match  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
 from ppgen.models._amortized_lda import _seed_topics  # noqa: E402
@@ -259,25 +258,6 @@ def profile(counts: np.ndarray, cfg: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------- report
-def machine() -> list[str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        load = "load average unknown"
-    return [
-        f"- date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
-        f"- nproc: {os.cpu_count()}; CPU: {cpu}; Python {platform.python_version()}; {load}",
-        f"- torch {torch.__version__}, pyro {pyro.__version__}, ppgen {ppgen.__version__}; "
-        "torch.set_num_threads(1)",
-    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
