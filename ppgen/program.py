@@ -178,6 +178,10 @@ class Program:
         self.backend: str = backend
         self.ops: BackendOps = get_backend(backend)
         self.model = self._wrap(fn)
+        if guide is not None and hasattr(guide, "for_backend"):  # e.g. Amortized()
+            if hasattr(guide, "bind") and getattr(guide, "_model", 1) is None:
+                guide.bind(self.model)
+            guide = guide.for_backend(backend)  # its JAX twin on NumPyro
         self.guide = self._wrap(guide) if callable(guide) else None
         try:
             self.signature = inspect.signature(fn)

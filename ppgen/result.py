@@ -204,6 +204,10 @@ class Fit:
 
         See :func:`ppgen.analysis.latent.encode`.
         """
+        if self.backend == "numpyro":
+            from ppgen.inference._amortized_numpyro import encode as encode_numpyro
+
+            return encode_numpyro(self, data)
         from ppgen.analysis.latent import encode
 
         return encode(self, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -115,8 +116,7 @@ class Minibatcher:
         self.pos += self.batch_size
         batch = dict(self.data)
         for k in self.keys:
-            v = self.data[k]
-            batch[k] = v[_index_like(v, idx)]
+            batch[k] = _take(self.data[k], idx)
         return batch, self.size / len(idx)
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,12 +128,25 @@ class Minibatcher:
         self.pos = int(sd["pos"])
 
 
-def _index_like(v: Any, idx: np.ndarray) -> Any:
+def _take(v: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of ``v`` (a torch tensor, a JAX array or a numpy array) on its device."""
     if hasattr(v, "device") and hasattr(v, "detach"):  # torch
         import torch
 
-        return torch.as_tensor(idx, device=v.device)
-    return idx
+        return v[torch.as_tensor(idx, device=v.device)]
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(v, jax.Array):
+        # one compiled gather (eager fancy indexing of a JAX array is ~5 dispatches: ~50x slower)
+        return _jax_take()(v, idx)
+    return v[idx]
+
+
+@functools.cache
+def _jax_take() -> Any:
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda v, i: jnp.take(v, i, axis=0))
 
 
 def _save(est: OptimEstimator, path: Path, state: Any, loop: dict[str, Any]) -> None:

@@ -294,6 +294,31 @@ class Amortized(nn.Module):
         object.__setattr__(self, "_model", fn)
         return self
 
+    def for_backend(self, backend: str) -> Any:
+        """The guide to run on ``backend``: this one on Pyro; on NumPyro a fresh JAX twin.
+
+        The twin, :class:`~ppgen.inference._amortized_numpyro.NumPyroAmortized`, gets the same
+        arguments (the encoder must then be a flax/equinox module or a JAX function) and is
+        kept as ``self.numpyro_guide`` for ``Fit.encode``.
+        """
+        if backend != "numpyro":
+            return self
+        from ppgen.inference._amortized_numpyro import NumPyroAmortized
+
+        g = NumPyroAmortized(
+            self._model,
+            self.family,  # type: ignore[arg-type]
+            encoder=None if self._flatten else self.encoder,
+            hidden_features=self.hidden_features,
+            plate=self.plate_name,
+            inputs=self.inputs,
+            global_guide=self.global_guide_name,
+            name=self.name,
+            **self.head_kwargs,
+        )
+        object.__setattr__(self, "numpyro_guide", g)
+        return g
+
     def build(self, **data: Any) -> Amortized:
         """Trace the model on ``data`` and create the encoder and heads (done on first call)."""
         from ppgen.backends.pyro import ObsAsFloat

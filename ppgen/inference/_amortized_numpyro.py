@@ -1,0 +1,472 @@
+"""Amortised encoder guides for NumPyro programs: the JAX twin of ``Amortized``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal, get_args
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+
+from ppgen.errors import DataError, ProgramError
+
+__all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
+
+NumPyroFamily = Literal["normal", "lowrank", "mvn"]
+
+
+# The pure pieces are jitted: NumPyro runs a guide eagerly once (``SVI.init``), where every
+# primitive would otherwise be compiled on its own; under ``jit`` they are inlined.
+@jax.jit
+def _affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return x @ w + b
+
+
+@jax.jit
+def _relu_affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    return jax.nn.relu(x @ w + b)
+
+
+def _linear(name: str, x: jax.Array, out_features: int, relu: bool = False) -> jax.Array:
+    fan_in = x.shape[-1]
+    bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+
+    def init(shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
+        return lambda key: jax.random.uniform(key, shape, x.dtype, -bound, bound)
+
+    w = numpyro.param(f"{name}.weight", init((fan_in, out_features)))
+    b = numpyro.param(f"{name}.bias", init((out_features,)))
+    return (_relu_affine if relu else _affine)(x, w, b)
+
+
+@partial(jax.jit, static_argnums=(1, 2, 3))
+def _split(out: jax.Array, family: str, d: int, rank: int) -> tuple[jax.Array, ...]:
+    """Head outputs to (loc, scale) / (loc, factor, diag) / (loc, scale_tril)."""
+    loc = out[..., :d]
+    if family == "normal":
+        return loc, jax.nn.softplus(out[..., d:]) + 1e-4
+    if family == "lowrank":
+        diag = jax.nn.softplus(out[..., d : 2 * d]) + 1e-4
+        return loc, out[..., 2 * d :].reshape(out.shape[:-1] + (d, rank)), diag
+    rows, cols = np.tril_indices(d)
+    tril = jnp.zeros(out.shape[:-1] + (d, d), out.dtype).at[..., rows, cols].set(out[..., d:])
+    diag = jax.nn.softplus(jnp.diagonal(tril, axis1=-2, axis2=-1)) + 1e-4
+    return loc, jnp.tril(tril, -1) + diag[..., None] * jnp.eye(d, dtype=out.dtype)
+
+
+def mlp(
+    name: str,
+    x: jax.Array,
+    hidden_features: Sequence[int] = (256, 256),
+    out_features: int | None = None,
+) -> jax.Array:
+    """``Linear -> ReLU`` layers (then one ``Linear`` to ``out_features``) over the last axis.
+
+    The weights are ``numpyro.param`` sites ``{name}.{i}.weight`` / ``{name}.{i}.bias``,
+    initialised like ``torch.nn.Linear`` (uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`), so a
+    NumPyro program can own a network without a neural-network library.
+
+    Example:
+        >>> from numpyro import handlers
+        >>> f = handlers.seed(lambda x: mlp("net", x, (8,), 3), rng_seed=0)
+        >>> f(jnp.ones((5, 4))).shape
+        (5, 3)
+    """
+    for i, h in enumerate(hidden_features):
+        x = _linear(f"{name}.{i}", x, int(h), relu=True)
+    if out_features is not None:
+        x = _linear(f"{name}.{len(hidden_features)}", x, int(out_features))
+    return x
+
+
+def _encoder_kind(encoder: Any) -> str:
+    if encoder is None:
+        return "mlp"
+    mods = [(getattr(c, "__module__", "") or "").split(".") for c in type(encoder).__mro__]
+    root = next((".".join(m[:2]) for m in mods if m[0] in ("equinox", "flax", "torch")), "")
+    if root.startswith("torch"):
+        raise ProgramError(
+            "`encoder` is a torch module, but the program is a NumPyro program. Pass a flax "
+            "(linen) module, an equinox module, or a JAX function of the inputs."
+        )
+    if root.startswith("equinox"):
+        return "equinox"
+    if root == "flax.linen":
+        return "flax"
+    if root == "flax.nnx":
+        raise ProgramError(
+            "`encoder` is a flax.nnx module; pass a flax.linen module, or a function that "
+            "registers it with `numpyro.contrib.module.nnx_module` and applies it."
+        )
+    if callable(encoder):
+        return "callable"
+    raise ProgramError(
+        f"`encoder` must be a flax module, an equinox module or a callable; got "
+        f"{type(encoder).__name__}."
+    )
+
+
+def _float(x: jax.Array) -> jax.Array:
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
+
+
+class NumPyroAmortized:
+    r"""An encoder guide for a NumPyro program, built from its trace: :math:`q(z_n \mid x_n)`.
+
+    .. math:: q(\theta, z_{1:N} \mid x) = q_\lambda(\theta)
+        \prod_{n} q\big(z_n \mid h_\phi(x_n)\big)
+
+    The JAX twin of :class:`ppgen.inference.amortized.Amortized` (which builds this one for
+    NumPyro programs; the arguments are the same). On its first call the guide traces the model
+    and finds the *data plate* (the plate holding every observed site), the *local* latents in
+    it and the observed sites there. An encoder maps each datum's observations to features
+    :math:`h`: by default an :func:`mlp` over the flattened inputs with ``numpyro.param``
+    weights (no network library needed); or a flax ``linen`` module (registered with
+    ``numpyro.contrib.module.flax_module``, called on the batch), an equinox module
+    (``eqx_module``, ``jax.vmap``-ed over the data, so it maps one datum) or any JAX function
+    of the batched inputs. An encoder may return one ``(B, F)`` array, or a dict of one per
+    local latent. A linear head per local latent gives its posterior: ``normal``
+    :math:`\mathcal N(\mu(h), \mathrm{diag}\,\sigma^2(h))`, ``lowrank`` (covariance
+    :math:`W W^\top + \mathrm{diag}\,d`) or ``mvn`` (full Cholesky factor). *Global* latents
+    outside the plate get an ordinary NumPyro autoguide in the same guide. Minibatches work as
+    for any guide: the local sites sit in a plate of the model's name and size ``B``.
+
+    References:
+        Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
+
+    Arguments:
+        model: the NumPyro program (may be bound later with :meth:`bind`).
+        family: ``"normal"``, ``"lowrank"`` or ``"mvn"``.
+        encoder: flax / equinox module or callable; default ``mlp(hidden_features)``.
+        hidden_features: widths of the default MLP (``()``: the head reads the inputs).
+        plate: name of the data plate (default: the largest plate holding every observation).
+        inputs: data keys fed to the encoder (default: the observed sites in the plate).
+        global_guide: autoguide name for global latents (``"normal"``, ``"mvn"``, ...;
+            ``"flow"`` means NumPyro's ``AutoIAFNormal``).
+        name: prefix of the guide's parameter names.
+        rank: rank of the ``lowrank`` covariance factor.
+
+    Example:
+        >>> import numpy as np, numpyro, numpyro.distributions as dist, ppgen
+        >>> from ppgen.inference import SVI
+        >>> from ppgen.inference.amortized import Amortized
+        >>> def model(x=None):
+        ...     with numpyro.plate("data", x.shape[0]):
+        ...         z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        ...         numpyro.sample("x", dist.Normal(z.sum(-1, keepdims=True), 1.0).to_event(1),
+        ...                        obs=x)
+        >>> x = np.random.default_rng(0).normal(size=(50, 1))
+        >>> guide = Amortized(hidden_features=(16,))
+        >>> fit = ppgen.fit(model, {"x": x}, SVI(guide=guide, steps=20, num_draws=5))
+        >>> fit.draws["z"].shape, fit.encode({"x": x[:3]})["z"].shape
+        ((1, 5, 50, 2), (3, 2))
+    """
+
+    def __init__(
+        self,
+        model: Callable | Any = None,
+        family: NumPyroFamily = "normal",
+        *,
+        encoder: Any = None,
+        hidden_features: Sequence[int] = (256, 256),
+        plate: str | None = None,
+        inputs: Sequence[str] | None = None,
+        global_guide: str = "normal",
+        name: str = "amortized",
+        rank: int = 2,
+        **head_kwargs: Any,
+    ) -> None:
+        from ppgen.inference.guides import guide_class_name
+
+        if family not in get_args(NumPyroFamily):
+            extra = " (conditional flows are Pyro-only for now)" if family == "flow" else ""
+            raise ProgramError(
+                f"`family` for a NumPyro program must be one of {get_args(NumPyroFamily)}; got "
+                f"{family!r}{extra}."
+            )
+        if head_kwargs:
+            raise ProgramError(
+                f"Unknown argument(s) {sorted(head_kwargs)} for a NumPyro `Amortized` guide; its "
+                "head takes only `rank`."
+            )
+        if not isinstance(rank, int) or rank < 1:
+            raise ProgramError(f"`rank` must be a positive int; got {rank!r}.")
+        if global_guide != "flow":
+            guide_class_name(global_guide)  # unknown names fail here
+        self.family, self.name, self.rank = family, name, rank
+        self.encoder, self._kind = encoder, _encoder_kind(encoder)
+        self.hidden_features = tuple(int(h) for h in hidden_features)
+        self.plate_name = plate
+        self.inputs = list(inputs) if inputs is not None else None
+        self.global_guide_name = global_guide
+        self._model: Callable | None = None
+        self.plate: Any = None  # the data plate's frame: name, dim, size
+        self.locals: dict[str, tuple[int, ...]] = {}
+        self.global_guide: Callable | None = None
+        if model is not None:
+            self.bind(model)
+
+    # ------------------------------------------------------------------ building
+    def bind(self, model: Callable | Any) -> NumPyroAmortized:
+        """Attach the program to encode for."""
+        fn = model.model if callable(getattr(model, "model", None)) else model
+        if not callable(fn):
+            raise ProgramError("`Amortized` needs the program (a callable or zoo model).")
+        self._model = fn
+        return self
+
+    def for_backend(self, backend: str) -> NumPyroAmortized:
+        """This guide, for a NumPyro program (a Pyro program needs ``Amortized``)."""
+        if backend != "numpyro":
+            raise ProgramError(
+                "`NumPyroAmortized` guides NumPyro programs; for a Pyro program use "
+                "`ppgen.inference.amortized.Amortized`."
+            )
+        return self
+
+    def build(self, **data: Any) -> NumPyroAmortized:
+        """Trace the model on ``data`` and find the plate, local and global latents, inputs."""
+        if self._model is None:
+            raise ProgramError(
+                "This `Amortized` guide has no program: pass it, `Amortized(model)`, or call "
+                "`.bind(model)` before fitting."
+            )
+        with handlers.block():
+            tr = handlers.trace(handlers.seed(self._model, rng_seed=0)).get_trace(**data)
+        sites = [s for s in tr.values() if s["type"] == "sample"]
+        observed = [s for s in sites if s["is_observed"]]
+        plate = self._find_plate(observed)
+        local, glob = [], []
+        for s in sites:
+            if s["is_observed"]:
+                continue
+            if (s.get("infer") or {}).get("enumerate"):
+                raise ProgramError(
+                    f"Site `{s['name']}` is marked for enumeration; `Amortized` covers "
+                    "continuous latents only. Write a guide for the discrete part."
+                )
+            names = [f.name for f in s["cond_indep_stack"]]
+            (local if plate.name in names else glob).append(s)
+        if not local:
+            raise ProgramError(
+                f"No latent site sits in the data plate `{plate.name}`; `Amortized` encodes "
+                "per-datum latents. Use an autoguide (e.g. guide='normal') for this program."
+            )
+        self.locals = {}
+        for s in local:
+            fn = s["fn"]
+            if tuple(fn.batch_shape) != (plate.size,):
+                raise ProgramError(
+                    f"Local latent `{s['name']}` has batch shape {tuple(fn.batch_shape)}; "
+                    f"`Amortized` needs batch shape ({plate.size},) from plate `{plate.name}` "
+                    "alone (put per-datum vectors in `.to_event(1)`)."
+                )
+            if fn.support.is_discrete:
+                raise ProgramError(f"Local latent `{s['name']}` is discrete; write a guide.")
+            shape = tuple(fn.event_shape)
+            if len(shape) != 1 and self.family != "normal":
+                raise ProgramError(
+                    f"Local latent `{s['name']}` has event shape {shape}; family "
+                    f"{self.family!r} needs a vector latent (use family='normal' or "
+                    "`.to_event(1)` on a vector)."
+                )
+            self.locals[s["name"]] = shape
+        if self.inputs is None:
+            ids = {id(v): k for k, v in data.items()}
+            self.inputs = [
+                ids.get(id(s["value"]), s["name"])
+                for s in observed
+                if plate.name in [f.name for f in s["cond_indep_stack"]]
+            ]
+        missing = [k for k in self.inputs if k not in data]
+        if missing:
+            raise ProgramError(
+                f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
+                f"keys to encode (data keys: {sorted(data)})."
+            )
+        self.plate = plate
+        if glob:
+            from ppgen.inference.guides import make_guide
+
+            # the locals are drawn (from the prior) inside the block, so the autoguide never
+            # sees them; it only runs the model to set itself up
+            blocked = handlers.block(handlers.seed(self._model, rng_seed=0), hide=list(self.locals))
+            spec = "iaf" if self.global_guide_name == "flow" else self.global_guide_name
+            self.global_guide = make_guide(spec, blocked, "numpyro")
+        return self
+
+    def _find_plate(self, observed: list[dict]) -> Any:
+        if not observed:
+            raise ProgramError("The model has no observed sites for this data to encode.")
+        common: dict[str, Any] | None = None
+        for s in observed:
+            fr = {f.name: f for f in s["cond_indep_stack"]}
+            common = fr if common is None else {k: v for k, v in common.items() if k in fr}
+        common = common or {}
+        if self.plate_name is not None:
+            if self.plate_name not in common:
+                raise ProgramError(
+                    f"`plate={self.plate_name!r}` does not hold every observed site; plates "
+                    f"holding them: {sorted(common)}."
+                )
+            return common[self.plate_name]
+        if not common:
+            raise ProgramError(
+                "No plate holds every observed site; `Amortized` needs the observations in a "
+                "data plate, e.g. `with numpyro.plate('data', len(x))`."
+            )
+        return max(common.values(), key=lambda f: f.size)
+
+    # ------------------------------------------------------------------ the guide
+    def _features(self, data: Mapping[str, Any], n: int) -> dict[str, jax.Array]:
+        xs = [jnp.asarray(data[k]) for k in self.inputs]
+        key = f"{self.name}.encoder"
+        if self._kind == "mlp":
+            x = jnp.concatenate([_float(x).reshape(n, -1) for x in xs], -1)
+            h: Any = mlp(key, x, self.hidden_features)
+        elif self._kind == "equinox":
+            from numpyro.contrib.module import eqx_module
+
+            h = jax.vmap(eqx_module(key, self.encoder))(*xs)
+        elif self._kind == "flax":
+            from numpyro.contrib.module import flax_module
+
+            h = flax_module(key, self.encoder, *xs)(*xs)
+        else:
+            h = self.encoder(*xs)
+        if isinstance(h, Mapping) and set(h) != set(self.locals):
+            missing = [s for s in self.locals if s not in h]
+            raise ProgramError(
+                f"The encoder returned features for {sorted(h)}; it must return one array, or "
+                f"one per local latent {list(self.locals)} (missing: {missing}, unknown: "
+                f"{[k for k in h if k not in self.locals]})."
+            )
+        feats = {s: h[s] if isinstance(h, Mapping) else h for s in self.locals}
+        for s, f in feats.items():
+            if jnp.ndim(f) != 2 or jnp.shape(f)[0] != n:
+                raise ProgramError(
+                    f"The encoder's features for local latent `{s}` have shape "
+                    f"{tuple(jnp.shape(f))}; expected ({n}, F): one row of F features per datum "
+                    f"of plate `{self.plate.name}`. Make the encoder return a 2-D array."
+                )
+        return feats
+
+    def _head(self, site: str, h: jax.Array) -> dist.Distribution:
+        shape = self.locals[site]
+        d = int(np.prod(shape)) if shape else 1
+        width = {"normal": 2 * d, "lowrank": 2 * d + d * self.rank, "mvn": d + d * (d + 1) // 2}
+        out = _linear(f"{self.name}.{site}", _float(h), width[self.family])
+        if self.family == "normal":
+            loc, scale = _split(out, "normal", d, 0)
+            lead = out.shape[:-1]
+            q = dist.Normal(loc.reshape(lead + shape), scale.reshape(lead + shape))
+            return q.to_event(len(shape))
+        if self.family == "lowrank":
+            loc, factor, diag = _split(out, "lowrank", d, self.rank)
+            return dist.LowRankMultivariateNormal(loc, factor, diag)
+        loc, tril = _split(out, "mvn", d, 0)
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+    def posterior(self, **data: Any) -> dict[str, dist.Distribution]:
+        """``{site: q(z | x)}`` for the local latents (inside a handler that supplies params)."""
+        if self.plate is None:
+            self.build(**data)
+        n = int(jnp.shape(data[self.inputs[0]])[0])
+        feats = self._features(data, n)
+        return {s: self._head(s, feats[s]) for s in self.locals}
+
+    def encode(self, params: Mapping[str, Any], **data: Any) -> dict[str, dist.Distribution]:
+        """The posterior of each local latent for ``data`` under fitted ``params`` (no sampling).
+
+        ``params`` are NumPyro's (constrained) parameters, e.g. ``svi.get_params(state)``.
+        """
+        fn = handlers.substitute(handlers.seed(self.posterior, rng_seed=0), data=params)
+        return fn(**data)
+
+    def __call__(self, **data: Any) -> dict[str, jax.Array]:
+        if self.plate is None:
+            self.build(**data)
+        out: dict[str, jax.Array] = {}
+        if self.global_guide is not None:
+            out.update(self.global_guide(**data) or {})
+        qs = self.posterior(**data)
+        n = int(jnp.shape(data[self.inputs[0]])[0])
+        with numpyro.plate(self.plate.name, n, dim=self.plate.dim):
+            for site, q in qs.items():
+                out[site] = numpyro.sample(site, q)
+        return out
+
+
+def _fitted_guide(fit: Any) -> NumPyroAmortized:
+    for g in (getattr(fit.estimator, "guide", None), getattr(fit.program, "user_guide", None)):
+        g = getattr(g, "numpyro_guide", g)
+        if isinstance(g, NumPyroAmortized) and g.plate is not None:
+            return g
+    raise DataError(
+        "This fit has no amortised guide to encode with; fit the program with "
+        "`SVI(guide=Amortized(...))`."
+    )
+
+
+def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    r"""Posterior means :math:`\mathbb E_q[z_n \mid x_n]` of the local latents, NumPyro fits.
+
+    Returns ``{site: array (N, *shape)}`` for every latent the ``Amortized`` guide encodes.
+    ``Fit.encode`` calls this for NumPyro fits.
+
+    Example:
+        >>> import numpy as np, numpyro, numpyro.distributions as dist, ppgen
+        >>> from ppgen.inference import SVI
+        >>> def model(x=None):
+        ...     with numpyro.plate("data", x.shape[0]):
+        ...         z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        ...         numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> x = np.random.default_rng(0).normal(size=20)
+        >>> fit = ppgen.fit(model, {"x": x}, SVI(guide=NumPyroAmortized(), steps=5, num_draws=2))
+        >>> encode(fit, {"x": x})["z"].shape
+        (20,)
+    """
+    from ppgen.inference.svi import _unflatten_params
+
+    guide = _fitted_guide(fit)
+    fit.program.check_keys(data)
+    native = fit.program.ops.native(fit.program.check_values(data), fit.device)
+    missing = [k for k in guide.inputs if k not in native]
+    if missing:
+        raise DataError(f"`data` lacks the encoder input(s) {missing}; pass them to encode.")
+    n = int(jnp.shape(native[guide.inputs[0]])[0])
+    rest = {k: v for k, v in native.items() if not isinstance(v, jax.Array)}
+    arrays = {k: v for k, v in native.items() if k not in rest}
+
+    def batch(i: int) -> dict[str, Any]:
+        return {
+            k: v[i : i + batch_size] if v.ndim and len(v) == n else v for k, v in arrays.items()
+        }
+
+    def trace_params(b: dict[str, Any]) -> dict[str, Any]:
+        fn = handlers.trace(handlers.seed(guide.posterior, rng_seed=0))
+        return {k: s["value"] for k, s in fn.get_trace(**b, **rest).items() if s["type"] == "param"}
+
+    @jax.jit
+    def means(params: dict[str, Any], b: dict[str, Any]) -> dict[str, jax.Array]:
+        return {s: q.mean for s, q in guide.encode(params, **b, **rest).items()}
+
+    with fit.program.ops.device_context(fit.device):
+        like = jax.eval_shape(trace_params, batch(0))  # the params' tree structure, no compute
+        try:
+            params = _unflatten_params(fit.params, like)
+        except KeyError as e:
+            raise DataError(
+                f"The fit has no parameter {e} of the encoder; was it fitted with this guide?"
+            ) from e
+        out: dict[str, list[np.ndarray]] = {}
+        for i in range(0, n, batch_size):
+            for site, m in means(params, batch(i)).items():
+                out.setdefault(site, []).append(np.asarray(m))
+    return {k: np.concatenate(v) for k, v in out.items()}
