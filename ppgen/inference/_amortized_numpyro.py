@@ -432,7 +432,7 @@ def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict
         >>> encode(fit, {"x": x})["z"].shape
         (20,)
     """
-    from ppgen.inference.svi import _unflatten_params
+    from ppgen.inference._svi_numpyro import _unflatten_params
 
     guide = _fitted_guide(fit)
     fit.program.check_keys(data)
