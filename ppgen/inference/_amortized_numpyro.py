@@ -15,6 +15,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 
 from ppgen.errors import DataError, ProgramError
+from ppgen.inference._amortized_sites import split_latents
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 
@@ -242,41 +243,14 @@ class NumPyroAmortized:
         sites = [s for s in tr.values() if s["type"] == "sample"]
         observed = [s for s in sites if s["is_observed"]]
         plate = self._find_plate(observed)
-        local, glob = [], []
-        for s in sites:
-            if s["is_observed"]:
-                continue
-            if (s.get("infer") or {}).get("enumerate"):
-                raise ProgramError(
-                    f"Site `{s['name']}` is marked for enumeration; `Amortized` covers "
-                    "continuous latents only. Write a guide for the discrete part."
-                )
-            names = [f.name for f in s["cond_indep_stack"]]
-            (local if plate.name in names else glob).append(s)
-        if not local:
-            raise ProgramError(
-                f"No latent site sits in the data plate `{plate.name}`; `Amortized` encodes "
-                "per-datum latents. Use an autoguide (e.g. guide='normal') for this program."
-            )
-        self.locals = {}
-        for s in local:
-            fn = s["fn"]
-            if tuple(fn.batch_shape) != (plate.size,):
-                raise ProgramError(
-                    f"Local latent `{s['name']}` has batch shape {tuple(fn.batch_shape)}; "
-                    f"`Amortized` needs batch shape ({plate.size},) from plate `{plate.name}` "
-                    "alone (put per-datum vectors in `.to_event(1)`)."
-                )
-            if fn.support.is_discrete:
-                raise ProgramError(f"Local latent `{s['name']}` is discrete; write a guide.")
-            shape = tuple(fn.event_shape)
-            if len(shape) != 1 and self.family != "normal":
-                raise ProgramError(
-                    f"Local latent `{s['name']}` has event shape {shape}; family "
-                    f"{self.family!r} needs a vector latent (use family='normal' or "
-                    "`.to_event(1)` on a vector)."
-                )
-            self.locals[s["name"]] = shape
+        latent = [s for s in sites if not s["is_observed"]]
+        self.locals, glob = split_latents(
+            latent,
+            plate,
+            self.family,
+            lambda s: [f.name for f in s["cond_indep_stack"]],
+            strict_frames=False,
+        )
         if self.inputs is None:
             ids = {id(v): k for k, v in data.items()}
             self.inputs = [

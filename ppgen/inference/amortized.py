@@ -16,6 +16,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from torch import Tensor, nn
 
 from ppgen.errors import ProgramError
+from ppgen.inference._amortized_sites import split_latents
 from ppgen.inference.vae_elbo import register_module
 
 __all__ = ["Amortized", "FlowGuide", "FlowPosterior", "MLP", "PosteriorHead", "Family"]
@@ -338,42 +339,11 @@ class Amortized(nn.Module):
         observed = [s for s in sites if s["is_observed"]]
         plate = self._find_plate(observed)
         self.plate = plate
-        local, glob = [], []
-        for s in sites:
-            if s["is_observed"]:
-                continue
-            if s["infer"].get("enumerate"):
-                raise ProgramError(
-                    f"Site `{s['name']}` is marked for enumeration; `Amortized` covers "
-                    "continuous latents only. Write a guide for the discrete part."
-                )
-            names = [f.name for f in _frames(s)]
-            (local if plate.name in names else glob).append(s)
-        if not local:
-            raise ProgramError(
-                f"No latent site sits in the data plate `{plate.name}`; `Amortized` encodes "
-                "per-datum latents. Use an autoguide (e.g. guide='normal') for this program."
-            )
-        for s in local:
-            fn = s["fn"]
-            if [f.name for f in _frames(s)] != [plate.name] or tuple(fn.batch_shape) != (
-                plate.size,
-            ):
-                raise ProgramError(
-                    f"Local latent `{s['name']}` has batch shape {tuple(fn.batch_shape)}; "
-                    f"`Amortized` needs batch shape ({plate.size},) from plate `{plate.name}` "
-                    "alone (put per-datum vectors in `.to_event(1)`)."
-                )
-            if fn.support.is_discrete:
-                raise ProgramError(f"Local latent `{s['name']}` is discrete; write a guide.")
-            shape = tuple(fn.event_shape)
-            if len(shape) != 1 and self.family != "normal":
-                raise ProgramError(
-                    f"Local latent `{s['name']}` has event shape {shape}; family "
-                    f"{self.family!r} needs a vector latent (use family='normal' or "
-                    "`.to_event(1)` on a vector)."
-                )
-            self.locals[s["name"]] = shape
+        latent = [s for s in sites if not s["is_observed"]]
+        locals_, glob = split_latents(
+            latent, plate, self.family, lambda s: [f.name for f in _frames(s)], strict_frames=True
+        )
+        self.locals.update(locals_)
         if self.inputs is None:
             ids = {id(v): k for k, v in data.items() if torch.is_tensor(v)}
             keys = [ids.get(id(s["value"]), s["name"]) for s in observed]
