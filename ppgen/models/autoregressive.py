@@ -15,6 +15,7 @@ from ppgen.models._ar_heads import (
     Likelihood,
     OutputHead,
 )
+from ppgen.models._ar_layers import MaskedConv2d, MaskedLinear, _CausalConv, _GatedLayer
 
 __all__ = [
     "MADE",
@@ -56,17 +57,6 @@ class _Program(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-
-class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed binary mask."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features)
-        self.register_buffer("mask", torch.ones(out_features, in_features))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
 
 
 class MADE(_Program):
@@ -153,21 +143,6 @@ class MADE(_Program):
         return x
 
 
-class MaskedConv2d(nn.Conv2d):
-    """A convolution that only sees pixels above and to the left (type ``B``: and itself)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: str):
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        c = kernel_size // 2
-        mask = torch.ones_like(self.weight)
-        mask[:, :, c, c + (mask_type == "B") :] = 0
-        mask[:, :, c + 1 :] = 0
-        self.register_buffer("mask", mask)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)
-
-
 class PixelCNN(_Program):
     r"""PixelCNN: masked convolutions over a raster order of pixels.
 
@@ -236,30 +211,6 @@ class PixelCNN(_Program):
         return x
 
 
-class _GatedLayer(nn.Module):
-    """One gated layer with a vertical (rows above) and a horizontal (row to the left) stack."""
-
-    def __init__(self, c_in: int, c: int, k: int, first: bool):
-        super().__init__()
-        self.k, self.first = k, first
-        self.v = nn.Conv2d(c_in, 2 * c, (k // 2 + 1, k))
-        self.h = nn.Conv2d(c_in, 2 * c, (1, k // 2 + 1))
-        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
-        self.h_out = nn.Conv2d(c, c, 1)
-
-    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        k = self.k
-        if self.first:  # strictly above / strictly left: shift by one
-            v = F.pad(v, (0, 0, 1, 0))[:, :, :-1]
-            h = F.pad(h, (1, 0))[:, :, :, :-1]
-        v_pre = self.v(F.pad(v, (k // 2, k // 2, k // 2, 0)))
-        h_pre = self.h(F.pad(h, (k // 2, 0))) + self.v_to_h(v_pre)
-        v_out = torch.tanh(v_pre.chunk(2, 1)[0]) * torch.sigmoid(v_pre.chunk(2, 1)[1])
-        gated = torch.tanh(h_pre.chunk(2, 1)[0]) * torch.sigmoid(h_pre.chunk(2, 1)[1])
-        h_out = self.h_out(gated)
-        return v_out, h_out if self.first else h + h_out
-
-
 class GatedPixelCNN(PixelCNN):
     r"""Gated PixelCNN: vertical and horizontal stacks (no blind spot) and gated units.
 
@@ -302,22 +253,6 @@ class GatedPixelCNN(PixelCNN):
         for layer in self.layers:
             v, hz = layer(v, hz)
         return self.net(hz).reshape(b, c, self.head.size, h, w).permute(0, 1, 3, 4, 2)
-
-
-class _CausalConv(nn.Conv1d):
-    """A kernel-2 dilated causal convolution with a one-step form for cached sampling."""
-
-    def __init__(self, c_in: int, c_out: int, dilation: int):
-        super().__init__(c_in, c_out, 2, dilation=dilation)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(F.pad(x, (self.dilation[0], 0)))
-
-    def step(self, x: Tensor, history: list[Tensor]) -> Tensor:
-        history.append(x)
-        d = self.dilation[0]
-        past = history[-1 - d] if len(history) > d else torch.zeros_like(x)
-        return F.linear(past, self.weight[:, :, 0]) + F.linear(x, self.weight[:, :, 1], self.bias)
 
 
 class WaveNet(_Program):
