@@ -205,6 +205,13 @@ class OptimEstimator(Estimator):
     @abstractmethod
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit: ...
 
+    def async_metrics(self, state: Any) -> bool:
+        """Whether ``step`` returns device values still being computed (JAX dispatch).
+
+        The loop then reads them one step late, so the next step is queued first.
+        """
+        return False
+
     def nonfinite_sites(self, state: Any) -> list[str]:
         """Names of parameters holding NaN/inf (NaN guard; checked before every checkpoint)."""
         return []

@@ -205,43 +205,69 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         dynamic_ncols=True,
     )
     interrupted = stopped = False
+    # Engines whose step returns device values before the work is done (JAX's asynchronous
+    # dispatch) have their metrics read one step late: step t+1 is queued before step t's loss
+    # is brought to the host, so the host never idles the device. Steps before a checkpoint,
+    # the last step, and every step when callbacks are given (they may stop the loop) are read
+    # at once, so checkpoints, histories and stops are exactly those of a synchronous loop.
+    lag = est.async_metrics(state) and not ctx.callbacks
+    pending: tuple[int, Mapping[str, Any]] | None = None
+
+    def record(n: int, metrics: Mapping[str, Any]) -> bool:
+        """Guard, log and report step ``n``'s metrics; whether a callback asked to stop."""
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            bad = est.nonfinite_sites(state)
+            if bad:
+                where = f" Non-finite parameter(s): {bad}."
+            else:
+                sites = est.nonfinite_loss_sites(state)
+                where = " All parameters are finite" + (
+                    f"; the log-density is non-finite at site(s) {sites}." if sites else "."
+                )
+            raise NonFiniteError(
+                f"The {est.name} loss became {loss} at step {n}.{where} Lower the "
+                "learning rate, check the data scale, or give the failing site a better "
+                "initial value. The last checkpoint (if any) holds finite values."
+            )
+        for k, v in metrics.items():
+            history.setdefault(k, []).append(float(v))
+        bar.update(1)
+        if n % 10 == 0 or n == total:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        stop = False
+        for cb in ctx.callbacks:
+            try:
+                if cb(n, metrics) is True:
+                    stop = True
+            except StopTraining:
+                stop = True
+        return stop
+
     try:
         while step < total:
             batch, scale = batcher.next()
             state, metrics = est.step(state, {"data": batch, "scale": scale})
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                bad = est.nonfinite_sites(state)
-                if bad:
-                    where = f" Non-finite parameter(s): {bad}."
-                else:
-                    sites = est.nonfinite_loss_sites(state)
-                    where = " All parameters are finite" + (
-                        f"; the log-density is non-finite at site(s) {sites}." if sites else "."
-                    )
-                raise NonFiniteError(
-                    f"The {est.name} loss became {loss} at step {step + 1}.{where} Lower the "
-                    "learning rate, check the data scale, or give the failing site a better "
-                    "initial value. The last checkpoint (if any) holds finite values."
-                )
-            for k, v in metrics.items():
-                history.setdefault(k, []).append(float(v))
             step += 1
-            bar.update(1)
-            if step % 10 == 0 or step == total:
-                bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            for cb in ctx.callbacks:
-                try:
-                    if cb(step, metrics) is True:
-                        stopped = True
-                except StopTraining:
-                    stopped = True
+            if pending is not None:
+                (n, m), pending = pending, None
+                record(n, m)
+            sync = step == total or (
+                ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0
+            )
+            if lag and not sync:
+                pending = (step, metrics)
+                continue
+            stopped = record(step, metrics)
             if ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0:
                 _save_checked(est, ckpt, state, loop_state(), step)
             if stopped:
                 break
     except KeyboardInterrupt:
         interrupted = True
+        if pending is not None:  # the queued step ran: keep its loss with its parameters
+            (n, m), pending = pending, None
+            record(n, m)
         warnings.warn(
             f"Interrupted at step {step}; returning the fit so far"
             + (f" and saving a checkpoint to `{ckpt}`." if ckpt else "."),

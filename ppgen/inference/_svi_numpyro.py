@@ -17,6 +17,8 @@ from ppgen.result import Fit
 class _JaxEngine:
     """NumPyro's ``SVI`` with a jitted update; state is the ``SVIState`` pytree."""
 
+    async_metrics = True  # `step` returns the loss as a JAX array, possibly still computing
+
     def __init__(self, est: SVI, ctx: FitContext) -> None:
         import jax
         import numpyro
@@ -45,11 +47,11 @@ class _JaxEngine:
         self.state = self.svi.init(jax.random.PRNGKey(ctx.seed), **ctx.data)
         self._update = jax.jit(self.svi.update)
 
-    def step(self, data: Mapping[str, Any], scale: float) -> float:
+    def step(self, data: Mapping[str, Any], scale: float) -> Any:
         if self.scaler:
             self.scaler.scale = scale
         self.state, loss = self._update(self.state, **data)
-        return float(loss)
+        return loss
 
     def state_dict(self) -> dict[str, Any]:
         import jax

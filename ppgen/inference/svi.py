@@ -183,6 +183,9 @@ class SVI(OptimEstimator):
         state.load_state_dict(sd)
         return state
 
+    def async_metrics(self, state: Any) -> bool:
+        return getattr(state, "async_metrics", False)
+
     def nonfinite_sites(self, state: Any) -> list[str]:
         return state.nonfinite()
 

@@ -156,3 +156,45 @@ def test_keyboard_interrupt_leaves_loadable_checkpoint(tmp_path):
     )
     assert len(resumed.history["loss"]) == 10
     assert resumed.history["loss"][:4] == fit.history["loss"]
+
+
+def _numpyro_ramp(x=None):
+    """Loss ``-t`` with ``t`` rising by 1 per SGD step; the loss is NaN once ``t > 4.5``."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+
+    t = numpyro.param("t", 0.0)
+    numpyro.factor("ramp", t + jnp.where(t > 4.5, jnp.nan, 0.0))
+    with numpyro.plate("data", 4):
+        numpyro.sample("x", ndist.Normal(0.0, 1.0), obs=x)
+
+
+def test_numpyro_losses_read_one_step_late_equal_synchronous_ones():
+    """JAX engines queue step t+1 before reading step t's loss; the history is unchanged."""
+    est = dict(steps=23, batch_size=32, lr=0.05)
+    lagged = ppgen.fit(LinearRegression(), DATA, SVI(**est), backend="numpyro", seed=2)
+    seen = []
+    synced = ppgen.fit(
+        LinearRegression(),
+        DATA,
+        SVI(**est),
+        backend="numpyro",
+        seed=2,
+        callbacks=[lambda step, m: seen.append(step)],  # callbacks make every step synchronous
+    )
+    assert seen == list(range(1, 24))
+    assert len(lagged.history["loss"]) == 23
+    assert lagged.history["loss"] == synced.history["loss"]
+    for k in synced.params:
+        np.testing.assert_array_equal(lagged.params[k], synced.params[k])
+
+
+def test_numpyro_nan_guard_names_the_step_when_losses_are_read_late():
+    with pytest.raises(NonFiniteError, match=r"loss became nan at step 6\b"):
+        ppgen.fit(
+            _numpyro_ramp,
+            {"x": np.zeros(4)},
+            SVI(guide=lambda x=None: None, optim="sgd", lr=1.0, steps=20),
+            backend="numpyro",
+        )
