@@ -96,14 +96,39 @@ def jax_data(data: dict) -> dict:
     }
 
 
-# ---------------------------------------------------------------- runners (return draws)
-def nuts_ppgen(zoo: Any, data: dict, backend: str, warmup: int, samples: int) -> dict:
+# ---------------------------------------------------------------- XLA compile time, in-run
+# JAX reports each trace / lowering / backend compile; a NumPyro NUTS run of 1000 + 1000 draws
+# here is mostly compilation, so the runners report how much of their own wall time it was.
+_COMPILE = [0.0]
+
+
+def _on_duration(event: str, duration: float, **_: Any) -> None:
+    if event.startswith("/jax/core/compile/"):
+        _COMPILE[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+# what ppgen asks NumPyro's MCMC to keep for ArviZ's sample_stats (ppgen/inference/mcmc.py)
+PPGEN_FIELDS = (
+    "diverging",
+    "energy",
+    "num_steps",
+    "accept_prob",
+    "potential_energy",
+    "adapt_state.step_size",
+)
+
+
+# ---------------------------------------------------------------- runners (return draws, compile s)
+def nuts_ppgen(zoo: Any, data: dict, backend: str, warmup: int, samples: int) -> tuple:
+    c0 = _COMPILE[0]
     est = NUTS(num_samples=samples, num_warmup=warmup, jit=True, backend=backend)
     fit = ppgen.fit(zoo, data, est, seed=SEED, progress=False, backend=backend)
-    return {k: np.asarray(v) for k, v in fit.draws.items()}
+    return {k: np.asarray(v) for k, v in fit.draws.items()}, _COMPILE[0] - c0
 
 
-def nuts_raw_pyro(model: Callable, data: dict, warmup: int, samples: int) -> dict:
+def nuts_raw_pyro(model: Callable, data: dict, warmup: int, samples: int) -> tuple:
     from pyro.infer import MCMC
     from pyro.infer import NUTS as PyroNUTS
     from pyro.infer.autoguide.initialization import init_to_median
@@ -114,18 +139,24 @@ def nuts_raw_pyro(model: Callable, data: dict, warmup: int, samples: int) -> dic
     )
     mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
     mcmc.run(**data)
-    return {k: v.detach().numpy()[None] for k, v in mcmc.get_samples().items()}
+    return {k: v.detach().numpy()[None] for k, v in mcmc.get_samples().items()}, 0.0
 
 
-def nuts_raw_numpyro(model: Callable, data: dict, warmup: int, samples: int) -> dict:
+def nuts_raw_numpyro(
+    model: Callable, data: dict, warmup: int, samples: int, fields: tuple = ()
+) -> tuple:
     from numpyro.infer import MCMC
     from numpyro.infer import NUTS as JaxNUTS
     from numpyro.infer.initialization import init_to_median
 
+    c0 = _COMPILE[0]
     kernel = JaxNUTS(model, init_strategy=init_to_median)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, progress_bar=False)
-    mcmc.run(jax.random.PRNGKey(SEED), **data)
-    return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    mcmc.run(jax.random.PRNGKey(SEED), extra_fields=fields, **data)
+    draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    if fields:
+        _ = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    return draws, _COMPILE[0] - c0
 
 
 def min_ess(draws: dict, sites: list[str]) -> float:
@@ -246,23 +277,34 @@ def nuts_case(name: str, zoo: Any, raw: tuple, data: dict, sites: list, cfg: dic
     }
     for backend, fb in raws.items():
 
-        def run_a(ww: int, ss: int, b: str = backend) -> dict:
+        def run_a(ww: int, ss: int, b: str = backend) -> tuple:
             return nuts_ppgen(zoo, data, b, ww, ss)
 
-        if cfg["fixed"]:  # the untimed first pair warms the process up (imports, caches)
-            fa, fb_ = paired(lambda: run_a(1, 1), lambda f=fb: f(1, 1), reps + 1)
-            ca, cb = med(fa[1:]), med(fb_[1:])
+        if cfg["fixed"]:  # an untimed first pair warms the process up (imports, caches)
+            paired(lambda: run_a(1, 1), lambda f=fb: f(1, 1), 1)
         ra, rb = paired(lambda: run_a(w, s), lambda f=fb: f(w, s), reps)
-        ess_a, ess_b = min_ess(ra[0][1], sites), min_ess(rb[0][1], sites)
-        same = all(np.array_equal(ra[0][1][k], rb[0][1][k]) for k in sites)
+        ess_a, ess_b = min_ess(ra[0][1][0], sites), min_ess(rb[0][1][0], sites)
+        same = all(np.array_equal(ra[0][1][0][k], rb[0][1][0][k]) for k in sites)
         ta, tb = med(ra), med(rb)
         case = f"NUTS {name} [{backend}]"
         row(case, "wall s (incl. compile)", "lower", ta, tb)
         row(case, "min bulk ESS", "higher", ess_a, ess_b)
         row(case, "ESS/s (incl. compile)", "higher", ess_a / ta, ess_b / tb)
-        if cfg["fixed"]:
-            row(case, "fixed s (1+1 run: setup+compile)", "lower", ca, cb)
-            row(case, "ESS/s (excl. fixed)", "higher", ess_a / (ta - ca), ess_b / (tb - cb))
+        if backend == "numpyro":
+            ca = statistics.median(c for _, (_, c) in ra)
+            cb = statistics.median(c for _, (_, c) in rb)
+            row(case, "XLA trace + compile s (in run)", "lower", ca, cb)
+            xa = statistics.median(t - c for t, (_, c) in ra)
+            xb = statistics.median(t - c for t, (_, c) in rb)
+            row(case, "ESS/s (excl. XLA compile)", "higher", ess_a / xa, ess_b / xb)
+            # like for like: raw NumPyro asked for the sample statistics ppgen keeps for ArviZ
+            ra2, rc = paired(
+                lambda: run_a(w, s),
+                lambda: nuts_raw_numpyro(jax_model, jdata, w, s, PPGEN_FIELDS),
+                reps,
+            )
+            case2 = f"NUTS {name} [numpyro; raw keeps ppgen's sample stats]"
+            row(case2, "ESS/s (incl. compile)", "higher", ess_a / med(ra2), ess_b / med(rc))
         print(f"  {case}: identical draws ppgen vs raw: {same}", flush=True)
         out[backend] = (ess_a / ta, ess_b / tb)
     row(

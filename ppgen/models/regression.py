@@ -45,8 +45,8 @@ class LinearRegression(Model):
         b = pyro.sample("b", dist.Normal(0.0, self.bias_scale))
         sigma = pyro.sample("sigma", dist.HalfNormal(self.noise_scale))
         with pyro.plate("data", n):
-            # (X * w).sum(-1), not X @ w: broadcasts when w carries extra sample dims
-            return pyro.sample("y", dist.Normal(b + (X * w).sum(-1), sigma), obs=y)
+            # a matrix-vector product that broadcasts when w carries extra sample dims
+            return pyro.sample("y", dist.Normal(b + _xw(X, w), sigma), obs=y)
 
 
 class LogisticRegression(Model):
@@ -75,4 +75,9 @@ class LogisticRegression(Model):
         w = pyro.sample("w", dist.Normal(0.0, self.weight_scale).expand([d]).to_event(1))
         b = pyro.sample("b", dist.Normal(0.0, self.bias_scale))
         with pyro.plate("data", n):
-            return pyro.sample("y", dist.Bernoulli(logits=b + (X * w).sum(-1)), obs=y)
+            return pyro.sample("y", dist.Bernoulli(logits=b + _xw(X, w)), obs=y)
+
+
+def _xw(X: Any, w: Any) -> Any:
+    """``X @ w`` for ``w`` of shape ``(..., D)``: ``(..., N)``, one GEMV per sample."""
+    return (X @ w[..., None])[..., 0]
