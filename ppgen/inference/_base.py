@@ -208,9 +208,14 @@ class OptimEstimator(Estimator):
     def async_metrics(self, state: Any) -> bool:
         """Whether ``step`` returns device values still being computed (JAX dispatch).
 
-        The loop then reads them one step late, so the next step is queued first.
+        The loop then reads them one step late, so the next step is queued first; such an
+        estimator must implement :meth:`rewind`.
         """
         return False
+
+    def rewind(self, state: Any) -> Any:
+        """Undo the last ``step`` (a callback stopped the loop at the step before it)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot undo a step.")
 
     def nonfinite_sites(self, state: Any) -> list[str]:
         """Names of parameters holding NaN/inf (NaN guard; checked before every checkpoint)."""

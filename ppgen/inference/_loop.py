@@ -207,10 +207,11 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     interrupted = stopped = False
     # Engines whose step returns device values before the work is done (JAX's asynchronous
     # dispatch) have their metrics read one step late: step t+1 is queued before step t's loss
-    # is brought to the host, so the host never idles the device. Steps before a checkpoint,
-    # the last step, and every step when callbacks are given (they may stop the loop) are read
-    # at once, so checkpoints, histories and stops are exactly those of a synchronous loop.
-    lag = est.async_metrics(state) and not ctx.callbacks
+    # is brought to the host, so the host never idles the device. If a callback stops the loop
+    # at step t, step t+1 is undone (`rewind`) with its minibatch. Steps before a checkpoint and
+    # the last step are read at once, so checkpoints, histories, callbacks and stops are exactly
+    # those of a synchronous loop.
+    lag = est.async_metrics(state)
     pending: tuple[int, Mapping[str, Any]] | None = None
 
     def record(n: int, metrics: Mapping[str, Any]) -> bool:
@@ -246,12 +247,16 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
 
     try:
         while step < total:
+            before = batcher.state_dict() if pending is not None and ctx.callbacks else None
             batch, scale = batcher.next()
             state, metrics = est.step(state, {"data": batch, "scale": scale})
             step += 1
             if pending is not None:
                 (n, m), pending = pending, None
-                record(n, m)
+                if record(n, m):  # a callback stopped the loop at step n: undo step n + 1
+                    state, step, stopped = est.rewind(state), n, True
+                    batcher.load_state_dict(before)
+                    break
             sync = step == total or (
                 ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0
             )

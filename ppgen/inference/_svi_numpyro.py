@@ -50,8 +50,12 @@ class _JaxEngine:
     def step(self, data: Mapping[str, Any], scale: float) -> Any:
         if self.scaler:
             self.scaler.scale = scale
+        self.previous = self.state  # immutable arrays: a reference, not a copy
         self.state, loss = self._update(self.state, **data)
         return loss
+
+    def rewind(self) -> None:
+        self.state = self.previous
 
     def state_dict(self) -> dict[str, Any]:
         import jax

@@ -186,6 +186,10 @@ class SVI(OptimEstimator):
     def async_metrics(self, state: Any) -> bool:
         return getattr(state, "async_metrics", False)
 
+    def rewind(self, state: Any) -> Any:
+        state.rewind()
+        return state
+
     def nonfinite_sites(self, state: Any) -> list[str]:
         return state.nonfinite()
 

@@ -170,24 +170,60 @@ def _numpyro_ramp(x=None):
         numpyro.sample("x", ndist.Normal(0.0, 1.0), obs=x)
 
 
-def test_numpyro_losses_read_one_step_late_equal_synchronous_ones():
+def test_numpyro_losses_read_one_step_late_equal_synchronous_ones(tmp_path):
     """JAX engines queue step t+1 before reading step t's loss; the history is unchanged."""
     est = dict(steps=23, batch_size=32, lr=0.05)
     lagged = ppgen.fit(LinearRegression(), DATA, SVI(**est), backend="numpyro", seed=2)
-    seen = []
-    synced = ppgen.fit(
+    synced = ppgen.fit(  # a checkpoint after every step makes every step synchronous
         LinearRegression(),
         DATA,
         SVI(**est),
         backend="numpyro",
         seed=2,
-        callbacks=[lambda step, m: seen.append(step)],  # callbacks make every step synchronous
+        checkpoint_dir=str(tmp_path),
+        checkpoint_every=1,
     )
-    assert seen == list(range(1, 24))
     assert len(lagged.history["loss"]) == 23
     assert lagged.history["loss"] == synced.history["loss"]
     for k in synced.params:
         np.testing.assert_array_equal(lagged.params[k], synced.params[k])
+
+
+def test_numpyro_callback_stop_undoes_the_queued_step(tmp_path):
+    """A stop at step 7 seen one step late gives the 7-step fit, and resumes exactly."""
+    est = dict(batch_size=32, lr=0.05)
+    seen = []
+
+    def stop_at_7(step, metrics):
+        seen.append(step)
+        return step == 7
+
+    stopped = ppgen.fit(
+        LinearRegression(),
+        DATA,
+        SVI(steps=15, **est),
+        backend="numpyro",
+        seed=3,
+        callbacks=[stop_at_7],
+        checkpoint_dir=str(tmp_path),
+    )
+    seven = ppgen.fit(LinearRegression(), DATA, SVI(steps=7, **est), backend="numpyro", seed=3)
+    assert seen == list(range(1, 8))
+    assert stopped.diagnostics["steps"] == 7 and stopped.diagnostics["early_stopped"]
+    assert stopped.history["loss"] == seven.history["loss"]
+    for k in seven.params:
+        np.testing.assert_array_equal(stopped.params[k], seven.params[k])
+    resumed = ppgen.fit(
+        LinearRegression(),
+        DATA,
+        SVI(steps=15, **est),
+        backend="numpyro",
+        seed=3,
+        checkpoint_dir=str(tmp_path),
+        resume=True,
+    )
+    straight = ppgen.fit(LinearRegression(), DATA, SVI(steps=15, **est), backend="numpyro", seed=3)
+    assert resumed.history["loss"] == straight.history["loss"]  # the minibatch order too
 
 
 def test_numpyro_nan_guard_names_the_step_when_losses_are_read_late():
