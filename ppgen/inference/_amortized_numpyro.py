@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, Literal, get_args
 
 import jax
@@ -16,74 +14,12 @@ from numpyro import handlers
 
 from ppgen.errors import DataError, ProgramError
 from ppgen.inference._amortized_sites import split_latents
+from ppgen.inference._numpyro_flows import check_flow_args, conditional_iaf, flow_mean
+from ppgen.inference._numpyro_nets import _float, _linear, _split, mlp
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 
-NumPyroFamily = Literal["normal", "lowrank", "mvn"]
-
-
-# The pure pieces are jitted: NumPyro runs a guide eagerly once (``SVI.init``), where every
-# primitive would otherwise be compiled on its own; under ``jit`` they are inlined.
-@jax.jit
-def _affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    return x @ w + b
-
-
-@jax.jit
-def _relu_affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
-    return jax.nn.relu(x @ w + b)
-
-
-def _linear(name: str, x: jax.Array, out_features: int, relu: bool = False) -> jax.Array:
-    fan_in = x.shape[-1]
-    bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
-
-    def init(shape: tuple[int, ...]) -> Callable[[jax.Array], jax.Array]:
-        return lambda key: jax.random.uniform(key, shape, x.dtype, -bound, bound)
-
-    w = numpyro.param(f"{name}.weight", init((fan_in, out_features)))
-    b = numpyro.param(f"{name}.bias", init((out_features,)))
-    return (_relu_affine if relu else _affine)(x, w, b)
-
-
-@partial(jax.jit, static_argnums=(1, 2, 3))
-def _split(out: jax.Array, family: str, d: int, rank: int) -> tuple[jax.Array, ...]:
-    """Head outputs to (loc, scale) / (loc, factor, diag) / (loc, scale_tril)."""
-    loc = out[..., :d]
-    if family == "normal":
-        return loc, jax.nn.softplus(out[..., d:]) + 1e-4
-    if family == "lowrank":
-        diag = jax.nn.softplus(out[..., d : 2 * d]) + 1e-4
-        return loc, out[..., 2 * d :].reshape(out.shape[:-1] + (d, rank)), diag
-    rows, cols = np.tril_indices(d)
-    tril = jnp.zeros(out.shape[:-1] + (d, d), out.dtype).at[..., rows, cols].set(out[..., d:])
-    diag = jax.nn.softplus(jnp.diagonal(tril, axis1=-2, axis2=-1)) + 1e-4
-    return loc, jnp.tril(tril, -1) + diag[..., None] * jnp.eye(d, dtype=out.dtype)
-
-
-def mlp(
-    name: str,
-    x: jax.Array,
-    hidden_features: Sequence[int] = (256, 256),
-    out_features: int | None = None,
-) -> jax.Array:
-    """``Linear -> ReLU`` layers (then one ``Linear`` to ``out_features``) over the last axis.
-
-    The weights are ``numpyro.param`` sites ``{name}.{i}.weight`` / ``{name}.{i}.bias``,
-    initialised like ``torch.nn.Linear`` (uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`), so a
-    NumPyro program can own a network without a neural-network library.
-
-    Example:
-        >>> from numpyro import handlers
-        >>> f = handlers.seed(lambda x: mlp("net", x, (8,), 3), rng_seed=0)
-        >>> f(jnp.ones((5, 4))).shape
-        (5, 3)
-    """
-    for i, h in enumerate(hidden_features):
-        x = _linear(f"{name}.{i}", x, int(h), relu=True)
-    if out_features is not None:
-        x = _linear(f"{name}.{len(hidden_features)}", x, int(out_features))
-    return x
+NumPyroFamily = Literal["normal", "lowrank", "mvn", "flow"]
 
 
 def _encoder_kind(encoder: Any) -> str:
@@ -113,10 +49,6 @@ def _encoder_kind(encoder: Any) -> str:
     )
 
 
-def _float(x: jax.Array) -> jax.Array:
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.result_type(float))
-
-
 class NumPyroAmortized:
     r"""An encoder guide for a NumPyro program, built from its trace: :math:`q(z_n \mid x_n)`.
 
@@ -134,16 +66,23 @@ class NumPyroAmortized:
     of the batched inputs. An encoder may return one ``(B, F)`` array, or a dict of one per
     local latent. A linear head per local latent gives its posterior: ``normal``
     :math:`\mathcal N(\mu(h), \mathrm{diag}\,\sigma^2(h))`, ``lowrank`` (covariance
-    :math:`W W^\top + \mathrm{diag}\,d`) or ``mvn`` (full Cholesky factor). *Global* latents
-    outside the plate get an ordinary NumPyro autoguide in the same guide. Minibatches work as
-    for any guide: the local sites sit in a plate of the model's name and size ``B``.
+    :math:`W W^\top + \mathrm{diag}\,d`), ``mvn`` (full Cholesky factor) or ``flow``: the
+    diagonal Normal pushed through ``num_transforms`` conditional inverse-autoregressive
+    layers whose MADE networks also read :math:`h` (see
+    :func:`~ppgen.inference._numpyro_flows.conditional_iaf`; the layers start as the
+    identity, so training starts from ``normal``; the density of the guide's own draws is
+    cached, that of other values found by inversion). *Global* latents outside the plate get
+    an ordinary NumPyro autoguide in the same guide. Minibatches work as for any guide: the
+    local sites sit in a plate of the model's name and size ``B``.
 
     References:
         Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
+        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow,
+        arXiv:1606.04934.
 
     Arguments:
         model: the NumPyro program (may be bound later with :meth:`bind`).
-        family: ``"normal"``, ``"lowrank"`` or ``"mvn"``.
+        family: ``"normal"``, ``"lowrank"``, ``"mvn"`` or ``"flow"``.
         encoder: flax / equinox module or callable; default ``mlp(hidden_features)``.
         hidden_features: widths of the default MLP (``()``: the head reads the inputs).
         plate: name of the data plate (default: the largest plate holding every observation).
@@ -152,6 +91,10 @@ class NumPyroAmortized:
             ``"flow"`` means NumPyro's ``AutoIAFNormal``).
         name: prefix of the guide's parameter names.
         rank: rank of the ``lowrank`` covariance factor.
+        flow: flow kind of ``family="flow"``; NumPyro programs have ``"iaf"`` (the Pyro guide
+            also offers the other kinds of :func:`ppgen.flows.build_flow`).
+        flow_hidden_features / num_transforms: MADE width and number of flow layers
+            (default 5), the names of the Pyro guide's.
 
     Example:
         >>> import numpy as np, numpyro, numpyro.distributions as dist, ppgen
@@ -181,23 +124,28 @@ class NumPyroAmortized:
         global_guide: str = "normal",
         name: str = "amortized",
         rank: int = 2,
+        flow: str = "iaf",
+        flow_hidden_features: int = 64,
+        num_transforms: int | None = None,
         **head_kwargs: Any,
     ) -> None:
         from ppgen.inference.guides import guide_class_name
 
         if family not in get_args(NumPyroFamily):
-            extra = " (conditional flows are Pyro-only for now)" if family == "flow" else ""
             raise ProgramError(
                 f"`family` for a NumPyro program must be one of {get_args(NumPyroFamily)}; got "
-                f"{family!r}{extra}."
+                f"{family!r}."
             )
         if head_kwargs:
             raise ProgramError(
                 f"Unknown argument(s) {sorted(head_kwargs)} for a NumPyro `Amortized` guide; its "
-                "head takes only `rank`."
+                "heads take `rank`, `flow`, `flow_hidden_features` and `num_transforms`."
             )
-        if not isinstance(rank, int) or rank < 1:
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
             raise ProgramError(f"`rank` must be a positive int; got {rank!r}.")
+        self.flow, self.flow_hidden_features, self.num_transforms = check_flow_args(
+            flow, flow_hidden_features, num_transforms
+        )
         if global_guide != "flow":
             guide_class_name(global_guide)  # unknown names fail here
         self.family, self.name, self.rank = family, name, rank
@@ -334,8 +282,19 @@ class NumPyroAmortized:
     def _head(self, site: str, h: jax.Array) -> dist.Distribution:
         shape = self.locals[site]
         d = int(np.prod(shape)) if shape else 1
-        width = {"normal": 2 * d, "lowrank": 2 * d + d * self.rank, "mvn": d + d * (d + 1) // 2}
-        out = _linear(f"{self.name}.{site}", _float(h), width[self.family])
+        width = {"lowrank": 2 * d + d * self.rank, "mvn": d + d * (d + 1) // 2}
+        h = _float(h)
+        out = _linear(f"{self.name}.{site}", h, width.get(self.family, 2 * d))
+        if self.family == "flow":
+            loc, scale = _split(out, "normal", d, 0)
+            return conditional_iaf(
+                f"{self.name}.{site}.flow",
+                loc,
+                scale,
+                h,
+                num_transforms=self.num_transforms,
+                hidden_features=self.flow_hidden_features,
+            )
         if self.family == "normal":
             loc, scale = _split(out, "normal", d, 0)
             lead = out.shape[:-1]
@@ -363,6 +322,24 @@ class NumPyroAmortized:
         fn = handlers.substitute(handlers.seed(self.posterior, rng_seed=0), data=params)
         return fn(**data)
 
+    def _means_fn(self, num_samples: int, rest: Mapping[str, Any]) -> Callable:
+        """Jitted ``(params, batch, key) -> {site: E_q[z]}``, kept per setting: one compilation."""
+
+        def means(params: dict[str, Any], b: dict[str, Any], key: jax.Array) -> dict[str, Any]:
+            qs = self.encode(params, **b, **rest)
+            return {
+                s: flow_mean(q, jax.random.fold_in(key, j), num_samples)
+                for j, (s, q) in enumerate(qs.items())
+            }
+
+        setting = (num_samples, tuple(sorted(rest.items())))
+        try:
+            hash(setting)
+        except TypeError:  # unhashable non-array data: compile for this call only
+            return jax.jit(means)
+        cache = self.__dict__.setdefault("_means_cache", {})
+        return cache.setdefault(setting, jax.jit(means))
+
     def __call__(self, **data: Any) -> dict[str, jax.Array]:
         if self.plate is None:
             self.build(**data)
@@ -388,11 +365,22 @@ def _fitted_guide(fit: Any) -> NumPyroAmortized:
     )
 
 
-def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict[str, np.ndarray]:
+def encode(
+    fit: Any,
+    data: Mapping[str, Any],
+    *,
+    batch_size: int = 1024,
+    num_samples: int = 256,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     r"""Posterior means :math:`\mathbb E_q[z_n \mid x_n]` of the local latents, NumPyro fits.
 
     Returns ``{site: array (N, *shape)}`` for every latent the ``Amortized`` guide encodes.
-    ``Fit.encode`` calls this for NumPyro fits.
+    ``Fit.encode`` calls this for NumPyro fits. The Gaussian families' means are exact. A
+    ``flow`` posterior's mean has no closed form: it is the Monte Carlo average of
+    ``num_samples`` draws from :math:`q(z_n \mid x_n)` with keys from ``seed`` (so the same
+    call, and a saved-and-loaded fit, give the same encodings; the Monte Carlo error is about
+    :math:`\mathrm{sd}_q / \sqrt{\text{num\_samples}}`).
 
     Example:
         >>> import numpy as np, numpyro, numpyro.distributions as dist, ppgen
@@ -408,6 +396,8 @@ def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict
     """
     from ppgen.inference._svi_numpyro import _unflatten_params
 
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise DataError(f"`num_samples` must be a positive int; got {num_samples!r}.")
     guide = _fitted_guide(fit)
     fit.program.check_keys(data)
     native = fit.program.ops.native(fit.program.check_values(data), fit.device)
@@ -427,10 +417,7 @@ def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict
         fn = handlers.trace(handlers.seed(guide.posterior, rng_seed=0))
         return {k: s["value"] for k, s in fn.get_trace(**b, **rest).items() if s["type"] == "param"}
 
-    @jax.jit
-    def means(params: dict[str, Any], b: dict[str, Any]) -> dict[str, jax.Array]:
-        return {s: q.mean for s, q in guide.encode(params, **b, **rest).items()}
-
+    means = guide._means_fn(num_samples, rest)
     with fit.program.ops.device_context(fit.device):
         like = jax.eval_shape(trace_params, batch(0))  # the params' tree structure, no compute
         try:
@@ -441,6 +428,7 @@ def encode(fit: Any, data: Mapping[str, Any], *, batch_size: int = 1024) -> dict
             ) from e
         out: dict[str, list[np.ndarray]] = {}
         for i in range(0, n, batch_size):
-            for site, m in means(params, batch(i)).items():
+            key = jax.random.fold_in(jax.random.key(seed), i)
+            for site, m in means(params, batch(i), key).items():
                 out.setdefault(site, []).append(np.asarray(m))
     return {k: np.concatenate(v) for k, v in out.items()}

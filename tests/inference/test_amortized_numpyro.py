@@ -14,7 +14,8 @@ from numpyro import handlers
 import ppgen
 from ppgen.errors import ProgramError
 from ppgen.inference import SVI
-from ppgen.inference._amortized_numpyro import NumPyroAmortized
+from ppgen.inference._amortized_numpyro import NumPyroAmortized, encode
+from ppgen.inference._numpyro_flows import conditional_iaf
 from ppgen.inference.amortized import Amortized
 
 D, K, SIGMA, S0 = 5, 2, 0.5, 10.0
@@ -174,7 +175,11 @@ def _global_only(x):
         (_two_locals, Amortized(encoder=lambda x: x[:3, None]), r"local latent `z`.*\(40, F\)"),
         (_two_locals, Amortized(encoder=lambda x: {"z": x[:, None]}), r"missing: \['u'\]"),
         (_two_locals, Amortized(encoder=torch.nn.Linear(1, 4)), "torch module"),
-        (_two_locals, Amortized(family="flow"), "Pyro-only"),
+        (_two_locals, Amortized(family="flow"), r"`u` has event shape \(\); family 'flow'"),
+        (_two_locals, Amortized(family="flow", flow="nsf"), r"`flow` .* \('iaf',\); got 'nsf'"),
+        (_two_locals, Amortized(family="flow", flow_hidden_features=0), "`flow_hidden_features`"),
+        (_two_locals, Amortized(family="flow", num_transforms=2.5), "`num_transforms` must be"),
+        (_two_locals, Amortized(family="flow", flow_layers=3), r"Unknown .*\['flow_layers'\]"),
         (_two_locals, Amortized(family="mvn"), r"`u` has event shape \(\)"),
         (_two_locals, Amortized(inputs=["y"]), r"input\(s\) \['y'\] are not data keys"),
         (_two_locals, Amortized(plate="other"), "`plate='other'` does not hold"),
@@ -200,3 +205,159 @@ def test_numpyro_guide_refuses_a_pyro_program():
         ppgen.fit(model, {"x": np.zeros(5)}, SVI(guide=NumPyroAmortized(), steps=1))
     with pytest.raises(ProgramError, match="must be one of"):
         NumPyroAmortized(family="iaf")
+
+
+# ---------------------------------------------------------------- the conditional flow family
+def _flow(ctx, k=3, hidden=8):
+    loc = jnp.array([[0.3, -0.2]]) * jnp.ones((ctx.shape[0], 1))
+    return conditional_iaf(
+        "f", loc, jnp.full(loc.shape, 0.5), ctx, num_transforms=k, hidden_features=hidden
+    )
+
+
+def _np_flow(p, u, ctx, k=3):
+    """Independent numpy IAF (d = 2): every hidden unit has degree 1, so output 1 reads only
+    the context and output 2 also z_1. Returns z and the summed log-scales."""
+    m_in = np.array([[1.0], [0.0]])  # (d, 1), broadcast over the hidden units
+    m_out = np.array([[0.0, 1.0, 0.0, 1.0]])
+    logdet = 0.0
+    for i in range(k):
+        if i:
+            u = u[..., ::-1]
+        names = "in.weight context.weight in.bias hidden.weight hidden.bias out.weight out.bias"
+        w = {s: np.asarray(p[f"f.{i}.{s}"], np.float64) for s in names.split()}
+        h = np.maximum(u @ (w["in.weight"] * m_in) + ctx @ w["context.weight"] + w["in.bias"], 0)
+        h = np.maximum(h @ w["hidden.weight"] + w["hidden.bias"], 0)
+        out = h @ (w["out.weight"] * m_out) + w["out.bias"]
+        ls = np.clip(out[..., 2:], -5.0, 3.0)
+        u, logdet = np.exp(ls) * u + out[..., :2], logdet + ls.sum(-1)
+    return u, logdet
+
+
+def test_flow_density_is_normalised_and_matches_change_of_variables():
+    rng = np.random.default_rng(0)
+    ctx = rng.normal(size=(3, 4)).astype(np.float32)  # three contexts h
+    names = jax.eval_shape(  # the flow's parameter sites, no compute
+        lambda: {
+            k: s["value"]
+            for k, s in handlers.trace(handlers.seed(_flow, 0)).get_trace(ctx).items()
+            if s["type"] == "param"
+        }
+    )
+    p = {k: (0.3 * rng.normal(size=v.shape)).astype(np.float32) for k, v in names.items()}
+    u = (np.array([0.3, -0.2]) + 0.5 * rng.normal(size=(500, 3, 2))).astype(np.float32)
+    g = np.linspace(-8.0, 8.0, 241, dtype=np.float32)
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 1, 2)
+
+    @jax.jit  # one compilation instead of one per eager primitive
+    def run(p, u):
+        q = handlers.substitute(handlers.seed(_flow, 0), data=p)(ctx)
+        z, inter = u, []
+        for t in q.transforms:  # q.sample_with_intermediates, from the base draws u
+            y, i = t.call_with_intermediates(z)
+            z, inter = y, inter + [[z, i]]
+        # a fresh flow: every parameter but the zero-initialised output layers given
+        fresh = {k: v for k, v in p.items() if ".out." not in k}
+        tr = handlers.trace(handlers.substitute(handlers.seed(_flow, 0), data=fresh))
+        q0 = tr(ctx)
+        out0 = [tr.trace[k]["value"] for k in p if ".out." in k]
+        diag = dist.Normal(q0.base_dist.base_dist.loc, 0.5).to_event(1)
+        lps = (
+            q.log_prob(z, inter),
+            q.log_prob(z),
+            q.log_prob(grid),
+            q0.log_prob(z),
+            diag.log_prob(z),
+        )
+        return z, out0, *lps
+
+    z, out0, lp_cached, lp_inverted, lp_grid, lp0, diag0 = jax.tree.map(np.asarray, run(p, u))
+    # the density on a grid integrates to 1 for every context (measured |err| <= 2.4e-4)
+    mass = np.exp(lp_grid).sum(0) * (g[1] - g[0]) ** 2
+    np.testing.assert_allclose(mass, 1.0, atol=5e-3)
+    # log q of the flow's own draws (cached log-scales) = log q by inversion (measured 4e-6)
+    np.testing.assert_allclose(lp_cached, lp_inverted, atol=1e-3)
+    # and = the change of variables through an independent numpy IAF (float64)
+    z_np, logdet = _np_flow(p, u.astype(np.float64), ctx.astype(np.float64))
+    np.testing.assert_allclose(z, z_np, rtol=1e-4, atol=1e-4)
+    base = dist.Normal(jnp.array([0.3, -0.2]), 0.5).to_event(1).log_prob(u)
+    np.testing.assert_allclose(lp_cached, np.asarray(base) - logdet, rtol=1e-4, atol=1e-3)
+    # the flow starts as the identity: output layers at zero, q = the diagonal Normal
+    assert all(np.all(w == 0) for w in out0) and len(out0) == 6
+    np.testing.assert_allclose(lp0, diag0, rtol=1e-5, atol=1e-5)
+
+
+def _banana(y):
+    with numpyro.plate("data", y.shape[0]):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        numpyro.sample("y", dist.Normal(z[..., 1] - z[..., 0] ** 2, 0.1), obs=y)
+
+
+def _best_diagonal_elbo(y: float) -> float:
+    """max over diagonal Gaussians q(a, b) of the (closed-form) ELBO of ``_banana`` at ``y``:
+    an upper bound for any diagonal-Normal guide, amortised or not."""
+    from scipy.optimize import minimize
+
+    def neg_elbo(p):
+        ma, mb, la, lb = p
+        sa2, sb2 = np.exp(2 * la), np.exp(2 * lb)  # E(y - b + a^2)^2 with Var a^2 = 2s^4 + 4m^2s^2
+        sq = (y - mb + ma**2 + sa2) ** 2 + sb2 + 2 * sa2**2 + 4 * ma**2 * sa2
+        lik = -0.5 * np.log(2 * np.pi * 0.01) - 0.5 * sq / 0.01
+        prior = -np.log(2 * np.pi) - 0.5 * (ma**2 + sa2 + mb**2 + sb2)
+        return -(lik + prior + 1 + np.log(2 * np.pi) + la + lb)
+
+    starts = [(0, 0, -1, -1), (1, 1, -1, -1), (0.7, 0.5, -2, -2), (0, 0, -3, -3)]
+    opt = {"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20000}
+    return -min(minimize(neg_elbo, x0, method="Nelder-Mead", options=opt).fun for x0 in starts)
+
+
+def test_flow_encoder_on_banana_posteriors_beats_every_diagonal_guide_and_reloads(tmp_path):
+    y = np.linspace(-0.5, 1.0, 8).astype(np.float32)  # eight differently bent bananas
+    # exact posterior by quadrature over a (b | a, y is Gaussian): log p(y_n), E[b | y_n]
+    a = np.linspace(-8.0, 8.0, 100001)[None]
+    w = np.exp(-0.5 * a**2 - 0.5 * (y[:, None] + a**2) ** 2 / 1.01) / (2 * np.pi * 1.01**0.5)
+    log_evidence = np.log(w.sum(1) * (a[0, 1] - a[0, 0])).mean()  # -1.50 per datum
+    post_b = ((y[:, None] + a**2) / 1.01 * w).sum(1) / w.sum(1)
+    best_diag = np.mean([_best_diagonal_elbo(float(v)) for v in y])  # -2.36 per datum
+
+    def guide():
+        return Amortized(
+            family="flow", hidden_features=(), flow_hidden_features=16, num_transforms=2
+        )
+
+    g = guide()  # minibatches of 4: the local sites sit in a plate of size 4, weighted N / B
+    est = SVI(steps=500, lr=0.02, lr_decay=0.1, batch_size=4, num_draws=3)
+    fit = ppgen.fit(ppgen.Program(_banana, g), {"y": y}, est, seed=1)
+    assert fit.draws["z"].shape == (1, 3, 8, 2)
+    assert sorted({k.split(".")[3] for k in fit.params if ".flow." in k}) == ["0", "1"]
+
+    @jax.jit
+    def elbo_and_draws(params, key):
+        q = g.numpyro_guide.encode(params, y=jnp.asarray(y))["z"]
+        z, inter = q.sample_with_intermediates(key, (4000,))
+        log_p = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_p += dist.Normal(z[..., 1] - z[..., 0] ** 2, 0.1).log_prob(y)
+        return (log_p - q.log_prob(z, inter)).mean(0), z
+
+    params = {k: jnp.asarray(v) for k, v in fit.params.items()}
+    elbo, z = map(np.asarray, elbo_and_draws(params, jax.random.key(5)))
+    # measured over seeds 1-3: flow ELBO -2.05 .. -2.18 per datum (MC sd 0.01), 0.18 .. 0.31
+    # above the best any diagonal Normal reaches (full batches, 400-600 steps: 0.29 .. 0.65)
+    assert elbo.mean() > best_diag + 0.1, (elbo.mean(), best_diag)
+    assert elbo.mean() < log_evidence + 0.02  # an ELBO above log p(y) would be a wrong density
+    enc = encode(fit, {"y": y}, num_samples=4000)["z"]
+    # encode's Monte Carlo mean of q = the mean of the 4000 draws above (measured 0.009 apart,
+    # difference sd <= 0.015); it follows the exact E[b | y] (-0.02 .. 1.23) within 0.35
+    # (measured 0.11 .. 0.24 low: VI's usual under-reach, the best diagonal is 0.19 low at y=1)
+    np.testing.assert_allclose(enc, z.mean(0), atol=0.06)
+    assert np.abs(enc[:, 1] - post_b).max() < 0.35, (enc[:, 1], post_b)
+    assert np.corrcoef(enc[:, 1], post_b)[0, 1] > 0.99
+    # save -> load: the same parameters, encodings (the same seeded draws) and posterior draws
+    fit.save(str(tmp_path / "run"))
+    again = ppgen.load(str(tmp_path / "run"), ppgen.Program(_banana, guide()))
+    for k, v in fit.params.items():
+        np.testing.assert_array_equal(again.params[k], v)
+    np.testing.assert_array_equal(encode(again, {"y": y}, num_samples=4000)["z"], enc)
+    draws = again.sample_posterior(4, seed=3)["z"]
+    assert draws.shape == (4, 8, 2)
+    np.testing.assert_array_equal(draws, fit.sample_posterior(4, seed=3)["z"])
