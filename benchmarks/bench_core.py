@@ -276,6 +276,8 @@ def nuts_case(name: str, zoo: Any, raw: tuple, data: dict, sites: list, cfg: dic
         "numpyro": lambda ww, ss: nuts_raw_numpyro(jax_model, jdata, ww, ss),
     }
     for backend, fb in raws.items():
+        if backend not in cfg["backends"]:
+            continue
 
         def run_a(ww: int, ss: int, b: str = backend) -> tuple:
             return nuts_ppgen(zoo, data, b, ww, ss)
@@ -307,6 +309,8 @@ def nuts_case(name: str, zoo: Any, raw: tuple, data: dict, sites: list, cfg: dic
             row(case2, "ESS/s (incl. compile)", "higher", ess_a / med(ra2), ess_b / med(rc))
         print(f"  {case}: identical draws ppgen vs raw: {same}", flush=True)
         out[backend] = (ess_a / ta, ess_b / tb)
+    if len(out) < 2:
+        return out
     row(
         f"NUTS {name} NumPyro/Pyro",
         "ESS/s ratio, ppgen",
@@ -398,6 +402,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     parser.add_argument("--only", choices=("schools", "logistic", "svi"), nargs="*")
+    parser.add_argument(
+        "--backends", choices=("pyro", "numpyro"), nargs="*", help="NUTS backends (default both)"
+    )
     for k in ("warmup", "samples", "steps"):
         parser.add_argument(f"--{k}", type=int, default=None, help=f"override the {k} size")
     parser.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
@@ -407,6 +414,7 @@ def main() -> None:
     sizes = {"warmup": 30 if q else 1000, "samples": 30 if q else 1000, "steps": 100 if q else 2000}
     sizes.update({k: getattr(args, k) for k in sizes if getattr(args, k) is not None})
     cfg = {**sizes, "reps": reps, "fixed": not q, "skip": 20 if q else 100}
+    cfg["backends"] = tuple(args.backends or ("pyro", "numpyro"))
     only = set(args.only or ("schools", "logistic", "svi"))
     t0 = time.perf_counter()
     print("\n".join(machine()), flush=True)
