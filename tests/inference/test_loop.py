@@ -198,31 +198,20 @@ def test_numpyro_callback_stop_undoes_the_queued_step(tmp_path):
         seen.append(step)
         return step == 7
 
-    stopped = ppgen.fit(
-        LinearRegression(),
-        DATA,
-        SVI(steps=15, **est),
-        backend="numpyro",
-        seed=3,
-        callbacks=[stop_at_7],
-        checkpoint_dir=str(tmp_path),
-    )
-    seven = ppgen.fit(LinearRegression(), DATA, SVI(steps=7, **est), backend="numpyro", seed=3)
+    def run(steps, **kw):
+        return ppgen.fit(
+            LinearRegression(), DATA, SVI(steps=steps, **est), backend="numpyro", seed=3, **kw
+        )
+
+    stopped = run(15, callbacks=[stop_at_7], checkpoint_dir=str(tmp_path))
+    seven = run(7)
     assert seen == list(range(1, 8))
     assert stopped.diagnostics["steps"] == 7 and stopped.diagnostics["early_stopped"]
     assert stopped.history["loss"] == seven.history["loss"]
     for k in seven.params:
         np.testing.assert_array_equal(stopped.params[k], seven.params[k])
-    resumed = ppgen.fit(
-        LinearRegression(),
-        DATA,
-        SVI(steps=15, **est),
-        backend="numpyro",
-        seed=3,
-        checkpoint_dir=str(tmp_path),
-        resume=True,
-    )
-    straight = ppgen.fit(LinearRegression(), DATA, SVI(steps=15, **est), backend="numpyro", seed=3)
+    resumed = run(15, checkpoint_dir=str(tmp_path), resume=True)
+    straight = run(15)
     assert resumed.history["loss"] == straight.history["loss"]  # the minibatch order too
 
 
