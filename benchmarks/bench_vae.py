@@ -51,20 +51,26 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[tr], x[te], d.target[tr], d.target[te]
 
 
+def batches(n: int, steps: int):
+    """Index tensors of ``steps`` minibatches of size ``BATCH``: a fresh permutation per epoch."""
+    perm, pos = torch.randperm(n), 0
+    for _ in range(steps):
+        if pos >= n:
+            perm, pos = torch.randperm(n), 0
+        yield perm[pos : pos + BATCH]
+        pos += BATCH
+
+
 def hand_loop(vae: VAE, x: np.ndarray, steps: int, fused: bool = False, clock: dict | None = None):
     """The same ELBO written by hand: reparameterised Normal posterior, Bernoulli likelihood."""
     opt = torch.optim.Adam(vae.parameters(), lr=LR, fused=fused or None)
     xt = torch.tensor(x)
     n, d = len(xt), vae.z_dim
-    perm, pos = torch.randperm(n), 0
     c = 0.5 * d * math.log(2 * math.pi)
-    for step in range(steps):
+    for step, idx in enumerate(batches(n, steps)):
         if clock is not None and step == 20:
             clock["a"] = time.perf_counter()
-        if pos >= n:
-            perm, pos = torch.randperm(n), 0
-        xb = xt[perm[pos : pos + BATCH]]
-        pos += BATCH
+        xb = xt[idx]
         out = vae.head.linear(vae.encoder(xb))
         loc, scale = out[:, :d], F.softplus(out[:, d:]) + 1e-4
         eps = torch.randn_like(loc)
@@ -104,12 +110,7 @@ def hand_loop_model(model: VAE, data: dict, steps: int) -> None:
     xt = torch.tensor(data["x"])
     yt = torch.tensor(data["y"]) if "y" in data else None
     n = len(xt)
-    perm, pos = torch.randperm(n), 0
-    for _ in range(steps):
-        if pos >= n:
-            perm, pos = torch.randperm(n), 0
-        idx = perm[pos : pos + BATCH]
-        pos += BATCH
+    for idx in batches(n, steps):
         loss = -(n / len(idx)) * hand_elbo(model, xt[idx], None if yt is None else yt[idx]).sum()
         opt.zero_grad()
         loss.backward()
@@ -121,16 +122,12 @@ def raw_pyro(vae: VAE, x: np.ndarray, steps: int, clock: dict) -> None:
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": LR}), pyro.infer.Trace_ELBO())
     xt = torch.tensor(x)
     n = len(xt)
-    perm, pos = torch.randperm(n), 0
-    for step in range(steps):
+    for step, idx in enumerate(batches(n, steps)):
         if step == 20:
             clock["a"] = time.perf_counter()
-        if pos >= n:
-            perm, pos = torch.randperm(n), 0
         # plate over the batch, scaled N / B like ppgen's minibatching
-        with pyro.poutine.scale(scale=n / len(perm[pos : pos + BATCH])):
-            svi.step(xt[perm[pos : pos + BATCH]])
-        pos += BATCH
+        with pyro.poutine.scale(scale=n / len(idx)):
+            svi.step(xt[idx])
     clock["b"] = time.perf_counter()
 
 

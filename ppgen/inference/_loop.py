@@ -257,14 +257,12 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                     state, step, stopped = est.rewind(state), n, True
                     batcher.load_state_dict(before)
                     break
-            sync = step == total or (
-                ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0
-            )
-            if lag and not sync:
+            save = bool(ckpt and ctx.checkpoint_every and step % ctx.checkpoint_every == 0)
+            if lag and not (save or step == total):
                 pending = (step, metrics)
                 continue
             stopped = record(step, metrics)
-            if ckpt is not None and ctx.checkpoint_every and step % ctx.checkpoint_every == 0:
+            if save:
                 _save_checked(est, ckpt, state, loop_state(), step)
             if stopped:
                 break

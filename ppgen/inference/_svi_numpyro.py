@@ -9,7 +9,6 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import FitContext
-from ppgen.inference.elbo import make_elbo
 from ppgen.inference.svi import SVI, _guide_fit
 from ppgen.result import Fit
 
@@ -32,16 +31,7 @@ class _JaxEngine:
         self.model = model
         self.guide = est._resolve_guide(ctx, model, "numpyro")
         guide = self.scaler.wrap(self.guide) if self.scaler else self.guide
-        self.elbo = make_elbo(
-            est.elbo,
-            "numpyro",
-            num_particles=est.num_particles,
-            vectorize_particles=est.vectorize_particles,
-            alpha=est.alpha,
-            max_plate_nesting=est.max_plate_nesting
-            if est.max_plate_nesting is not None
-            else (ctx.info.max_plate_nesting if est.elbo == "enum" else None),
-        )
+        self.elbo = est._make_elbo(ctx, "numpyro")
         self.optim = _jax_optim(est)
         self.svi = numpyro.infer.SVI(model, guide, self.optim, self.elbo)
         self.state = self.svi.init(jax.random.PRNGKey(ctx.seed), **ctx.data)

@@ -152,6 +152,25 @@ class SVI(OptimEstimator):
             spec = spec.for_backend(backend)  # Amortized on a NumPyro program: its JAX twin
         return ctx.program._wrap(spec)
 
+    def _make_elbo(self, ctx: FitContext, backend: str) -> Any:
+        """The backend's ELBO object; plate nesting from the program's trace where needed.
+
+        Enumeration needs the nesting on both backends; Pyro's vectorised particles too.
+        """
+        nesting = self.max_plate_nesting
+        if nesting is None and (
+            self.elbo == "enum" or (backend == "pyro" and self.num_particles > 1)
+        ):
+            nesting = ctx.info.max_plate_nesting
+        return make_elbo(
+            self.elbo,
+            backend,
+            num_particles=self.num_particles,
+            vectorize_particles=self.vectorize_particles,
+            alpha=self.alpha,
+            max_plate_nesting=nesting,
+        )
+
     def _total_steps(self) -> int:
         return self.steps if self.steps is not None else 1000
 
@@ -225,18 +244,7 @@ class _PyroEngine:
         self.model = model
         self.guide = est._resolve_guide(ctx, model, "pyro")
         guide = self.scaler(self.guide) if self.scaler else self.guide
-        self.elbo = make_elbo(
-            est.elbo,
-            "pyro",
-            num_particles=est.num_particles,
-            vectorize_particles=est.vectorize_particles,
-            alpha=est.alpha,
-            max_plate_nesting=est.max_plate_nesting
-            if est.max_plate_nesting is not None
-            else (
-                ctx.info.max_plate_nesting if est.num_particles > 1 or est.elbo == "enum" else None
-            ),
-        )
+        self.elbo = est._make_elbo(ctx, "pyro")
         self.optim = make_pyro_optim(
             est.optim, est.lr, est.lr_decay, est._total_steps(), est.clip_norm
         )
