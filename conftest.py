@@ -10,9 +10,15 @@ os.environ.setdefault(
 )
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
 
 # With two threads a busy neighbour core slows torch 25-60x; tests run one thread each.
 torch.set_num_threads(1)
@@ -54,3 +60,30 @@ def _seed():
     np.random.seed(0)
     yield
     pyro.clear_param_store()
+
+
+def run_python(args: list[str], *, cwd: Path | str = ROOT, env: dict | None = None) -> str:
+    """Run ``python ARGS`` in a subprocess (one thread, warnings off) and return its stdout.
+
+    No wall-clock limit: how long a script takes depends on the machine, and a test must not
+    (CI's own time limit catches a hang). A non-zero exit fails with the end of stderr.
+    """
+    full = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONWARNINGS": "ignore",
+        "MPLBACKEND": "Agg",
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.fixture
+def run_script():
+    """:func:`run_python` as a fixture, for tests that run tutorials and benchmarks."""
+    return run_python

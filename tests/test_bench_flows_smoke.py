@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tables(text: str) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -39,18 +33,9 @@ def _number(cell: str) -> float:
     return float(re.match(r"[-+]?[\d.]+(e[-+]?\d+)?", cell).group(0))
 
 
-def test_bench_flows_quick_runs_and_prints_finite_tables():
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_flows", "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    tables = _tables(proc.stdout)
+def test_bench_flows_quick_runs_and_prints_finite_tables(run_script):
+    stdout = run_script(["-m", "benchmarks.bench_flows", "--quick"])
+    tables = _tables(stdout)
     toy = _table(tables, "2-D toy densities", "data")
     assert {(r[0], r[1]) for r in toy} == {("moons", "maf"), ("moons", "nice"), ("moons", "ffjord")}
     for row in toy:  # ppgen, hand, difference, true density, seconds
@@ -58,7 +43,7 @@ def test_bench_flows_quick_runs_and_prints_finite_tables():
         assert all(math.isfinite(v) for v in values), row
         assert values[0] < values[3] and values[1] < values[3], row  # below the true density
     # same init, same batches, ppgen's loss scale: the hand loop gives the same parameters
-    found = re.search(r"parameter difference\| = (\S+), while .* up to (\S+)\.\n", proc.stdout)
+    found = re.search(r"parameter difference\| = (\S+), while .* up to (\S+)\.\n", stdout)
     diff, moved = float(found[1]), float(found[2])
     assert moved > 1e-3 and diff < 1e-3 * moved
     anchor = _table(tables, "Anchor", "path")

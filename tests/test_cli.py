@@ -229,7 +229,7 @@ def test_console_module_runs_a_fit(tmp_path):
     cmd = [sys.executable, "-m", "ppgen.cli", "fit", "console_models:model", "--data", "d.npz"]
     cmd += ["--method", "svi", "--steps", "300", "--lr", "0.1", "--threads", "1", "--out", "run"]
     cmd += ["--no-plots"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert abs(float(summary_rows(proc.stdout)["mu"][0]) - 5.0) < 0.3
     assert {"manifest.json", "summary.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}

@@ -218,6 +218,18 @@ def _stats_kernel(base: type) -> type:
     """Subclass a Pyro HMC/NUTS kernel to record per-transition statistics."""
 
     class Recording(base):  # type: ignore[misc, valid-type]
+        _ppgen_fixed_steps: int | None = None
+
+        if hasattr(base, "num_steps"):
+
+            @property
+            def num_steps(self) -> int:
+                # Pyro derives the count from a trajectory length fixed at construction, so
+                # step-size adaptation changes it; a fixed count stays fixed
+                if self._ppgen_fixed_steps is not None:
+                    return self._ppgen_fixed_steps
+                return base.num_steps.fget(self)
+
         def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
             self._ppgen_stats: list[dict[str, Any]] = []
             super().setup(warmup_steps, *args, **kwargs)
@@ -313,10 +325,22 @@ class NUTS(MCMC):
 
 @register("hmc")
 class HMC(MCMC):
-    """Hamiltonian Monte Carlo with a fixed trajectory length and adapted step size.
+    """Hamiltonian Monte Carlo with a fixed number of leapfrog steps and adapted step size.
+
+    ``num_steps`` means the same on both backends: every transition takes exactly that many
+    leapfrog steps, whatever step size the warm-up adapts (Pyro's own ``HMC(num_steps=)``
+    instead fixes the trajectory length ``step_size * num_steps`` at construction and
+    recomputes the step count after adaptation; ppgen pins the count). For the other
+    semantics pass ``trajectory_length=`` instead: the integration time is fixed and each
+    backend derives the step count from the adapted step size (Pyro rounds
+    ``trajectory_length / step_size`` down, NumPyro up).
 
     Arguments:
-        num_steps: leapfrog steps per transition (default 10); other arguments as :class:`NUTS`.
+        num_steps: leapfrog steps per transition (default 10 when ``trajectory_length`` is not
+            given).
+        trajectory_length: fixed integration time ``step_size * num_steps`` (excludes
+            ``num_steps``).
+        others: as :class:`NUTS`.
 
     References:
         Neal, MCMC using Hamiltonian dynamics, arXiv:1206.1901.
@@ -324,6 +348,8 @@ class HMC(MCMC):
     Example:
         >>> HMC(num_samples=100, num_steps=8).num_steps
         8
+        >>> HMC(trajectory_length=1.5).num_steps is None
+        True
     """
 
     name = "hmc"
@@ -335,13 +361,41 @@ class HMC(MCMC):
         num_warmup: int | None = None,
         num_chains: int = 1,
         *,
-        num_steps: int = 10,
+        num_steps: int | None = None,
+        trajectory_length: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples, num_warmup, num_chains, **kwargs)
+        if num_steps is not None and trajectory_length is not None:
+            raise EstimatorError(
+                f"Pass one of `num_steps` (leapfrog steps per transition) or "
+                f"`trajectory_length` (integration time), not both; got num_steps={num_steps!r} "
+                f"and trajectory_length={trajectory_length!r}."
+            )
+        if num_steps is None and trajectory_length is None:
+            num_steps = 10
+        if num_steps is not None and (
+            isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1
+        ):
+            raise EstimatorError(f"`num_steps` must be an int >= 1; got {num_steps!r}.")
+        if trajectory_length is not None and not (
+            isinstance(trajectory_length, int | float) and trajectory_length > 0
+        ):
+            raise EstimatorError(
+                f"`trajectory_length` must be a positive number; got {trajectory_length!r}."
+            )
         self.num_steps = num_steps
+        self.trajectory_length = None if trajectory_length is None else float(trajectory_length)
 
     def _kernel_args(self, backend: str) -> dict[str, Any]:
+        if self.trajectory_length is not None:
+            return {"trajectory_length": self.trajectory_length}
         if backend == "numpyro":  # a fixed step count, not a trajectory length
             return {"num_steps": self.num_steps, "trajectory_length": None}
         return {"num_steps": self.num_steps}
+
+    def _pyro_kernel(self, model: Any, info: Any) -> Any:
+        kernel = super()._pyro_kernel(model, info)
+        if self.num_steps is not None:
+            kernel._ppgen_fixed_steps = self.num_steps
+        return kernel

@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 import ppgen
+from ppgen.errors import EstimatorError
 from ppgen.inference import HMC, NUTS
 from ppgen.models import BetaBernoulli, EightSchools, GammaPoisson, NormalNormal
 
@@ -62,10 +63,40 @@ def test_nuts_gamma_poisson(backend):
 def test_hmc_normal_normal(backend):
     model = NormalNormal(dim=2)
     mean, _ = model.posterior(X_NORMAL)
-    est = HMC(num_samples=400, num_warmup=300, num_steps=8, jit=False)
+    # 3 steps of the adapted size (~0.7-0.9 in mass-whitened units) integrate ~2.1-2.7 time
+    # units: far from the Gaussian's period 2*pi, where fixed-length HMC stops mixing
+    est = HMC(num_samples=400, num_warmup=300, num_steps=3, jit=False)
     fit = ppgen.fit(model, {"x": X_NORMAL}, est, backend=backend)
     _within_mcse(fit, "mu", mean)
-    assert (fit.sample_stats["n_steps"] == 8).all()
+    # `num_steps` is the leapfrog count on both backends, whatever step size was adapted
+    assert (fit.sample_stats["n_steps"] == 3).all()
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_hmc_trajectory_length_fixes_integration_time(backend):
+    model = NormalNormal(dim=2)
+    mean, _ = model.posterior(X_NORMAL)
+    est = HMC(num_samples=300, num_warmup=200, trajectory_length=2.5, jit=False)
+    fit = ppgen.fit(model, {"x": X_NORMAL}, est, backend=backend, seed=3)
+    _within_mcse(fit, "mu", mean)
+    st = fit.sample_stats
+    ratio = 2.5 / st["step_size"].astype(np.float64)
+    # the step count follows the adapted step size: int(L / eps) on Pyro, ceil(L / eps) on
+    # NumPyro (bounds widened by a relative 1e-5 for float32 rounding of the ratio)
+    rnd = np.floor if backend == "pyro" else np.ceil
+    lo, hi = (np.maximum(rnd(ratio * (1 + e)), 1) for e in (-1e-5, 1e-5))
+    n = st["n_steps"]
+    assert np.all((n >= lo) & (n <= hi)), (n, ratio)
+    assert n.max() > 1  # a trajectory, not a single step: the test can tell floor from fixed
+
+
+def test_hmc_bad_step_arguments_are_named():
+    with pytest.raises(EstimatorError, match="not both"):
+        HMC(num_steps=5, trajectory_length=2.0)
+    with pytest.raises(EstimatorError, match="`num_steps`"):
+        HMC(num_steps=0)
+    with pytest.raises(EstimatorError, match="`trajectory_length`"):
+        HMC(trajectory_length=-1.0)
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
