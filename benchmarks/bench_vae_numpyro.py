@@ -41,8 +41,8 @@ from numpyro import handlers  # noqa: E402
 import ppgen  # noqa: E402
 from benchmarks._machine import machine  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
-from ppgen.inference._amortized_numpyro import NumPyroAmortized, mlp  # noqa: E402
-from ppgen.inference.amortized import Amortized  # noqa: E402
+from ppgen.inference.guides._amortized_numpyro import NumPyroAmortized, mlp  # noqa: E402
+from ppgen.inference.guides.amortized import Amortized  # noqa: E402
 
 LR, BATCH, Z, WARM = 1e-3, 128, 16, 20
 

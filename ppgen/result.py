@@ -205,7 +205,7 @@ class Fit:
         See :func:`ppgen.analysis.latent.encode`.
         """
         if self.backend == "numpyro":
-            from ppgen.inference._amortized_numpyro import encode as encode_numpyro
+            from ppgen.inference.guides._amortized_numpyro import encode as encode_numpyro
 
             return encode_numpyro(self, data)
         from ppgen.analysis.latent import encode

@@ -11,7 +11,7 @@ import pyro.poutine as poutine
 import torch
 
 from ppgen.errors import DataError
-from ppgen.inference.vae_elbo import VAEELBO, lean_passes, log_weights
+from ppgen.inference.objectives.reparam import ReparamELBO, lean_passes, log_weights
 
 if TYPE_CHECKING:
     import arviz as az
@@ -185,7 +185,9 @@ def elbo(
     guide, model = _guide(fit), fit.model_callable()
     total = 0.0
     with fit.program.ops.device_context(fit.device):
-        obj = VAEELBO("trace", num_particles, max_plate_nesting=max(fit.info.max_plate_nesting, 1))
+        obj = ReparamELBO(
+            "trace", num_particles, max_plate_nesting=max(fit.info.max_plate_nesting, 1)
+        )
         for batch in _batches(native, n, batch_size):
             total -= float(obj.differentiable_loss(model, guide, **batch))
     return total / n

@@ -2,13 +2,13 @@
 
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
-from ppgen.inference.amortized import Amortized, FlowGuide
 from ppgen.inference.exact import Exact, ExactPosterior  # noqa: F401
 from ppgen.inference.fast_svi import FastSVI
+from ppgen.inference.guides.amortized import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
+from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
 from ppgen.inference.svi import SVI
-from ppgen.inference.vae_elbo import VAEELBO, KLWarmup
 
 __all__ = [
     "Estimator",
@@ -26,6 +26,6 @@ __all__ = [
     "Amortized",
     "FlowGuide",
     "FastSVI",
-    "VAEELBO",
+    "ReparamELBO",
     "KLWarmup",
 ]

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import FitContext
+from ppgen.inference.objectives.reparam import NotReparameterized, ReparamELBO
 from ppgen.inference.svi import SVI, _PyroEngine
-from ppgen.inference.vae_elbo import _STATE, VAEELBO, NotLean
+from ppgen.nn import _STATE
 
 __all__ = ["FastSVI", "lean_engine"]
 
@@ -24,8 +25,8 @@ class FastSVI(SVI):
 
     The same estimator as :class:`~ppgen.inference.SVI` (a saved run reloads as ``SVI``), but
     for Pyro programs whose guide is reparameterisable and whose objective is ``"trace"``,
-    ``"meanfield"``, ``"renyi"``, ``"iwae"`` or a :class:`VAEELBO`, each step is one guide
-    pass and one model pass under :class:`VAEELBO` (no trace objects, no per-step validation
+    ``"meanfield"``, ``"renyi"``, ``"iwae"`` or a :class:`ReparamELBO`, each step is one guide
+    pass and one model pass under :class:`ReparamELBO` (no trace objects, no per-step validation
     of distribution arguments — the data were validated before the fit) and one
     fused optimiser step over every parameter. A zoo :class:`~ppgen.models.vae.VAE` with its
     own diagonal-Normal guide is recognised as the standard VAE shape and evaluated with torch
@@ -69,7 +70,7 @@ def lean_engine(est: SVI, ctx: FitContext, direct_only: bool = False) -> _PyroEn
         return None
     try:
         return _LeanEngine(est, ctx)
-    except NotLean:
+    except NotReparameterized:
         return None
 
 
@@ -93,7 +94,7 @@ class _Direct:
     numbers are those of the program under Pyro's objectives.
     """
 
-    def __init__(self, vae: Any, key: str, elbo: VAEELBO) -> None:
+    def __init__(self, vae: Any, key: str, elbo: ReparamELBO) -> None:
         self.vae, self.key, self.elbo = vae, key, elbo
 
     @staticmethod
@@ -113,7 +114,7 @@ class _Direct:
             return None
         if not _torch_optim(est):
             return None
-        if not isinstance(est.elbo, VAEELBO) and str(est.elbo).lower() not in _LEAN_OBJECTIVES:
+        if not isinstance(est.elbo, ReparamELBO) and str(est.elbo).lower() not in _LEAN_OBJECTIVES:
             return None
         return next((k for k, v in info.obs_keys.items() if v == "x"), None)
 
@@ -123,7 +124,7 @@ class _Direct:
         return cls._key(est, ctx) is not None or _DirectDensity.detect(est, ctx) is not None
 
     @classmethod
-    def detect(cls, est: SVI, ctx: FitContext, elbo: VAEELBO) -> _Direct | None:
+    def detect(cls, est: SVI, ctx: FitContext, elbo: ReparamELBO) -> _Direct | None:
         key = cls._key(est, ctx)
         return None if key is None else cls(ctx.program.obj, key, elbo)
 
@@ -208,25 +209,25 @@ class _LeanEngine(_PyroEngine):
         elbo = est.elbo
         if isinstance(elbo, str):
             if elbo.lower() not in _LEAN_OBJECTIVES:
-                raise NotLean(f"elbo={elbo!r}")
+                raise NotReparameterized(f"elbo={elbo!r}")
             n = est.num_particles
-            elbo = VAEELBO(
+            elbo = ReparamELBO(
                 elbo.lower(),  # type: ignore[arg-type]
                 n,
                 alpha=est.alpha,
                 max_plate_nesting=None if n == 1 else est.max_plate_nesting,
             )
-        elif not isinstance(elbo, VAEELBO):
-            raise NotLean("custom ELBO object")
+        elif not isinstance(elbo, ReparamELBO):
+            raise NotReparameterized("custom ELBO object")
         if not isinstance(est.optim, str) or est.optim.lower() not in _TORCH_OPTIMS:
-            raise NotLean(f"optim={est.optim!r}")
+            raise NotReparameterized(f"optim={est.optim!r}")
         if elbo.num_particles > 1 and elbo.plate_nesting is None:
             elbo.plate_nesting = ctx.info.max_plate_nesting
         super().__init__(est, ctx)  # scaling, guide, params: exactly as the Pyro engine
         self.scaled_guide = self.svi.guide
         self.elbo = elbo
         rng = torch.get_rng_state()
-        try:  # a probe (raises NotLean); the RNG is put back so the run's noise is Pyro's
+        try:  # a probe (raises NotReparameterized); the RNG is put back afterwards
             with torch.no_grad():
                 self.elbo.loss(self.model, self.scaled_guide, **ctx.data)
         finally:

@@ -10,8 +10,8 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import FitContext, OptimEstimator, register
-from ppgen.inference.elbo import make_elbo
-from ppgen.inference.guides import guide_class_name, make_guide
+from ppgen.inference.guides.auto import guide_class_name, make_guide
+from ppgen.inference.objectives.elbo import make_elbo
 from ppgen.result import Fit
 
 __all__ = ["SVI"]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppgen.errors import DataError
-from ppgen.inference.vae_elbo import register_module
+from ppgen.nn import register_module
 
 __all__ = ["DMM", "GatedTransition", "Combiner"]
 
@@ -73,7 +73,7 @@ class DMM(nn.Module):
     The guide runs a GRU backwards over ``x`` and combines its state with :math:`z_{t-1}`
     (structured, non-mean-field inference). ``mask`` ``(N, T)`` marks the valid steps of
     sequences of different lengths. Sites are ``z_1..z_T`` and ``x_1..x_T`` in plate ``data``;
-    KL annealing is :class:`~ppgen.inference.vae_elbo.KLWarmup` on a ``VAEELBO``.
+    KL annealing is :class:`~ppgen.inference.objectives.reparam.KLWarmup` on a ``ReparamELBO``.
 
     References:
         Krishnan, Shalit & Sontag, Structured Inference Networks for Nonlinear State Space

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppgen.errors import DataError
-from ppgen.inference.amortized import MLP, Family, PosteriorHead
-from ppgen.inference.vae_elbo import register_module
+from ppgen.nn import MLP, Family, PosteriorHead, register_module
 
 __all__ = ["VAE", "ConvVAE", "ConditionalVAE", "HierarchicalVAE", "Likelihood"]
 
@@ -58,7 +57,7 @@ class VAE(nn.Module):
         family: posterior family (``"normal"``, ``"lowrank"``, ``"mvn"``, ``"flow"``).
         encoder / decoder: your own networks: ``encoder(x) -> (B, F)`` features,
             ``decoder(z) -> (B, prod(x_shape) * k)`` (k = 256 for categorical, else 1).
-        head_kwargs: passed to :class:`~ppgen.inference.amortized.PosteriorHead`.
+        head_kwargs: passed to :class:`~ppgen.inference.guides.amortized.PosteriorHead`.
 
     Example:
         >>> import numpy as np, ppgen

@@ -11,9 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from ppgen.errors import DataError
-from ppgen.inference.amortized import MLP
-from ppgen.inference.vae_elbo import register_module
 from ppgen.models.vae import VAE, Likelihood
+from ppgen.nn import MLP, register_module
 
 __all__ = ["VQVAE", "VectorQuantizer"]
 

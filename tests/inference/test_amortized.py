@@ -15,9 +15,10 @@ import ppgen
 from ppgen.analysis.latent import encode, iwae_log_likelihood
 from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference import SVI
-from ppgen.inference.amortized import Amortized, FlowGuide, PosteriorHead
 from ppgen.inference.fast_svi import FastSVI
-from ppgen.inference.vae_elbo import VAEELBO, KLWarmup
+from ppgen.inference.guides.amortized import Amortized, FlowGuide
+from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
+from ppgen.nn import PosteriorHead
 
 # ---------------------------------------------------------------- probabilistic PCA
 D, K, SIGMA = 5, 2, 0.5
@@ -108,7 +109,9 @@ def _vae_like():
 def test_lean_elbo_equals_pyro_for_same_noise(objective, ref):
     model, guide, x = _vae_like()
     k = 1 if objective in ("trace", "meanfield") else 4
-    ours = VAEELBO(objective, k, alpha=0.5 if objective == "renyi" else 0.0, max_plate_nesting=1)
+    ours = ReparamELBO(
+        objective, k, alpha=0.5 if objective == "renyi" else 0.0, max_plate_nesting=1
+    )
     pyro.set_rng_seed(3)
     a = ours.loss(model, guide, x=x)
     pyro.set_rng_seed(3)
@@ -128,16 +131,16 @@ def test_beta_weights_latent_terms_linearly_and_warmup_schedules_it():
     vals = {}
     for beta in (0.0, 0.5, 1.0):
         pyro.set_rng_seed(1)
-        vals[beta] = VAEELBO(beta=beta, max_plate_nesting=1).loss(model, guide, x=x)
+        vals[beta] = ReparamELBO(beta=beta, max_plate_nesting=1).loss(model, guide, x=x)
     assert vals[0.5] == pytest.approx(0.5 * (vals[0.0] + vals[1.0]), rel=1e-5)
-    elbo = VAEELBO(beta=1.0)
+    elbo = ReparamELBO(beta=1.0)
     warm = KLWarmup(elbo, steps=4)
     seen = [elbo.beta] + [(warm(t, {}), elbo.beta)[1] for t in range(1, 6)]
     assert seen == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     with pytest.raises(EstimatorError, match="beta"):
-        VAEELBO("iwae", 4, beta=0.5)
+        ReparamELBO("iwae", 4, beta=0.5)
     with pytest.raises(EstimatorError, match="num_particles"):
-        VAEELBO("iwae", 1)
+        ReparamELBO("iwae", 1)
 
 
 def test_fast_svi_falls_back_to_pyro_for_non_reparameterised_guides():
@@ -174,7 +177,7 @@ def test_amortized_contract_every_family_and_objective(family, elbo, k):
     )
     assert np.isfinite(fit.history["loss"]).all()
     assert fit.draws["z"].shape == (1, 2, 7, 3)
-    obj = VAEELBO(elbo, k, max_plate_nesting=1)
+    obj = ReparamELBO(elbo, k, max_plate_nesting=1)
     for p in guide.parameters():
         p.grad = None
     obj.differentiable_loss(model, guide, x=x).backward()
@@ -259,7 +262,7 @@ def test_flow_guide_beats_diagonal_on_banana_posterior():
         fit = ppgen.fit(model, {"y": y}, est, seed=1)
         fit.model_callable()
         with torch.no_grad():
-            obj = VAEELBO("trace", 2000, max_plate_nesting=1)
+            obj = ReparamELBO("trace", 2000, max_plate_nesting=1)
             scores[name] = -float(obj.differentiable_loss(model, guide, y=torch.tensor(y)))
     # measured: diagonal -2.18, IAF -1.90 (2000-draw ELBO estimates, sd ~0.01)
     assert scores["flow"] > scores["diag"] + 0.1, scores
@@ -273,7 +276,7 @@ def test_flow_guide_and_lean_path_agree_with_pyro():
     guide = FlowGuide(model, hidden_features=8)
     guide()
     pyro.set_rng_seed(0)
-    a = VAEELBO(max_plate_nesting=0).loss(model, guide)
+    a = ReparamELBO(max_plate_nesting=0).loss(model, guide)
     pyro.set_rng_seed(0)
     b = pyro.infer.Trace_ELBO().loss(model, guide)
     assert a == pytest.approx(b, rel=1e-5)

@@ -14,9 +14,9 @@ from numpyro import handlers
 import ppgen
 from ppgen.errors import ProgramError
 from ppgen.inference import SVI
-from ppgen.inference._amortized_numpyro import NumPyroAmortized, encode
-from ppgen.inference._numpyro_flows import conditional_iaf
-from ppgen.inference.amortized import Amortized
+from ppgen.inference.guides._amortized_numpyro import NumPyroAmortized, encode
+from ppgen.inference.guides._numpyro_flows import conditional_iaf
+from ppgen.inference.guides.amortized import Amortized
 
 D, K, SIGMA, S0 = 5, 2, 0.5, 10.0
 

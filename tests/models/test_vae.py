@@ -20,7 +20,7 @@ from ppgen.analysis.latent import (
 from ppgen.errors import DataError, EstimatorError
 from ppgen.inference import SVI
 from ppgen.inference.fast_svi import FastSVI, _Direct
-from ppgen.inference.vae_elbo import VAEELBO
+from ppgen.inference.objectives.reparam import ReparamELBO
 from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE
 
 RNG = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def test_contract_finite_loss_gradients_shapes(name, family, objective, k):
     assert np.isfinite(fit.history["loss"]).all() and len(fit.history["loss"]) == 3
     native = fit.program.ops.native(data)
     vae.zero_grad()
-    VAEELBO(objective, k, max_plate_nesting=1).differentiable_loss(
+    ReparamELBO(objective, k, max_plate_nesting=1).differentiable_loss(
         fit.program.model, fit.program.guide, **native
     ).backward()
     for pname, p in vae.named_parameters():
@@ -100,7 +100,7 @@ def test_direct_path_equals_pyro_objective_for_same_params_and_noise(name, objec
     k = 4 if objective == "iwae" else 1
     est = FastSVI(elbo=objective, num_particles=k)
     ctx = type("Ctx", (), {"program": prog, "info": info})()
-    direct = _Direct.detect(est, ctx, VAEELBO(objective, k, max_plate_nesting=1))
+    direct = _Direct.detect(est, ctx, ReparamELBO(objective, k, max_plate_nesting=1))
     assert direct is not None
     pyro.set_rng_seed(5)
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_direct_path_equals_pyro_objective_for_same_params_and_noise(name, objec
     pyro.set_rng_seed(5)
     b = ref().loss(prog.model, prog.guide, **native)
     pyro.set_rng_seed(5)
-    c = VAEELBO(objective, k, max_plate_nesting=1).loss(prog.model, prog.guide, **native)
+    c = ReparamELBO(objective, k, max_plate_nesting=1).loss(prog.model, prog.guide, **native)
     assert a == pytest.approx(b, rel=1e-5) and c == pytest.approx(b, rel=1e-5)
 
 

@@ -11,7 +11,7 @@ import ppgen
 from ppgen.errors import DataError
 from ppgen.inference import MLE
 from ppgen.inference.fast_svi import FastSVI
-from ppgen.inference.vae_elbo import VAEELBO, KLWarmup
+from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
 from ppgen.models.sequential import DMM
 from ppgen.models.vqvae import VQVAE, VectorQuantizer
 
@@ -34,7 +34,7 @@ def test_dmm_contract(likelihood, objective, k):
     prog = fit.program
     native = prog.ops.native({"x": SEQ})
     dmm.zero_grad()
-    VAEELBO(objective, k, max_plate_nesting=1).differentiable_loss(
+    ReparamELBO(objective, k, max_plate_nesting=1).differentiable_loss(
         prog.model, prog.guide, **native
     ).backward()
     for name, p in dmm.named_parameters():
@@ -49,11 +49,11 @@ def test_dmm_lean_elbo_equals_trace_elbo_with_mask_and_annealing():
     prog = ppgen.Program(dmm)
     native, _ = prog.validate({"x": SEQ, "mask": mask})
     pyro.set_rng_seed(2)
-    a = VAEELBO(max_plate_nesting=1).loss(prog.model, prog.guide, **native)
+    a = ReparamELBO(max_plate_nesting=1).loss(prog.model, prog.guide, **native)
     pyro.set_rng_seed(2)
     b = pyro.infer.Trace_ELBO().loss(prog.model, prog.guide, **native)
     assert a == pytest.approx(b, rel=1e-5)
-    elbo = VAEELBO()
+    elbo = ReparamELBO()
     fit = ppgen.fit(
         dmm,
         {"x": SEQ, "mask": mask},

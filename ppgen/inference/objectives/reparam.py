@@ -1,12 +1,8 @@
-"""A lean ELBO for reparameterised guides (VAE family): objectives and KL warm-up.
-
-The engines that use it (``FastSVI``, ``SVI(engine=...)``) are in :mod:`ppgen.inference.fast_svi`.
-"""
+"""The reparameterised ELBO: objectives from one guide pass and one model pass; KL warm-up."""
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
 
@@ -21,39 +17,19 @@ from torch.distributions import kl_divergence
 from ppgen.errors import EstimatorError
 
 __all__ = [
-    "VAEELBO",
+    "ReparamELBO",
     "KLWarmup",
     "Objective",
-    "NotLean",
+    "NotReparameterized",
     "lean_passes",
     "log_weights",
-    "register_module",
 ]
 
 Objective = Literal["trace", "meanfield", "renyi", "iwae"]
 _PARTICLES = "num_particles_vectorized"
 
 
-_STATE = threading.local()
-
-
-def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
-    """``pyro.module(name, module)``, skipped inside a :class:`~ppgen.inference.FastSVI` step.
-
-    The lean engine registers every parameter once and optimises them itself, so re-running
-    ``pyro.module`` (a param-store round trip per tensor) on each step is pure overhead.
-
-    Example:
-        >>> import torch
-        >>> register_module("net", torch.nn.Linear(2, 2)).weight.shape
-        torch.Size([2, 2])
-    """
-    if getattr(_STATE, "skip_modules", False):
-        return module
-    return pyro.module(name, module)
-
-
-class NotLean(EstimatorError):
+class NotReparameterized(EstimatorError):
     """The program is outside the lean path (non-reparameterised or enumerated sites)."""
 
 
@@ -78,9 +54,11 @@ class _Record(Messenger):
         if type(fn).__name__ == "_Subsample":
             return
         if msg["infer"].get("enumerate"):
-            raise NotLean(f"Site `{msg['name']}` is enumerated; the lean ELBO cannot sum it out.")
+            raise NotReparameterized(
+                f"Site `{msg['name']}` is enumerated; the lean ELBO cannot sum it out."
+            )
         if self.values is None and not msg["is_observed"] and not fn.has_rsample:
-            raise NotLean(
+            raise NotReparameterized(
                 f"Guide site `{msg['name']}` ({type(fn).__name__}) is not reparameterisable."
             )
         self.sites[msg["name"]] = msg
@@ -126,7 +104,7 @@ def _sum_to(lp: Tensor | float, keep: tuple[int, ...], ndim: int) -> Tensor | fl
     return lp.sum(dims, keepdim=True) if dims else lp
 
 
-class VAEELBO(ELBO):
+class ReparamELBO(ELBO):
     r"""ELBO objectives evaluated directly from one guide pass and one model pass.
 
     No Pyro traces are built: a small handler records each site's distribution and value,
@@ -168,7 +146,7 @@ class VAEELBO(ELBO):
         ...     with pyro.plate("data", 3):
         ...         pyro.sample("z", dist.Normal(x / 2, 0.7))
         >>> x = torch.tensor([0.0, 1.0, -1.0])
-        >>> pyro.set_rng_seed(0); a = VAEELBO().loss(model, guide, x=x)
+        >>> pyro.set_rng_seed(0); a = ReparamELBO().loss(model, guide, x=x)
         >>> pyro.set_rng_seed(0); b = pyro.infer.Trace_ELBO().loss(model, guide, x=x)
         >>> abs(a - b) < 1e-5
         True
@@ -212,7 +190,7 @@ class VAEELBO(ELBO):
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
         """The negative objective as a tensor with gradients."""
         if args:
-            raise EstimatorError("VAEELBO takes the program's data as keyword arguments.")
+            raise EstimatorError("ReparamELBO takes the program's data as keyword arguments.")
         m, g = self._passes(model, guide, kwargs)
         if self.objective in ("trace", "meanfield"):
             return -self._elbo(m, g) / self.num_particles
@@ -249,7 +227,7 @@ class VAEELBO(ELBO):
 
     # ------------------------------------------------------------------ pyro ELBO API
     def _get_trace(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - unused
-        raise NotImplementedError("VAEELBO builds no traces.")
+        raise NotImplementedError("ReparamELBO builds no traces.")
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
@@ -302,7 +280,7 @@ def _max_plate_nesting(model: Callable, guide: Callable, kwargs: Mapping[str, An
 
 
 class KLWarmup:
-    r"""Callback annealing the KL weight :math:`\beta` of a :class:`VAEELBO` linearly.
+    r"""Callback annealing the KL weight :math:`\beta` of a :class:`ReparamELBO` linearly.
 
     .. math:: \beta_t = \beta_0 + (\beta_1 - \beta_0) \min(1, t / T)
 
@@ -311,13 +289,13 @@ class KLWarmup:
         Sønderby et al., Ladder Variational Autoencoders, arXiv:1602.02282.
 
     Example:
-        >>> elbo = VAEELBO()
+        >>> elbo = ReparamELBO()
         >>> warm = KLWarmup(elbo, steps=10)
         >>> elbo.beta, [warm(t, {}) for t in (5,)], elbo.beta
         (0.0, [False], 0.5)
     """
 
-    def __init__(self, elbo: VAEELBO, steps: int, start: float = 0.0, end: float | None = None):
+    def __init__(self, elbo: ReparamELBO, steps: int, start: float = 0.0, end: float | None = None):
         if steps < 1:
             raise EstimatorError(f"`steps` must be a positive int; got {steps!r}.")
         self.elbo, self.steps, self.start = elbo, steps, start

@@ -13,9 +13,9 @@ import numpyro.distributions as dist
 from numpyro import handlers
 
 from ppgen.errors import DataError, ProgramError
-from ppgen.inference._amortized_sites import split_latents
-from ppgen.inference._numpyro_flows import check_flow_args, conditional_iaf, flow_mean
-from ppgen.inference._numpyro_nets import _float, _linear, _split, mlp
+from ppgen.inference.guides._numpyro_flows import check_flow_args, conditional_iaf, flow_mean
+from ppgen.inference.guides._numpyro_nets import _float, _linear, _split, mlp
+from ppgen.inference.guides._sites import split_latents
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 
@@ -55,7 +55,7 @@ class NumPyroAmortized:
     .. math:: q(\theta, z_{1:N} \mid x) = q_\lambda(\theta)
         \prod_{n} q\big(z_n \mid h_\phi(x_n)\big)
 
-    The JAX twin of :class:`ppgen.inference.amortized.Amortized` (which builds this one for
+    The JAX twin of :class:`ppgen.inference.guides.amortized.Amortized` (which builds this one for
     NumPyro programs; the arguments are the same). On its first call the guide traces the model
     and finds the *data plate* (the plate holding every observed site), the *local* latents in
     it and the observed sites there. An encoder maps each datum's observations to features
@@ -69,7 +69,7 @@ class NumPyroAmortized:
     :math:`W W^\top + \mathrm{diag}\,d`), ``mvn`` (full Cholesky factor) or ``flow``: the
     diagonal Normal pushed through ``num_transforms`` conditional inverse-autoregressive
     layers whose MADE networks also read :math:`h` (see
-    :func:`~ppgen.inference._numpyro_flows.conditional_iaf`; the layers start as the
+    :func:`~ppgen.inference.guides._numpyro_flows.conditional_iaf`; the layers start as the
     identity, so training starts from ``normal``; the density of the guide's own draws is
     cached, that of other values found by inversion). *Global* latents outside the plate get
     an ordinary NumPyro autoguide in the same guide. Minibatches work as for any guide: the
@@ -99,7 +99,7 @@ class NumPyroAmortized:
     Example:
         >>> import numpy as np, numpyro, numpyro.distributions as dist, ppgen
         >>> from ppgen.inference import SVI
-        >>> from ppgen.inference.amortized import Amortized
+        >>> from ppgen.inference.guides.amortized import Amortized
         >>> def model(x=None):
         ...     with numpyro.plate("data", x.shape[0]):
         ...         z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
@@ -129,7 +129,7 @@ class NumPyroAmortized:
         num_transforms: int | None = None,
         **head_kwargs: Any,
     ) -> None:
-        from ppgen.inference.guides import guide_class_name
+        from ppgen.inference.guides.auto import guide_class_name
 
         if family not in get_args(NumPyroFamily):
             raise ProgramError(
@@ -175,7 +175,7 @@ class NumPyroAmortized:
         if backend != "numpyro":
             raise ProgramError(
                 "`NumPyroAmortized` guides NumPyro programs; for a Pyro program use "
-                "`ppgen.inference.amortized.Amortized`."
+                "`ppgen.inference.guides.amortized.Amortized`."
             )
         return self
 
@@ -214,7 +214,7 @@ class NumPyroAmortized:
             )
         self.plate = plate
         if glob:
-            from ppgen.inference.guides import make_guide
+            from ppgen.inference.guides.auto import make_guide
 
             # the locals are drawn (from the prior) inside the block, so the autoguide never
             # sees them; it only runs the model to set itself up

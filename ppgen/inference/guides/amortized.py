@@ -1,139 +1,22 @@
-"""Amortised guides: an encoder network over the data plate, and normalizing-flow posteriors."""
+"""Amortised guides: an encoder network over the data plate gives each datum its posterior."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ppgen.errors import ProgramError
-from ppgen.inference._amortized_sites import split_latents
-from ppgen.inference._flow_posterior import FlowGuide, FlowPosterior
-from ppgen.inference.vae_elbo import register_module
+from ppgen.inference.guides._sites import split_latents
+from ppgen.inference.guides.flow import FlowGuide
+from ppgen.nn import MLP, Family, PosteriorHead, register_module
 
-__all__ = ["Amortized", "FlowGuide", "FlowPosterior", "MLP", "PosteriorHead", "Family"]
-
-Family = Literal["normal", "lowrank", "mvn", "flow"]
-
-
-class MLP(nn.Module):
-    """Concatenates its inputs on the last axis, then ``Linear -> ReLU`` layers.
-
-    Leading axes are batch axes (data, particles); the output is ``out_features`` wide.
-
-    Example:
-        >>> MLP(5, (8, 4))(torch.zeros(3, 5)).shape
-        torch.Size([3, 4])
-    """
-
-    def __init__(self, in_features: int, hidden_features: Sequence[int] = (256, 256)):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for h in hidden_features:
-            layers += [nn.Linear(in_features, h), nn.ReLU()]
-            in_features = h
-        self.net = nn.Sequential(*layers)
-        self.out_features = in_features
-
-    def forward(self, *xs: Tensor) -> Tensor:
-        x = xs[0] if len(xs) == 1 else torch.cat(xs, -1)
-        return self.net(x)
-
-
-class PosteriorHead(nn.Module):
-    r"""Encoder features :math:`h` to a posterior :math:`q(z \mid x)` over ``features`` dims.
-
-    ``normal``: :math:`\mathcal N(\mu(h), \mathrm{diag}\,\sigma^2(h))`; ``lowrank``:
-    covariance :math:`W W^\top + \mathrm{diag}\,d` of rank ``rank``; ``mvn``: full Cholesky
-    factor; ``flow``: the diagonal Normal pushed through a conditional normalizing flow from
-    :func:`ppgen.flows.build_flow` with context :math:`h` (IAF by default, the amortised flow
-    posterior of Kingma et al.; the flow starts near the identity, so training starts from
-    the diagonal posterior).
-    The distribution has batch shape ``h.shape[:-1]`` and event shape ``(features,)``.
-
-    References:
-        Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
-        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow,
-        arXiv:1606.04934.
-
-    Arguments:
-        in_features: width of the encoder features.
-        features: latent dimension ``D``.
-        family: ``"normal"``, ``"lowrank"``, ``"mvn"`` or ``"flow"``.
-        rank: rank of the ``lowrank`` covariance factor.
-        flow: flow kind for ``family="flow"`` (``"iaf"``, ``"maf"``, ``"nsf"``, ...).
-        flow_hidden_features / num_transforms: size of the flow.
-
-    Example:
-        >>> head = PosteriorHead(8, 3, "lowrank")
-        >>> q = head(torch.randn(5, 8))
-        >>> q.batch_shape, q.event_shape
-        (torch.Size([5]), torch.Size([3]))
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        features: int,
-        family: Family = "normal",
-        *,
-        rank: int = 2,
-        flow: str = "iaf",
-        flow_hidden_features: int = 64,
-        num_transforms: int | None = None,
-    ):
-        super().__init__()
-        if family not in get_args(Family):
-            raise ValueError(f"`family` must be one of {get_args(Family)}; got {family!r}.")
-        self.family, self.features, self.rank = family, features, rank
-        d = features
-        if family == "normal":
-            self.linear = nn.Linear(in_features, 2 * d)
-        elif family == "lowrank":
-            self.linear = nn.Linear(in_features, 2 * d + d * rank)
-        elif family == "mvn":
-            self.linear = nn.Linear(in_features, d + d * (d + 1) // 2)
-            self.register_buffer("_tril", torch.tril_indices(d, d), persistent=False)
-        else:
-            from ppgen.flows import build_flow
-
-            self.linear = nn.Linear(in_features, 2 * d)
-            self.flow = build_flow(
-                flow,
-                d,
-                context_features=in_features,
-                hidden_features=flow_hidden_features,
-                num_transforms=num_transforms,
-            )
-            for m in self.flow.modules():  # start at the identity: q = the diagonal Normal
-                last = getattr(m, "final_layer", None)
-                if isinstance(last, nn.Linear):
-                    nn.init.zeros_(last.weight)
-                    nn.init.zeros_(last.bias)
-
-    def forward(self, h: Tensor) -> dist.TorchDistribution:
-        d = self.features
-        out = self.linear(h)
-        loc = out[..., :d]
-        if self.family == "normal":
-            return dist.Normal(loc, F.softplus(out[..., d:]) + 1e-4).to_event(1)
-        if self.family == "flow":
-            return FlowPosterior(loc, F.softplus(out[..., d:]) + 1e-4, self.flow, h)
-        if self.family == "lowrank":
-            diag = F.softplus(out[..., d : 2 * d]) + 1e-4
-            factor = out[..., 2 * d :].reshape(*out.shape[:-1], d, self.rank)
-            return dist.LowRankMultivariateNormal(loc, factor, diag)
-        tril = out.new_zeros(*out.shape[:-1], d, d)
-        tril[..., self._tril[0], self._tril[1]] = out[..., d:]
-        diag = F.softplus(tril.diagonal(dim1=-2, dim2=-1)) + 1e-4
-        tril = tril.tril(-1) + torch.diag_embed(diag)
-        return dist.MultivariateNormal(loc, scale_tril=tril)
+__all__ = ["Amortized"]
 
 
 def _frames(msg: dict) -> list[Any]:
@@ -229,13 +112,14 @@ class Amortized(nn.Module):
     def for_backend(self, backend: str) -> Any:
         """The guide to run on ``backend``: this one on Pyro; on NumPyro a fresh JAX twin.
 
-        The twin, :class:`~ppgen.inference._amortized_numpyro.NumPyroAmortized`, gets the same
+        The twin, :class:`~ppgen.inference.guides._amortized_numpyro.NumPyroAmortized`, gets the
+        same
         arguments (the encoder must then be a flax/equinox module or a JAX function) and is
         kept as ``self.numpyro_guide`` for ``Fit.encode``.
         """
         if backend != "numpyro":
             return self
-        from ppgen.inference._amortized_numpyro import NumPyroAmortized
+        from ppgen.inference.guides._amortized_numpyro import NumPyroAmortized
 
         g = NumPyroAmortized(
             self._model,
@@ -303,7 +187,7 @@ class Amortized(nn.Module):
             self.heads[n] = PosteriorHead(feats.shape[1], d, self.family, **self.head_kwargs)
         self.to(feats.device)
         if glob:
-            from ppgen.inference.guides import make_guide
+            from ppgen.inference.guides.auto import make_guide
 
             blocked = poutine.block(ObsAsFloat()(self._model), hide=list(self.locals))
             if self.global_guide_name == "flow":

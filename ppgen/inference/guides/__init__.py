@@ -1,0 +1,7 @@
+"""Guides: autoguides by name, amortised encoder guides and normalizing-flow posteriors."""
+
+from ppgen.inference.guides.amortized import Amortized
+from ppgen.inference.guides.auto import AUTOGUIDES, GuideName, make_guide
+from ppgen.inference.guides.flow import FlowGuide
+
+__all__ = ["Amortized", "FlowGuide", "AUTOGUIDES", "GuideName", "make_guide"]

@@ -1,0 +1,151 @@
+"""Shared networks: the MLP, posterior heads and module registration that models and guides use."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Literal, get_args
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ppgen.flows.builders import build_flow
+from ppgen.flows.posterior import FlowPosterior
+
+__all__ = ["MLP", "PosteriorHead", "Family", "register_module"]
+
+Family = Literal["normal", "lowrank", "mvn", "flow"]
+
+
+_STATE = threading.local()
+
+
+def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
+    """``pyro.module(name, module)``, skipped inside a :class:`~ppgen.inference.FastSVI` step.
+
+    The lean engine registers every parameter once and optimises them itself, so re-running
+    ``pyro.module`` (a param-store round trip per tensor) on each step is pure overhead.
+
+    Example:
+        >>> import torch
+        >>> register_module("net", torch.nn.Linear(2, 2)).weight.shape
+        torch.Size([2, 2])
+    """
+    if getattr(_STATE, "skip_modules", False):
+        return module
+    return pyro.module(name, module)
+
+
+class MLP(nn.Module):
+    """Concatenates its inputs on the last axis, then ``Linear -> ReLU`` layers.
+
+    Leading axes are batch axes (data, particles); the output is ``out_features`` wide.
+
+    Example:
+        >>> MLP(5, (8, 4))(torch.zeros(3, 5)).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, in_features: int, hidden_features: Sequence[int] = (256, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden_features:
+            layers += [nn.Linear(in_features, h), nn.ReLU()]
+            in_features = h
+        self.net = nn.Sequential(*layers)
+        self.out_features = in_features
+
+    def forward(self, *xs: Tensor) -> Tensor:
+        x = xs[0] if len(xs) == 1 else torch.cat(xs, -1)
+        return self.net(x)
+
+
+class PosteriorHead(nn.Module):
+    r"""Encoder features :math:`h` to a posterior :math:`q(z \mid x)` over ``features`` dims.
+
+    ``normal``: :math:`\mathcal N(\mu(h), \mathrm{diag}\,\sigma^2(h))`; ``lowrank``:
+    covariance :math:`W W^\top + \mathrm{diag}\,d` of rank ``rank``; ``mvn``: full Cholesky
+    factor; ``flow``: the diagonal Normal pushed through a conditional normalizing flow from
+    :func:`ppgen.flows.build_flow` with context :math:`h` (IAF by default, the amortised flow
+    posterior of Kingma et al.; the flow starts near the identity, so training starts from
+    the diagonal posterior).
+    The distribution has batch shape ``h.shape[:-1]`` and event shape ``(features,)``.
+
+    References:
+        Kingma & Welling, Auto-Encoding Variational Bayes, arXiv:1312.6114.
+        Kingma et al., Improved Variational Inference with Inverse Autoregressive Flow,
+        arXiv:1606.04934.
+
+    Arguments:
+        in_features: width of the encoder features.
+        features: latent dimension ``D``.
+        family: ``"normal"``, ``"lowrank"``, ``"mvn"`` or ``"flow"``.
+        rank: rank of the ``lowrank`` covariance factor.
+        flow: flow kind for ``family="flow"`` (``"iaf"``, ``"maf"``, ``"nsf"``, ...).
+        flow_hidden_features / num_transforms: size of the flow.
+
+    Example:
+        >>> head = PosteriorHead(8, 3, "lowrank")
+        >>> q = head(torch.randn(5, 8))
+        >>> q.batch_shape, q.event_shape
+        (torch.Size([5]), torch.Size([3]))
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        features: int,
+        family: Family = "normal",
+        *,
+        rank: int = 2,
+        flow: str = "iaf",
+        flow_hidden_features: int = 64,
+        num_transforms: int | None = None,
+    ):
+        super().__init__()
+        if family not in get_args(Family):
+            raise ValueError(f"`family` must be one of {get_args(Family)}; got {family!r}.")
+        self.family, self.features, self.rank = family, features, rank
+        d = features
+        if family == "normal":
+            self.linear = nn.Linear(in_features, 2 * d)
+        elif family == "lowrank":
+            self.linear = nn.Linear(in_features, 2 * d + d * rank)
+        elif family == "mvn":
+            self.linear = nn.Linear(in_features, d + d * (d + 1) // 2)
+            self.register_buffer("_tril", torch.tril_indices(d, d), persistent=False)
+        else:
+            self.linear = nn.Linear(in_features, 2 * d)
+            self.flow = build_flow(
+                flow,
+                d,
+                context_features=in_features,
+                hidden_features=flow_hidden_features,
+                num_transforms=num_transforms,
+            )
+            for m in self.flow.modules():  # start at the identity: q = the diagonal Normal
+                last = getattr(m, "final_layer", None)
+                if isinstance(last, nn.Linear):
+                    nn.init.zeros_(last.weight)
+                    nn.init.zeros_(last.bias)
+
+    def forward(self, h: Tensor) -> dist.TorchDistribution:
+        d = self.features
+        out = self.linear(h)
+        loc = out[..., :d]
+        if self.family == "normal":
+            return dist.Normal(loc, F.softplus(out[..., d:]) + 1e-4).to_event(1)
+        if self.family == "flow":
+            return FlowPosterior(loc, F.softplus(out[..., d:]) + 1e-4, self.flow, h)
+        if self.family == "lowrank":
+            diag = F.softplus(out[..., d : 2 * d]) + 1e-4
+            factor = out[..., 2 * d :].reshape(*out.shape[:-1], d, self.rank)
+            return dist.LowRankMultivariateNormal(loc, factor, diag)
+        tril = out.new_zeros(*out.shape[:-1], d, d)
+        tril[..., self._tril[0], self._tril[1]] = out[..., d:]
+        diag = F.softplus(tril.diagonal(dim1=-2, dim2=-1)) + 1e-4
+        tril = tril.tril(-1) + torch.diag_embed(diag)
+        return dist.MultivariateNormal(loc, scale_tril=tril)
