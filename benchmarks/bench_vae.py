@@ -2,11 +2,13 @@
 
 Usage, from the repository root: python -m benchmarks.bench_vae [--quick] [--reps N] [--write]
 
-Speed: steps/s of the same ELBO (2x256 MLP, z=16, batch 128, Adam 1e-3) for a hand-written
-torch loop, ppgen ``FastSVI`` (direct path: the standard VAE shape evaluated with torch; lean
-path: handler-based ELBO for any reparameterised program), ppgen ``SVI`` (Pyro's engine) and
-raw ``pyro.infer.SVI`` with ``Trace_ELBO``. Runs are interleaved, ratios are per repetition
-against the hand loop of the same repetition, and the median is reported.
+Speed: steps/s of the same ELBO (2x256 MLP, z=16, batch 128, Adam 1e-3) for hand-written torch
+loops (closed-form log densities, default and fused Adam; torch.distributions), ppgen ``SVI`` on
+the zoo ``VAE`` (declared ``elbo_terms``), on a user's own class declaring ``elbo_terms``, on a
+user's own plain Pyro program with ``Amortized()`` and on the zoo VAE's program as plain
+functions (both the handler path), with Pyro's ``Trace_ELBO`` object (Pyro's objective), and raw
+``pyro.infer.SVI``. Runs are interleaved, ratios are per repetition against the hand loop of
+the same repetition, and the median is reported.
 Quality: test ELBO (10 draws) and IWAE(K=50) on a held-out split after the same number of
 steps, for the hand loop, ppgen's VAE (diagonal Normal and IAF posteriors) and the other zoo
 models.
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import platform
 import statistics
 import time
 import warnings
@@ -31,11 +32,14 @@ torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing.*")
 
 import pyro  # noqa: E402
+import pyro.distributions as pdist  # noqa: E402
 
 import ppgen  # noqa: E402
+from benchmarks._machine import machine  # noqa: E402
 from ppgen.analysis.latent import elbo, iwae_log_likelihood  # noqa: E402
+from ppgen.capabilities import ELBOTerms  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
-from ppgen.inference.fast_svi import FastSVI  # noqa: E402
+from ppgen.inference.guides import Amortized  # noqa: E402
 from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE  # noqa: E402
 
 LR, BATCH, Z = 1e-3, 128, 16
@@ -141,36 +145,117 @@ def ppgen_run(model, data, est, steps: int, clock: dict | None = None):
     return ppgen.fit(model, data, est, callbacks=[cb], seed=0)
 
 
+def hand_loop_dists(vae: VAE, x: np.ndarray, steps: int, clock: dict) -> None:
+    """The program's ELBO written by hand with torch.distributions (no closed forms)."""
+    opt = torch.optim.Adam(vae.parameters(), lr=LR)
+    xt = torch.tensor(x)
+    n = len(xt)
+    for step, idx in enumerate(batches(n, steps)):
+        if step == 20:
+            clock["a"] = time.perf_counter()
+        xb = xt[idx]
+        loss = -(n / len(xb)) * hand_elbo(vae, xb, None).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clock["b"] = time.perf_counter()
+
+
+class UserVAE(torch.nn.Module):
+    """A user's own VAE class (no ppgen base class) that declares ``elbo_terms``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        h = 256
+        self.enc = torch.nn.Sequential(
+            torch.nn.Linear(64, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU()
+        )
+        self.head = torch.nn.Linear(h, 2 * Z)
+        self.dec = torch.nn.Sequential(
+            torch.nn.Linear(Z, h), torch.nn.ReLU(), torch.nn.Linear(h, h), torch.nn.ReLU()
+        )
+        self.out = torch.nn.Linear(h, 64)
+
+    def q(self, x):
+        o = self.head(self.enc(x))
+        return o[..., :Z], F.softplus(o[..., Z:]) + 1e-4
+
+    def model(self, x):
+        pyro.module("user_vae", self)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pdist.Normal(torch.zeros(len(x), Z), 1.0).to_event(1))
+            pyro.sample("x", pdist.Bernoulli(logits=self.out(self.dec(z))).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("user_vae", self)
+        loc, scale = self.q(x)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", pdist.Normal(loc, scale).to_event(1))
+
+    def elbo_terms(self, num_particles, x):
+        loc, scale = self.q(x)
+        eps = torch.randn((num_particles, *loc.shape))
+        z = loc + scale * eps
+        c = 0.5 * Z * math.log(2 * math.pi)
+        logits = self.out(self.dec(z))
+        log_px = -F.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none"
+        ).sum(-1)
+        log_q = (-0.5 * eps * eps - scale.log()).sum(-1) - c
+        return ELBOTerms(log_px, -0.5 * (z * z).sum(-1) - c, log_q)
+
+
+def user_program():
+    """A user's own plain Pyro program (a function and a decoder): no capability declared."""
+    dec = torch.nn.Sequential(
+        torch.nn.Linear(Z, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, 64),
+    )
+
+    def model(x):
+        pyro.module("decoder", dec)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pdist.Normal(torch.zeros(len(x), Z), 1.0).to_event(1))
+            pyro.sample("x", pdist.Bernoulli(logits=dec(z)).to_event(1), obs=x)
+
+    return model
+
+
 def speed(x: np.ndarray, steps: int, reps: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {}
+
+    def est(**kw):
+        return SVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2, **kw)
+
+    def plain(vae):
+        return ppgen.Program(vae.model, vae.guide)
+
+    def amortized():
+        return Amortized(hidden_features=(256, 256))
+
     cases = {
         "hand-written torch loop (Adam default)": lambda c: hand_loop(
             VAE(64, Z), x, steps, clock=c
         ),
         "hand-written torch loop (Adam fused)": lambda c: hand_loop(VAE(64, Z), x, steps, True, c),
-        "ppgen FastSVI (direct)": lambda c: ppgen_run(
-            VAE(64, Z),
-            {"x": x},
-            FastSVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2),
-            steps,
-            c,
+        "hand-written torch.distributions loop": lambda c: hand_loop_dists(VAE(64, Z), x, steps, c),
+        "ppgen SVI, zoo VAE (declared elbo_terms)": lambda c: ppgen_run(
+            VAE(64, Z), {"x": x}, est(), steps, c
         ),
-        "ppgen FastSVI (lean handlers)": lambda c: ppgen_run(
-            VAE(64, Z),
-            {"x": x},
-            FastSVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2, fast="lean"),
-            steps,
-            c,
+        "ppgen SVI, user's own class declaring elbo_terms": lambda c: ppgen_run(
+            UserVAE(), {"x": x}, est(), steps, c
         ),
-        "ppgen SVI (default engine='auto': the direct path)": lambda c: ppgen_run(
-            VAE(64, Z), {"x": x}, SVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2), steps, c
+        "ppgen SVI(guide=Amortized()), user's plain program (handlers)": lambda c: ppgen_run(
+            user_program(), {"x": x}, est(guide=amortized()), steps, c
         ),
-        "ppgen SVI(engine='pyro') (Pyro's SVI.step)": lambda c: ppgen_run(
-            VAE(64, Z),
-            {"x": x},
-            SVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2, engine="pyro"),
-            steps,
-            c,
+        "ppgen SVI, zoo VAE as plain functions (handlers)": lambda c: ppgen_run(
+            plain(VAE(64, Z)), {"x": x}, est(), steps, c
+        ),
+        "ppgen SVI(elbo=pyro.infer.Trace_ELBO()) (Pyro's objective)": lambda c: ppgen_run(
+            VAE(64, Z), {"x": x}, est(elbo=pyro.infer.Trace_ELBO()), steps, c
         ),
         "raw pyro.infer.SVI + Trace_ELBO": lambda c: raw_pyro(VAE(64, Z), x, steps, c),
     }
@@ -209,7 +294,7 @@ def quality(xtr, xte, ytr, yte, steps: int, seeds: int, models: list[str]) -> li
             shape = (-1, 1, 8, 8) if isinstance(model, ConvVAE) else (-1, 64)
             tr = {"x": xtr.reshape(shape)} | ({"y": ytr} if cond else {})
             te = {"x": xte.reshape(shape)} | ({"y": yte} if cond else {})
-            est = FastSVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2)
+            est = SVI(steps=steps, batch_size=BATCH, lr=LR, num_draws=2)
             fit = ppgen.fit(model, tr, est, seed=seed)
             rows.setdefault(name, []).append(_scores(fit, te))
             if key != "vae":  # the same network (same initial weights) by the hand-written loop
@@ -243,6 +328,24 @@ def _scores(fit, data) -> tuple[float, float]:
     return e, iw
 
 
+def quality_table(a, models, xtr, xte, ytr, yte) -> list[str]:
+    """The quality section: test ELBO / IWAE of every model against its hand-loop twin."""
+    lines = [
+        f"\nQuality after {a.quality_steps} steps, mean over {a.seeds} seed(s) (spread = "
+        "max - min), test split of 297 digits, nats per digit:\n",
+        "| model | test ELBO (10 draws) | spread | test IWAE K=50 | spread "
+        "| ELBO − the same network by the hand loop, paired by seed: mean ± s.e. |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e, de, iw, diw, d, se in quality(
+        xtr, xte, ytr, yte, a.quality_steps, a.seeds, models
+    ):
+        lines.append(
+            f"| {name} | {e:.2f} | {de:.2f} | {iw:.2f} | {diw:.2f} | {d:+.2f} ± {se:.2f} |"
+        )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -252,14 +355,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS), help=f"subset of {list(MODELS)}")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--write", action="store_true", help="append to benchmarks/RESULTS.md")
     a = ap.parse_args()
     if a.quick:
         a.reps, a.steps, a.quality_steps, a.seeds = 1, 100, 200, 1
     xtr, xte, ytr, yte = digits()
     lines = [
-        f"\n## VAE on digits ({datetime.date.today()}, {platform.node()}, torch "
-        f"{torch.__version__}, 1 thread, batch {BATCH}, Adam lr {LR})\n",
+        f"\n## VAE on digits ({datetime.date.today()}, torch {torch.__version__}, 1 thread, "
+        f"batch {BATCH}, Adam lr {LR})\n",
+        *machine(),
+        "",
     ]
     if not a.no_speed:
         rates = speed(xtr, a.steps, a.reps)
@@ -276,19 +382,8 @@ def main() -> None:
                 f"({min(ratios):.2f}..{max(ratios):.2f}) |"
             )
     models = [m for m in a.models.split(",") if m]
-    lines += [
-        f"\nQuality after {a.quality_steps} steps, mean over {a.seeds} seed(s) (spread = "
-        "max - min), test split of 297 digits, nats per digit:\n",
-        "| model | test ELBO (10 draws) | spread | test IWAE K=50 | spread "
-        "| ELBO − the same network by the hand loop, paired by seed: mean ± s.e. |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, e, de, iw, diw, d, se in quality(
-        xtr, xte, ytr, yte, a.quality_steps, a.seeds, models
-    ):
-        lines.append(
-            f"| {name} | {e:.2f} | {de:.2f} | {iw:.2f} | {diw:.2f} | {d:+.2f} ± {se:.2f} |"
-        )
+    if not a.no_quality:
+        lines += quality_table(a, models, xtr, xte, ytr, yte)
     text = "\n".join(lines) + "\n"
     print(text)
     if a.write:

@@ -1,6 +1,6 @@
 """ppgen: one Pyro/NumPyro program, pluggable estimators, one Fit, ArviZ out."""
 
-from ppgen import data, inference
+from ppgen import data, distributions, inference
 from ppgen.fit import fit
 from ppgen.persist import load
 from ppgen.program import Program
@@ -8,4 +8,13 @@ from ppgen.result import Fit
 
 __version__ = "0.1.0"
 
-__all__ = ["fit", "load", "Fit", "Program", "data", "inference", "__version__"]
+__all__ = [
+    "fit",
+    "load",
+    "Fit",
+    "Program",
+    "data",
+    "distributions",
+    "inference",
+    "__version__",
+]

@@ -9,6 +9,9 @@ __all__ = [
     "EstimatorError",
     "NonFiniteError",
     "CheckpointError",
+    "CapabilityError",
+    "ImplicitDensityError",
+    "EnergySamplingError",
 ]
 
 
@@ -34,3 +37,15 @@ class NonFiniteError(PPGenError):
 
 class CheckpointError(PPGenError):
     """A saved run or checkpoint is missing, corrupt, or unsafe to load."""
+
+
+class CapabilityError(PPGenError, NotImplementedError):
+    """Something a program's kind or a fit cannot give (a density, forward samples, a group)."""
+
+
+class ImplicitDensityError(CapabilityError):
+    """The log-density of an ``Implicit`` site was asked for: a generator's output has none."""
+
+
+class EnergySamplingError(CapabilityError):
+    """Forward samples of an ``Unnormalized`` (energy) site were asked for: it has no sampler."""

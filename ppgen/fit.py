@@ -8,11 +8,20 @@ from typing import Any
 
 from ppgen._typing import Callback
 from ppgen.errors import DataError, EstimatorError
-from ppgen.inference._base import Estimator, FitContext, resolve_method
-from ppgen.program import Program
+from ppgen.inference._base import REGISTRY, Estimator, FitContext, resolve_method
+from ppgen.inference.runners import Local, Runner
+from ppgen.program import Program, ProgramInfo
 from ppgen.result import Fit
 
-__all__ = ["fit", "check_device"]
+__all__ = ["fit", "check_device", "check_kind"]
+
+_FITTED_BY = {
+    "implicit": "adversarial estimators (a discriminator compares data with simulations: "
+    "GANs; ALI/BiGAN when a guide encodes x)",
+    "energy": "contrastive estimators (noise-contrastive estimation, contrastive divergence, "
+    "score matching), whose samplers (Langevin, Gibbs) draw from the model",
+    "explicit": "likelihood-based estimators (NUTS, HMC, SVI, MLE, Exact)",
+}
 
 
 def check_device(device: str | None, backend: str) -> str | None:
@@ -45,6 +54,52 @@ def check_device(device: str | None, backend: str) -> str | None:
     return device
 
 
+def check_kind(est: Estimator, info: ProgramInfo) -> None:
+    """Refuse a program whose kind (explicit, implicit, energy) ``est`` does not fit.
+
+    The error names the estimator, the program's kind, the observed sites that make it so and
+    the registered estimators that fit that kind.
+
+    Example:
+        >>> import numpy as np, pyro, pyro.distributions as dist
+        >>> from ppgen.distributions import Unnormalized
+        >>> from ppgen.inference import SVI
+        >>> def rbm_like(x=None):
+        ...     with pyro.plate("data", 4):
+        ...         pyro.sample("x", Unnormalized(lambda v: v**2), obs=x)
+        >>> _, info = Program(rbm_like).validate({"x": np.zeros(4)})
+        >>> try:
+        ...     check_kind(SVI(), info)
+        ... except EstimatorError as e:
+        ...     print(str(e).split(": ")[0])
+        SVI (`method='svi'`) fits explicit programs; this program is energy
+    """
+    kind = info.kind
+    accepted = tuple(getattr(est, "kinds", ("explicit",)))
+    if kind in accepted:
+        return
+    sites = info.sites_of_kind(kind) if kind != "explicit" else info.observed
+    shown = ", ".join(f"`{n}` ({info.sites[n].dist})" for n in sites)
+    many = len(sites) > 1
+    label = f"the observed site{'s' if many else ''} {shown} ha{'ve' if many else 's'}"
+    what = {
+        "implicit": "no density (Implicit: a generator's output)",
+        "energy": "a density only up to an unknown log Z (Unnormalized)",
+    }.get(kind, "a normalised density")
+    names = sorted(n for n, cls in REGISTRY.items() if kind in getattr(cls, "kinds", ()))
+    if names:
+        fix = f"Use an estimator that fits {kind} programs: method= one of {names}."
+    else:
+        fix = (
+            f"No estimator for {kind} programs is registered yet; {_FITTED_BY[kind]} are "
+            "what fit them."
+        )
+    raise EstimatorError(
+        f"{type(est).__name__} (`method={est.name!r}`) fits {' / '.join(accepted)} programs; "
+        f"this program is {kind}: {label} {what}. {fix}"
+    )
+
+
 def fit(
     program: Any,
     data: Mapping[str, Any] | None = None,
@@ -59,6 +114,7 @@ def fit(
     resume: bool = False,
     progress: bool | None = None,
     backend: str | None = None,
+    runner: Runner | None = None,
 ) -> Fit:
     """Fit a Pyro or NumPyro program with any estimator; the same call for every method.
 
@@ -76,6 +132,8 @@ def fit(
         resume: continue from the checkpoint in ``checkpoint_dir`` (bit-identical on CPU).
         progress: show a progress bar on stderr (default: when stderr is a terminal).
         backend: run a backend-neutral (``pyroapi``) program on ``"pyro"`` or ``"numpyro"``.
+        runner: what drives the estimator (:class:`~ppgen.inference.runners.Runner`); default
+            :class:`~ppgen.inference.runners.Local`, this process.
 
     Returns:
         A :class:`~ppgen.result.Fit`.
@@ -92,6 +150,13 @@ def fit(
         0.8
     """
     est = resolve_method(method)
+    if runner is None:
+        runner = Local()
+    elif not isinstance(runner, Runner):
+        raise EstimatorError(
+            f"`runner` must be a ppgen.inference.runners.Runner (e.g. Local()) or None; got "
+            f"{type(runner).__name__}. Subclass Runner and implement run(estimator, ctx)."
+        )
     if data is None:
         data = {}
     backend = backend or getattr(est, "backend", None)
@@ -118,6 +183,7 @@ def fit(
             raise EstimatorError(f"Every callback must be callable; got {type(cb).__name__}.")
     prog.ops.seed_everything(seed)
     native, info = prog.validate(data, dev, seed)
+    check_kind(est, info)
     if not info.observed and est.name not in ("prior",):
         raise DataError(
             "The program has no observed sites for this data: pass the observations in `data` "
@@ -140,4 +206,4 @@ def fit(
     )
     prog.ops.seed_everything(seed)
     with prog.ops.device_context(dev):
-        return est.run(ctx)
+        return runner.run(est, ctx)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
 import pyro
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from ppgen.flows.builders import build_flow
 from ppgen.flows.posterior import FlowPosterior
 
-__all__ = ["MLP", "PosteriorHead", "Family", "register_module"]
+__all__ = ["MLP", "PosteriorHead", "Family", "register_module", "modules_registered"]
 
 Family = Literal["normal", "lowrank", "mvn", "flow"]
 
@@ -24,19 +25,37 @@ _STATE = threading.local()
 
 
 def register_module(name: str, module: torch.nn.Module) -> torch.nn.Module:
-    """``pyro.module(name, module)``, skipped inside a :class:`~ppgen.inference.FastSVI` step.
+    """``pyro.module(name, module)``, skipped inside :func:`modules_registered`.
 
-    The lean engine registers every parameter once and optimises them itself, so re-running
+    An SVI engine registers every parameter once and optimises them itself, so re-running
     ``pyro.module`` (a param-store round trip per tensor) on each step is pure overhead.
 
     Example:
-        >>> import torch
         >>> register_module("net", torch.nn.Linear(2, 2)).weight.shape
         torch.Size([2, 2])
     """
     if getattr(_STATE, "skip_modules", False):
         return module
     return pyro.module(name, module)
+
+
+@contextlib.contextmanager
+def modules_registered() -> Iterator[None]:
+    """Within: every module's parameters are already in Pyro's param store (an engine's step).
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> with modules_registered():
+        ...     _ = register_module("unseen", net)
+        >>> "unseen$$$weight" in pyro.get_param_store()
+        False
+    """
+    before = getattr(_STATE, "skip_modules", False)
+    _STATE.skip_modules = True
+    try:
+        yield
+    finally:
+        _STATE.skip_modules = before
 
 
 class MLP(nn.Module):

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import json
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ppgen.errors import CheckpointError
 from ppgen.io import atomic_dir, read_json
-
-if TYPE_CHECKING:
-    from ppgen.result import Fit
+from ppgen.result import Fit
 
 __all__ = ["save_fit", "load", "FORMAT_VERSION"]
 
@@ -53,6 +53,29 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
+def _check_aux_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise CheckpointError(
+            f"Auxiliary state name {name!r} ({where}) must be a safe file name: letters, digits, "
+            "`_` and `-` only (it becomes `aux_<name>.safetensors`). Rename it."
+        )
+    return name
+
+
+def _auxiliary_manifest(fit: Fit) -> dict[str, Any]:
+    """Names of the auxiliary array sets and every auxiliary settings dict, checked."""
+    for name in (*fit.auxiliary, *fit.auxiliary_settings):
+        _check_aux_name(name, "in fit.auxiliary / fit.auxiliary_settings")
+    try:
+        json.dumps(fit.auxiliary_settings)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"`fit.auxiliary_settings` must be JSON-able (str, numbers, bools, lists, dicts): {e}. "
+            "Store arrays in `fit.auxiliary` instead."
+        ) from e
+    return {"arrays": sorted(fit.auxiliary), "settings": fit.auxiliary_settings}
+
+
 def save_fit(fit: Fit, path: str | Path) -> None:
     """Write ``fit`` to directory ``path``: manifest, params, draws, data, InferenceData.
 
@@ -65,7 +88,10 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     parameter state, for exact predictions), ``draws.safetensors`` and ``data.safetensors``,
     ``history.json``, ``buffers.safetensors`` (buffers of the program's torch module, e.g.
     batch-norm running statistics, which live outside Pyro's param store) and
-    ``inference_data.nc`` (the ``to_arviz()`` result as netCDF).
+    ``inference_data.nc`` (the ``to_arviz()`` result as netCDF: the groups the fit can build),
+    and one ``aux_<name>.safetensors`` per entry of ``fit.auxiliary`` (estimator state beyond
+    the model, e.g. a discriminator; ``fit.auxiliary_settings`` go into the manifest). The
+    manifest records the program's kind (explicit, implicit or energy).
     """
     from ppgen.io import write_json
 
@@ -93,6 +119,8 @@ def save_fit(fit: Fit, path: str | Path) -> None:
             k: v for k, v in fit.diagnostics.items() if isinstance(v, int | float | str | bool)
         },
         "draws": {k: list(v.shape) for k, v in fit.draws.items()},
+        "program_kind": fit.info.kind,
+        "auxiliary": _auxiliary_manifest(fit),
     }
     idata = fit.to_arviz()
 
@@ -113,6 +141,8 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         buffers = _module_buffers(fit.program)
         if buffers:
             _save_arrays(tmp / "buffers.safetensors", buffers)
+        for aux_name, aux_arrays in fit.auxiliary.items():
+            _save_arrays(tmp / f"aux_{aux_name}.safetensors", aux_arrays)
         idata.to_netcdf(str(tmp / "inference_data.nc"))
 
     atomic_dir(path, fill)
@@ -149,6 +179,8 @@ def load(path: str | Path, program: Any) -> Fit:
     Nothing in the directory is executed: arrays come from safetensors, settings from JSON,
     and the program is the one you pass. Returns a :class:`~ppgen.result.Fit` whose
     ``predict``/``log_likelihood``/``to_arviz`` give the same results as the saved fit.
+    Auxiliary state comes back in ``fit.auxiliary``/``fit.auxiliary_settings``; an estimator
+    with a ``restore_auxiliary(fit, name, arrays, settings)`` method gets each entry too.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen, tempfile
@@ -165,7 +197,6 @@ def load(path: str | Path, program: Any) -> Fit:
     """
     from ppgen.inference._base import REGISTRY, FitContext
     from ppgen.program import Program
-    from ppgen.result import Fit
 
     path = Path(path)
     manifest = read_json(path / "manifest.json")
@@ -190,14 +221,42 @@ def load(path: str | Path, program: Any) -> Fit:
         kwargs.pop("steps")
     try:
         est = cls(**kwargs)
-    except Exception:
-        est = cls()
+    except Exception as e:
+        raise CheckpointError(
+            f"`{path}` was fitted with {cls.__name__} (`method={name!r}`), but "
+            f"{cls.__name__}(**{kwargs!r}) fails with the saved settings: "
+            f"{type(e).__name__}: {str(e).rstrip('.')}. Fix `estimator.settings` in "
+            f"{path / 'manifest.json'} "
+            "(or load with the ppgen version that saved it), or refit and save again."
+        ) from e
     backend = manifest["backend"]
     prog = Program(program, backend=backend)
     data = dict(_load_arrays(path / "data.safetensors"))
     data.update(manifest.get("data_scalars", {}))
     device = manifest.get("device")
     native, info = prog.validate(data, device, manifest.get("seed", 0))
+    saved_kind = manifest.get("program_kind")
+    if saved_kind is not None and info.kind != saved_kind:
+        raise CheckpointError(
+            f"`{path}` holds a fit of an {saved_kind} program, but the program passed to load is "
+            f"{info.kind} (observed sites: "
+            + ", ".join(f"`{n}` ({info.sites[n].dist})" for n in info.observed)
+            + "). Load it with the program it was fitted with."
+        )
+    aux = manifest.get("auxiliary") or {}
+    aux_settings = {
+        _check_aux_name(k, "in the manifest"): dict(v)
+        for k, v in (aux.get("settings") or {}).items()
+    }
+    aux_arrays = {}
+    for k in aux.get("arrays") or []:
+        file = path / f"aux_{_check_aux_name(k, 'in the manifest')}.safetensors"
+        if not file.exists():
+            raise CheckpointError(
+                f"`{path}` lists auxiliary state {k!r} in its manifest, but `{file.name}` is "
+                "missing; the run is incomplete. Save the fit again."
+            )
+        aux_arrays[k] = _load_arrays(file)
     history = read_json(path / "history.json")
     fit = Fit(
         program=prog,
@@ -211,6 +270,8 @@ def load(path: str | Path, program: Any) -> Fit:
         sample_stats=_load_arrays(path / "sample_stats.safetensors"),
         seed=manifest.get("seed", 0),
         device=device,
+        auxiliary=aux_arrays,
+        auxiliary_settings=aux_settings,
     )
     state = _load_arrays(path / "state.safetensors")
     if state and hasattr(est, "restore"):
@@ -222,4 +283,10 @@ def load(path: str | Path, program: Any) -> Fit:
     buffers = _load_arrays(path / "buffers.safetensors")
     if buffers:
         _restore_buffers(prog, buffers)
+    if hasattr(est, "restore_auxiliary"):
+        for k in sorted(set(aux_arrays) | set(aux_settings)):
+            est.restore_auxiliary(fit, k, aux_arrays.get(k, {}), aux_settings.get(k, {}))
     return fit
+
+
+Fit.writer = save_fit  # Fit.save writes through this module (result.py does not import it)

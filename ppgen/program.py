@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ppgen import _validate
 from ppgen.backends import BACKENDS, BackendOps, Plate, Site, get_backend, use_backend
 from ppgen.errors import DataError, ProgramError
 
@@ -55,6 +56,19 @@ class ProgramInfo:
     def max_plate_nesting(self) -> int:
         dims = [-p.dim for s in self.sites.values() for p in s.plates]
         return max(dims, default=0)
+
+    @property
+    def kind(self) -> str:
+        """``"explicit"`` (every observed site has a density), ``"implicit"`` (an observed site
+        is ``Implicit``: no density) or ``"energy"`` (an observed site is ``Unnormalized``)."""
+        for kind in ("implicit", "energy"):
+            if self.sites_of_kind(kind):
+                return kind
+        return "explicit"
+
+    def sites_of_kind(self, kind: str) -> list[str]:
+        """The observed sites whose distribution is of ``kind`` (see :attr:`kind`)."""
+        return [n for n in self.observed if self.sites[n].density == kind]
 
 
 def _module_backend(obj: Any) -> str | None:
@@ -217,72 +231,12 @@ class Program:
     # ------------------------------------------------------------------ data checks
     def check_keys(self, data: Mapping[str, Any]) -> None:
         """Unknown or missing keyword arguments, named, before anything runs."""
-        if not isinstance(data, Mapping):
-            raise DataError(
-                f"`data` must be a dict mapping the program's argument names to arrays; "
-                f"got {type(data).__name__}."
-            )
-        for k in data:
-            if not isinstance(k, str):
-                raise DataError(f"`data` keys must be strings (argument names); got {k!r}.")
-        if self.signature is None:
-            return
-        params = self.signature.parameters
-        accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        names = [
-            n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-        if not accepts_any:
-            unknown = [k for k in data if k not in names]
-            if unknown:
-                raise DataError(
-                    f"`data` has key(s) {unknown} that the program does not take; its arguments "
-                    f"are {names}. Rename the key(s) to match the model's keyword arguments."
-                )
-        missing = [
-            n for n in names if params[n].default is inspect.Parameter.empty and n not in data
-        ]
-        if missing:
-            raise DataError(
-                f"`data` is missing required argument(s) {missing} of the program. "
-                f"Pass them in `data`, e.g. data={{{missing[0]!r}: ...}}."
-            )
+        _validate.check_keys(self.signature, data)
 
     @staticmethod
     def check_values(data: Mapping[str, Any]) -> dict[str, Any]:
         """Convert array-likes to numpy and reject NaN/inf and non-numeric arrays."""
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            if v is None or isinstance(v, bool | int | float | str):
-                out[k] = v
-                continue
-            if hasattr(v, "detach"):
-                a = v.detach().cpu().numpy()
-            elif hasattr(v, "__array__") or isinstance(v, list | tuple):
-                try:
-                    a = np.asarray(v)
-                except ValueError as e:
-                    raise DataError(f"`data[{k!r}]` is not a rectangular array: {e}") from e
-            else:
-                out[k] = v
-                continue
-            if a.dtype.kind not in "biuf":
-                raise DataError(
-                    f"`data[{k!r}]` must be numeric (bool, int or float); got dtype {a.dtype}. "
-                    "Encode categories as integer ids."
-                )
-            if a.dtype.kind == "f":
-                bad = ~np.isfinite(a)
-                if bad.any():
-                    first = tuple(int(i) for i in np.argwhere(bad)[0])
-                    what = "NaN" if np.isnan(a[first]) else "inf"
-                    raise DataError(
-                        f"`data[{k!r}]` has {int(bad.sum())} non-finite value(s) ({what} first at "
-                        f"index {first}). Drop or impute them before fitting, or mask the "
-                        "likelihood with `poutine.mask` / `numpyro.handlers.mask`."
-                    )
-            out[k] = a
-        return out
+        return _validate.check_values(data)
 
     # ------------------------------------------------------------------ tracing
     def trace(self, native: Mapping[str, Any], seed: int = 0, guide: bool = False) -> list[Site]:
@@ -357,75 +311,8 @@ class Program:
         return None
 
     def _check_observed(self, info: ProgramInfo) -> None:
-        for name in info.observed:
-            s = info.sites[name]
-            full = s.batch_shape + s.event_shape
-            shape = s.shape
-            if len(shape) < len(s.event_shape) or shape[len(shape) - len(s.event_shape) :] != (
-                s.event_shape
-            ):
-                raise DataError(
-                    f"Observed site `{name}`: the data's trailing shape must equal the "
-                    f"distribution's event shape {s.event_shape}; got data of shape {shape}. "
-                    "Reshape the data or use `.to_event(...)` on the distribution."
-                )
-            for p in s.plates:
-                axis = len(shape) - s.event_dim + p.dim
-                if axis < 0 or shape[axis] != p.size:
-                    got = shape[axis] if axis >= 0 else "nothing"
-                    raise DataError(
-                        f"Observed site `{name}` sits in plate `{p.name}` of size {p.size} (dim "
-                        f"{p.dim}), but its data has {got} along that dim (data shape {shape}). "
-                        f"Make the plate size match the data, e.g. plate({p.name!r}, len(x))."
-                    )
-            try:
-                np.broadcast_shapes(shape, full)
-            except ValueError:
-                raise DataError(
-                    f"Observed site `{name}`: data of shape {shape} does not broadcast with the "
-                    f"distribution's shape {full}."
-                ) from None
-            bad = self.ops.support_violations(s)
-            if bad.any():
-                idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
-                val = np.atleast_1d(self.ops.to_numpy(s.value))
-                try:
-                    shown = val[idx[: val.ndim]] if val.ndim else val
-                except IndexError:
-                    shown = "?"
-                raise DataError(
-                    f"Observed site `{name}` ({s.dist}) needs values in support `{s.support}`; "
-                    f"got {int(bad.sum())} value(s) outside it (e.g. {shown!s} at index {idx}). "
-                    "Fix the data or choose a likelihood whose support covers it."
-                )
+        _validate.check_observed(info, self.ops)
+        _validate.check_kinds(info)
 
     def _check_guide(self, info: ProgramInfo, guide_sites: list[Site]) -> None:
-        gs = {s.name: s for s in guide_sites if s.kind != "param"}
-        for name in info.latent:
-            s = info.sites[name]
-            if name not in gs:
-                if s.enumerate in ("parallel", "sequential"):
-                    continue
-                raise ProgramError(
-                    f"Latent site `{name}` of the model is missing from the guide. Add "
-                    f"`sample({name!r}, ...)` to the guide, or mark it for enumeration with "
-                    "infer={'enumerate': 'parallel'} and use elbo='enum'."
-                )
-            g = gs[name]
-            if g.shape != s.shape:
-                raise ProgramError(
-                    f"Site `{name}` has shape {s.shape} in the model but {g.shape} in the guide. "
-                    "Make the guide's distribution (and its plates) match the model's."
-                )
-        extra = [n for n, g in gs.items() if g.kind == "latent" and n not in info.sites]
-        if extra:
-            raise ProgramError(
-                f"The guide samples site(s) {extra} that the model does not have. Remove them "
-                "from the guide or give them the model's names."
-            )
-        for n in gs:
-            if n in info.sites and info.sites[n].kind == "observed":
-                raise ProgramError(
-                    f"The guide samples `{n}`, which is an observed site of the model. Guides "
-                    "sample latent sites only."
-                )
+        _validate.check_guide(info, guide_sites)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ppgen.errors import DataError
+from ppgen._fit_capabilities import FitCapabilities
+from ppgen.distributions._base import energy_sampling_message, implicit_density_message
+from ppgen.errors import (
+    CapabilityError,
+    CheckpointError,
+    DataError,
+    EnergySamplingError,
+    ImplicitDensityError,
+)
 
 if TYPE_CHECKING:
     import arviz as az
@@ -22,11 +31,20 @@ def _flatten(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
 
 
-class Fit:
+class Fit(FitCapabilities):
     """What an estimator returns: learned params, posterior draws, history and diagnostics.
 
     Backend-agnostic: ``draws`` is a dict of numpy arrays shaped ``(chain, draw, *site_shape)``;
     ``params`` a dict of numpy arrays (constrained values); ``history`` per-step metrics.
+
+    Hooks an estimator may set: ``posterior_sampler(n, seed)`` (fresh posterior draws),
+    ``data_sampler(n, seed=, data=)`` (new data sets, e.g. an energy model's MCMC sampler),
+    ``encoder(fit, data, **kw)`` (amortised posteriors for :meth:`encode`); ``auxiliary``
+    (name -> flat numpy arrays: a discriminator's weights, persistent chains) and
+    ``auxiliary_settings`` (name -> JSON-able dict) are saved and restored with the run.
+
+    :attr:`capabilities` says what the fit can answer (``has_likelihood``, ``has_posterior``,
+    ``has_sample_stats``, ``can_sample``); ArviZ groups follow from it.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
@@ -40,7 +58,12 @@ class Fit:
         (1, 1000)
         >>> sorted(fit.to_arviz().groups())[:3]
         ['log_likelihood', 'observed_data', 'posterior']
+        >>> all(fit.capabilities.values())
+        True
     """
+
+    writer: ClassVar[Callable[[Fit, str | os.PathLike], None] | None] = None
+    """What :meth:`save` calls; ``ppgen.persist`` sets it to its ``save_fit`` when imported."""
 
     def __init__(
         self,
@@ -58,6 +81,10 @@ class Fit:
         device: str | None = None,
         param_state: Any = None,
         posterior_sampler: Callable[[int, int], dict[str, np.ndarray]] | None = None,
+        data_sampler: Callable[..., dict[str, np.ndarray]] | None = None,
+        encoder: Callable[..., Any] | None = None,
+        auxiliary: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        auxiliary_settings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.program = program
         self.estimator = estimator
@@ -72,7 +99,12 @@ class Fit:
         self.device = device
         self.param_state = param_state
         self.posterior_sampler = posterior_sampler
+        self.data_sampler = data_sampler
+        self.encoder = encoder
+        self.auxiliary = {k: dict(v) for k, v in (auxiliary or {}).items()}
+        self.auxiliary_settings = {k: dict(v) for k, v in (auxiliary_settings or {}).items()}
         self._idata: az.InferenceData | None = None
+        self._idata_key: tuple | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -105,19 +137,7 @@ class Fit:
 
     def model_callable(self) -> Callable:
         """The program's model with the fitted parameters in place (for predictions)."""
-        model = self.program.model
-        if self.backend == "numpyro" and self.params:
-            from numpyro import handlers
-
-            return handlers.substitute(model, data={k: v for k, v in self.params.items()})
-        if self.backend == "pyro" and self.param_state is not None:
-            from ppgen.inference._pyro import activate_params
-
-            activate_params(self.param_state)
-        return model
-
-    def _covariates(self, native: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(native)
+        return self.program.ops.bind_params(self.program.model, self.params, self.param_state)
 
     def _latent_draws(self) -> dict[str, np.ndarray]:
         """Flat draws of the sites to condition on (deterministic sites are recomputed)."""
@@ -174,17 +194,87 @@ class Fit:
                 c, d = 1, n
         return {k: v.reshape((c, d) + v.shape[1:]) for k, v in out.items()}
 
+    def sample(
+        self, n: int, *, seed: int | None = None, data: Mapping[str, Any] | None = None
+    ) -> dict[str, np.ndarray]:
+        """``n`` new data sets drawn from the fitted program: its observed sites, ``(n, *shape)``.
+
+        Posterior-averaged: draw ``i`` runs the program forward with the ``i``-th of ``n``
+        posterior draws (:meth:`sample_posterior`) when the program has latents and the fit a
+        posterior, otherwise with the prior (parameters at their fitted values). Works for
+        explicit and implicit programs; an energy program cannot be forward-simulated and
+        samples only through the fit's ``data_sampler`` hook (``data_sampler(n, seed=, data=)``,
+        which, when set, :meth:`sample` calls for every kind).
+
+        Arguments:
+            n: the number of data sets.
+            seed: the seed of the draws (default: derived from the fit's seed).
+            data: covariates for new inputs (default: the training data's).
+
+        Example:
+            >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
+            >>> def model(x=None):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            ...     with pyro.plate("obs", 5):
+            ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+            >>> fit = ppgen.fit(model, {"x": np.zeros(5)}, ppgen.inference.SVI(steps=10))
+            >>> fit.sample(3)["x"].shape
+            (3, 5)
+        """
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise DataError(f"`n` must be a positive int (the number of data sets); got {n!r}.")
+        seed = self.seed + 4 if seed is None else seed
+        if self.data_sampler is not None:
+            return self.data_sampler(int(n), seed=seed, data=data)
+        energy = self.info.sites_of_kind("energy")
+        if energy:
+            raise EnergySamplingError(
+                f"{energy_sampling_message(energy[0])} This fit has no `data_sampler`."
+            )
+        observed = self.info.observed
+        if not observed:
+            raise DataError("The program has no observed sites: there is no data to sample.")
+        native = self._native(data)
+        ops = self.program.ops
+        with ops.device_context(self.device):
+            model = self.model_callable()
+            if self.info.latent and self.has_posterior:
+                keep = {
+                    s for s, site in self.info.sites.items() if site.kind in ("latent", "param")
+                }
+                post = {k: v for k, v in self.sample_posterior(int(n), seed).items() if k in keep}
+                out = ops.predictive(model, native, samples=post, return_sites=observed, seed=seed)
+            else:
+                out = ops.predictive(
+                    model, native, num_samples=int(n), return_sites=observed, seed=seed
+                )
+        return {k: np.asarray(out[k]) for k in observed if k in out}
+
     def log_likelihood(self, data: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Pointwise log-likelihood of each observed site under each draw.
 
         Returns ``{site: array (chain, draw, *site_shape)}``; sum over data axes for the total.
+        Implicit and energy programs have none (:class:`~ppgen.errors.CapabilityError`).
         """
+        if self.info.observed and not self.has_likelihood:
+            why = self.unavailable_groups()["log_likelihood"]
+            implicit = self.info.sites_of_kind("implicit")
+            err = ImplicitDensityError if implicit else CapabilityError
+            raise err(f"This fit has no log-likelihood: {why}.")
         return self.site_log_probs(self.info.observed, data)
 
     def site_log_probs(
         self, sites: list[str], data: Mapping[str, Any] | None = None
     ) -> dict[str, np.ndarray]:
-        """Pointwise log-density of ``sites`` under each draw, ``(chain, draw, *batch_shape)``."""
+        """Pointwise log-density of ``sites`` under each draw, ``(chain, draw, *batch_shape)``.
+
+        An energy site gives ``-energy(x)`` (no ``log Z``); an implicit site has no density.
+        """
+        implicit = [
+            n for n in sites if n in self.info.sites and self.info.sites[n].density == "implicit"
+        ]
+        if implicit:
+            raise ImplicitDensityError(implicit_density_message(implicit[0]))
         native = self._native(data)
         info = self.info if data is None else self.program.inspect(data, seed=self.seed)
         shapes = {n: info.sites[n].batch_shape for n in sites}
@@ -199,18 +289,17 @@ class Fit:
             )
         return {k: v.reshape((c, d) + v.shape[1:]) for k, v in ll.items()}
 
-    def encode(self, data: Mapping[str, Any]) -> Any:
+    def encode(self, data: Mapping[str, Any], **kwargs: Any) -> Any:
         """Amortised posteriors of new data (VAE-family fits).
 
-        See :func:`ppgen.analysis.latent.encode`.
+        Calls the fit's ``encoder(fit, data, **kwargs)`` when its estimator set one, otherwise
+        :func:`ppgen.analysis.latent.encode`.
         """
-        if self.backend == "numpyro":
-            from ppgen.inference.guides._amortized_numpyro import encode as encode_numpyro
-
-            return encode_numpyro(self, data)
+        if self.encoder is not None:
+            return self.encoder(self, data, **kwargs)
         from ppgen.analysis.latent import encode
 
-        return encode(self, data)
+        return encode(self, data, **kwargs)
 
     # ------------------------------------------------------------------ hand-offs
     def to_arviz(
@@ -218,10 +307,14 @@ class Fit:
         *,
         prior: bool = False,
         num_prior_samples: int = 500,
-        posterior_predictive: bool = True,
-        log_likelihood: bool = True,
+        posterior_predictive: bool | None = None,
+        log_likelihood: bool | None = None,
     ) -> az.InferenceData:
-        """Everything as ArviZ ``InferenceData``; see :func:`ppgen.analysis.to_inference_data`."""
+        """Everything as ArviZ ``InferenceData``; see :func:`ppgen.analysis.to_inference_data`.
+
+        ``posterior_predictive``/``log_likelihood``: ``None`` builds the group when the fit can
+        (:meth:`unavailable_groups`), ``True`` requires it, ``False`` leaves it out.
+        """
         from ppgen.analysis.arviz import to_inference_data
 
         key = (prior, num_prior_samples, posterior_predictive, log_likelihood)
@@ -244,8 +337,12 @@ class Fit:
         kwargs.setdefault("kind", "all" if self.num_chains > 1 else "stats")
         return az.summary(idata, **kwargs)
 
-    def save(self, path: str) -> None:
-        """Write the run to directory ``path`` atomically (see :func:`ppgen.save`)."""
-        from ppgen.persist import save_fit
-
-        save_fit(self, path)
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the run to directory ``path`` atomically (see :func:`ppgen.persist.save_fit`)."""
+        writer = type(self).writer
+        if writer is None:
+            raise CheckpointError(
+                "No run writer is registered for Fit.save; `import ppgen` (which imports "
+                "ppgen.persist) before saving."
+            )
+        writer(self, path)

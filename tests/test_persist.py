@@ -148,3 +148,111 @@ def test_module_buffers_are_saved_and_restored(tmp_path):
         assert torch.equal(dict(fresh.named_buffers())[name], buf), name
     net.eval(), fresh.eval()
     np.testing.assert_allclose(again.log_likelihood()["y"], fit.log_likelihood()["y"], rtol=1e-6)
+
+
+def _normal(x=None):
+    import pyro
+    import pyro.distributions as dist
+
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 6):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def _gan(x=None):
+    import pyro
+    import pyro.distributions as dist
+
+    from ppgen.distributions import Implicit
+
+    with pyro.plate("data", 6):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", Implicit(2.0 * z + 1.0), obs=x)
+
+
+X6 = np.linspace(-1.0, 1.0, 6)
+
+
+def test_auxiliary_state_round_trips_bit_identically(tmp_path, monkeypatch):
+    fit = ppgen.fit(_normal, {"x": X6}, SVI(steps=5, num_draws=10))
+    rng = np.random.default_rng(0)
+    disc = {"w": rng.normal(size=(3, 4)).astype(np.float32), "step": np.arange(5, dtype=np.int64)}
+    chains = {"v": rng.normal(size=(2, 6))}
+    fit.auxiliary = {"disc": disc, "chains-0": chains}
+    fit.auxiliary_settings = {"disc": {"lr": 1e-3, "layers": [4, 3]}, "sampler": {"k": 1}}
+    fit.save(tmp_path / "run")
+    assert (tmp_path / "run" / "aux_disc.safetensors").exists()
+    restored = []
+    monkeypatch.setattr(
+        SVI, "restore_auxiliary", lambda self, *a: restored.append(a), raising=False
+    )
+    again = ppgen.load(tmp_path / "run", _normal)
+    assert sorted(again.auxiliary) == ["chains-0", "disc"]
+    for name, arrays in fit.auxiliary.items():
+        for k, v in arrays.items():
+            got = again.auxiliary[name][k]
+            assert got.dtype == v.dtype and np.array_equal(got, v), (name, k)
+    assert again.auxiliary_settings == fit.auxiliary_settings
+    assert [(a[1], a[3]) for a in restored] == [
+        ("chains-0", {}),
+        ("disc", {"lr": 1e-3, "layers": [4, 3]}),
+        ("sampler", {"k": 1}),
+    ]
+    assert all(a[0] is again for a in restored)
+    assert np.array_equal(restored[1][2]["w"], disc["w"])
+
+
+def test_auxiliary_names_must_be_safe_file_names(tmp_path):
+    fit = ppgen.fit(_normal, {"x": X6}, SVI(steps=2, num_draws=5))
+    fit.auxiliary = {"../evil": {"w": np.zeros(2)}}
+    with pytest.raises(CheckpointError, match=r"'\.\./evil'.*letters, digits"):
+        fit.save(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    fit.auxiliary = {"ok": {"w": np.zeros(2)}}
+    fit.save(tmp_path / "run")
+    original = (tmp_path / "run" / "manifest.json").read_text()
+    manifest = json.loads(original)
+    manifest["auxiliary"]["arrays"] = ["../../etc/passwd"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="safe file name"):
+        ppgen.load(tmp_path / "run", _normal)
+    (tmp_path / "run" / "manifest.json").write_text(original)
+    (tmp_path / "run" / "aux_ok.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="'ok'.*aux_ok.safetensors` is missing"):
+        ppgen.load(tmp_path / "run", _normal)
+
+
+def test_load_refuses_settings_the_estimator_rejects(tmp_path):
+    fit = ppgen.fit(_normal, {"x": X6}, SVI(steps=2, num_draws=5))
+    fit.save(tmp_path / "run")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    manifest["estimator"]["settings"]["steps"] = -5
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError) as info:
+        ppgen.load(tmp_path / "run", _normal)
+    msg = str(info.value)
+    for w in ("SVI", "'steps': -5", "EstimatorError", "`steps`", "manifest.json"):
+        assert w in msg, msg
+
+
+def test_implicit_fits_save_and_load_and_the_kind_must_match(tmp_path):
+    from ppgen import Program
+    from ppgen.result import Fit
+
+    prog = Program(_gan)
+    _, info = prog.validate({"x": X6})
+    z = np.random.default_rng(0).normal(size=(1, 50, 6)).astype(np.float32)
+    fit = Fit(program=prog, estimator=SVI(), info=info, data={"x": X6}, draws={"z": z})
+    fit.save(tmp_path / "gan")
+    manifest = json.loads((tmp_path / "gan" / "manifest.json").read_text())
+    assert manifest["program_kind"] == "implicit"
+    idata = az.from_netcdf(tmp_path / "gan" / "inference_data.nc")
+    assert "log_likelihood" not in idata.groups() and "posterior_predictive" in idata.groups()
+    assert "Implicit" in json.loads(idata.attrs["ppgen_omitted_groups"])["log_likelihood"]
+    again = ppgen.load(tmp_path / "gan", _gan)
+    assert again.kind == "implicit" and np.array_equal(again.draws["z"], z)
+    with pytest.raises(CheckpointError, match="implicit program.*explicit"):
+        ppgen.load(tmp_path / "gan", _normal)
+    ppgen.fit(_normal, {"x": X6}, SVI(steps=2, num_draws=5)).save(tmp_path / "normal")
+    with pytest.raises(CheckpointError, match="explicit program.*implicit.*`x`"):
+        ppgen.load(tmp_path / "normal", _gan)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ppgen.errors import CapabilityError
 
 if TYPE_CHECKING:
     import arviz as az
@@ -53,8 +56,8 @@ def to_inference_data(
     *,
     prior: bool = False,
     num_prior_samples: int = 500,
-    posterior_predictive: bool = True,
-    log_likelihood: bool = True,
+    posterior_predictive: bool | None = None,
+    log_likelihood: bool | None = None,
 ) -> az.InferenceData:
     """Build an ``arviz.InferenceData`` from a :class:`~ppgen.result.Fit`.
 
@@ -65,8 +68,16 @@ def to_inference_data(
     ``posterior_predictive``, ``observed_data``, ``constant_data`` (other numeric inputs) and,
     with ``prior=True``, ``prior`` / ``prior_predictive``. Dimensions are named after plates
     (``plate("data", N)`` gives a ``data`` dimension); other axes are ``{site}_dim_{i}``.
-    A program with no latent sites (MLE fits) has no ``posterior``; a program with no
-    observed sites has no ``log_likelihood``.
+    A program with no latent sites (MLE fits) has no ``posterior``.
+
+    Only the groups the fit can build are built (:meth:`~ppgen.result.Fit.unavailable_groups`):
+    an implicit program (``Implicit`` observed site) has no ``log_likelihood``; an energy
+    program (``Unnormalized``) has neither ``log_likelihood`` (log Z is unknown) nor
+    ``posterior_predictive`` (no forward simulation). ``posterior_predictive`` and
+    ``log_likelihood`` are ``None`` (build when available), ``True`` (required: raises
+    :class:`~ppgen.errors.CapabilityError` saying why when the fit cannot) or ``False``. The
+    groups left out for want of a capability and why are in
+    ``idata.attrs["ppgen_omitted_groups"]``, a JSON string ``{group: reason}``.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
@@ -85,6 +96,18 @@ def to_inference_data(
     ops = fit.program.ops
     groups: dict[str, Any] = {}
     dims: dict[str, list[str]] = {}
+    unavailable = fit.unavailable_groups()
+    omitted: dict[str, str] = {}
+
+    def wanted(group: str, flag: bool | None) -> bool:
+        why = unavailable.get(group)
+        if why is None:
+            return flag is not False
+        if flag:
+            raise CapabilityError(f"`{group}=True`, but this fit has no {group} group: {why}.")
+        if flag is None:
+            omitted[group] = why
+        return False
 
     posterior = {}
     for name, v in fit.draws.items():
@@ -99,6 +122,8 @@ def to_inference_data(
         groups["posterior"] = posterior
     if fit.sample_stats:
         groups["sample_stats"] = dict(fit.sample_stats)
+    elif posterior and "sample_stats" in unavailable:
+        omitted["sample_stats"] = unavailable["sample_stats"]
     elif posterior and info.observed:
         # SVI / MAP: the log joint of each guide draw (importance-weight diagnostics need it)
         sites = [n for n in info.latent if n in fit.draws] + info.observed
@@ -123,13 +148,13 @@ def to_inference_data(
     if const:
         groups["constant_data"] = const
 
-    if log_likelihood and info.observed:
+    if wanted("log_likelihood", log_likelihood):
         ll = fit.log_likelihood()
         groups["log_likelihood"] = ll
         for name, v in ll.items():
             dims.setdefault(name, site_dims(info.sites[name], v.ndim - 2))
 
-    if posterior_predictive and info.observed:
+    if wanted("posterior_predictive", posterior_predictive):
         pred = fit.predict(sites=info.observed)
         pp = {}
         for name in info.observed:
@@ -143,7 +168,15 @@ def to_inference_data(
         native = fit._native(None)
         with ops.device_context(fit.device):
             model = fit.model_callable()
-            pr = ops.predictive(model, native, num_samples=num_prior_samples, seed=fit.seed + 3)
+            simulate = wanted("prior_predictive", None)  # energy programs: latents only
+            pr = ops.predictive(
+                model,
+                native,
+                num_samples=num_prior_samples,
+                seed=fit.seed + 3,
+                return_sites=None if simulate else info.latent,
+                uncondition=simulate,
+            )
         pri, ppri = {}, {}
         for name, v in pr.items():
             site = info.sites.get(name)
@@ -158,4 +191,6 @@ def to_inference_data(
             groups["prior_predictive"] = ppri
 
     # plate dims get integer coordinates; ArviZ checks sizes for us
-    return az.from_dict(**groups, dims=dims)
+    idata = az.from_dict(**groups, dims=dims)
+    idata.attrs["ppgen_omitted_groups"] = json.dumps(omitted, sort_keys=True)  # netCDF-safe
+    return idata

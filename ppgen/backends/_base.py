@@ -25,6 +25,7 @@ class Site:
 
     ``kind`` is ``"observed"``, ``"latent"``, ``"param"`` or ``"deterministic"``.
     ``value`` is the traced value (native array), ``fn`` the distribution (sample sites).
+    ``density`` is ``"explicit"``, ``"implicit"`` or ``"energy"`` (``ppgen.distributions``).
     """
 
     name: str
@@ -40,10 +41,22 @@ class Site:
     fn: Any = field(default=None, repr=False)
     value: Any = field(default=None, repr=False)
     infer: dict = field(default_factory=dict, repr=False)
+    density: str = "explicit"
 
     @property
     def event_dim(self) -> int:
         return len(self.event_shape)
+
+
+class ScaleBox:
+    """The minibatch weight ``N / B`` of the sites in plate ``name``, shared by the model's
+    and the guide's wrappers: ``box(fn)`` wraps a program (see :meth:`BackendOps.scale_box`)."""
+
+    def __init__(self, name: str, wrap: Callable[[Callable, ScaleBox], Callable]) -> None:
+        self.name, self.scale, self._wrap = name, 1.0, wrap
+
+    def __call__(self, fn: Callable) -> Callable:
+        return self._wrap(fn, self)
 
 
 class BackendOps(ABC):
@@ -95,6 +108,199 @@ class BackendOps(ABC):
         """Pointwise log-density of each site in ``shapes`` (name -> batch shape) per sample.
 
         Returns ``{site: array (S, *batch_shape)}``; event dims are summed by the distribution.
+        """
+
+    def scale_box(self, name: str) -> ScaleBox:
+        """Minibatch scaling of plate ``name``: sites in it are weighted ``box.scale`` (set it to
+        ``N / B`` before each step), exactly what a subsampled plate does."""
+        return ScaleBox(name, self.scale_sites)
+
+    @abstractmethod
+    def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
+        """``fn`` with every sample site inside plate ``box.name`` weighted by ``box.scale``."""
+
+    @abstractmethod
+    def bind_params(self, model: Callable, params: Mapping[str, Any], param_state: Any) -> Callable:
+        """``model`` with a fit's parameters in place: ``params`` (constrained numpy values) or
+        the backend's raw ``param_state`` (Pyro: activated in the param store)."""
+
+    # -- differentiable operations (native arrays in and out; never numpy) ---------------------
+
+    @abstractmethod
+    def log_joint(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        r"""The program's log joint density at given latent values, differentiably.
+
+        .. math:: \log p(x, z) = \sum_{\text{sites } s} \sum_i m_{s,i}\, c_s \log p(v_{s,i}
+           \mid \text{parents})
+
+        summed over every sample site, observed (``x``, from ``kwargs``) and latent (``z``,
+        from ``values``), with each site's plate/``scale`` factor ``c_s`` and ``mask`` ``m``
+        applied as Pyro's ``Trace.log_prob_sum`` does.
+
+        Arguments:
+            fn: The program (a Pyro or NumPyro callable).
+            kwargs: Its keyword arguments, data included (native arrays, e.g. from :meth:`native`).
+            values: Site name -> native array, in the constrained space, for **every** latent
+                site; a latent without a value raises :class:`~ppgen.errors.ProgramError`
+                naming it (it is never sampled).
+            params: Values for ``param`` sites (constrained). Pyro: ``None`` uses the live
+                param store, a dict substitutes those sites. NumPyro: ``None`` uses each
+                ``numpyro.param``'s initial value; pass ``svi.get_params(state)``-style dicts.
+
+        Returns:
+            A scalar: a torch tensor with a graph to ``values`` and the param store (Pyro), or a
+            JAX array, pure in ``values`` and ``params`` for ``jax.grad``/``jit`` (NumPyro).
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> from ppgen.backends import get_backend
+            >>> def model(x=None):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            ...     pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+            >>> mu = torch.tensor(0.5, requires_grad=True)
+            >>> lp = get_backend("pyro").log_joint(model, {"x": torch.tensor(1.0)}, {"mu": mu})
+            >>> round(lp.item(), 4), torch.autograd.grad(lp, mu)[0].item()  # d/dmu = x - 2 mu
+            (-2.0879, 0.0)
+        """
+
+    @abstractmethod
+    def simulate(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any] | None = None,
+        *,
+        sites: list[str] | None = None,
+        seed: int | None = None,
+        rng_key: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        r"""Run the program forward with its observed sites **simulated**, differentiably.
+
+        .. math:: z \sim p(z)\ (\text{or } z = \text{values}),\qquad x \sim p(x \mid z)
+
+        Every observed site ignores its ``obs=`` and is drawn; latents are drawn from the
+        prior unless fixed by ``values``. Draws are reparameterised where the distribution has
+        ``rsample`` (``Normal``, ``Delta``, flows...), so gradients reach the program's
+        parameters: ``x = G(z)`` with ``z ~ N(0, I)`` is a GAN generator step.
+        ``pyro.deterministic``/``numpyro.deterministic`` sites keep their computed value.
+
+        Arguments:
+            fn: The program.
+            kwargs: Its keyword arguments; observed values in them are ignored.
+            values: Site name -> native array fixing those sites (latents) instead of drawing.
+            sites: Names to return (default: every sample and deterministic site).
+            seed: Pyro: draw from torch's RNG seeded with ``seed`` and restore the global RNG
+                state afterwards (``None``: the global RNG, advanced). NumPyro: the same as
+                ``rng_key=jax.random.PRNGKey(seed)``.
+            rng_key: NumPyro's key (one of ``rng_key``/``seed`` is required); not on Pyro.
+            params: Values for ``param`` sites, as in :meth:`log_joint`.
+
+        Returns:
+            ``{site: native array}``: torch tensors carrying gradients (Pyro), or JAX arrays
+            pure in ``params``/``values``/``rng_key`` (NumPyro).
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> from ppgen.backends import get_backend
+            >>> def gen(x=None):
+            ...     b = pyro.param("b", torch.tensor(3.0))
+            ...     with pyro.plate("data", 1000):
+            ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            ...         pyro.sample("x", dist.Delta(2.0 * z + b), obs=x)
+            >>> out = get_backend("pyro").simulate(gen, {"x": torch.zeros(1000)}, seed=0)
+            >>> out["x"].mean().backward()
+            >>> round(pyro.param("b").grad.item(), 4)  # d mean(x) / db
+            1.0
+        """
+
+    @abstractmethod
+    def score(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        site: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        values: Mapping[str, Any] | None = None,
+        seed: int | None = 0,
+        rng_key: Any = None,
+    ) -> Any:
+        r"""The data score :math:`\nabla_x \log p(x \mid z)` of an observed site at its value.
+
+        For an explicit density this is :math:`\nabla_x` of the site's ``log_prob``; for an
+        energy model (``log_prob = -E(x)``, as ``ppgen.distributions.Unnormalized``) it is
+        :math:`-\nabla_x E(x)` by the same code. Latents and parameters stay at their traced
+        values: latents from ``values``, any others drawn once from the prior (``seed``).
+        The site's ``log_prob`` is used as is: plate ``scale`` and ``poutine.mask`` are not
+        applied (they weight a loss, not the density).
+
+        Arguments:
+            fn: The program.
+            kwargs: Its keyword arguments; the observed value of ``site`` comes from them.
+            site: The name of an observed, continuous sample site.
+            params: Values for ``param`` sites, as in :meth:`log_joint`.
+            values: Latent site name -> native array to hold fixed.
+            seed: Seed for drawing latents not in ``values`` (Pyro: the global RNG state is
+                restored; ``None`` uses the global RNG).
+            rng_key: NumPyro only: a key for those draws, instead of ``seed``.
+
+        Returns:
+            An array of the value's shape. Pyro computes it with
+            ``torch.autograd.grad(..., create_graph=True)``, so a score-matching loss can
+            differentiate through it (w.r.t. parameters, or ``x`` again for the Hessian trace);
+            NumPyro returns ``jax.grad`` of a function of ``x``, pure in ``params``.
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> from ppgen.backends import get_backend
+            >>> def model(x=None):
+            ...     pyro.sample("x", dist.Normal(1.0, 2.0).expand([2]).to_event(1), obs=x)
+            >>> get_backend("pyro").score(model, {"x": torch.tensor([3.0, -1.0])}, "x").tolist()
+            [-0.5, 0.5]
+        """
+
+    @abstractmethod
+    def module_params(
+        self, prefix: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The parameters of one module (or group), by name, for an optimiser.
+
+        A name belongs to ``prefix`` when it equals it or continues it after a separator
+        (``$ . / _``), so ``"enc"`` selects ``enc$$$weight`` but not ``encoder$$$weight``
+        (see :func:`ppgen.backends._checks.matches_prefix`). Naming on each backend:
+
+        * Pyro: ``pyro.module("enc", m)`` registers ``enc$$$<param path>`` (``enc$$$0.weight``
+          for a ``Sequential``); ``pyro.param("enc_scale")`` is itself a name.
+        * NumPyro: ``flax_module``/``nnx_module``/``eqx_module("enc", ...)`` store the whole
+          parameter pytree under one entry ``enc$params`` (mutable state under ``enc$state``);
+          ``random_*_module`` parameters are sample sites ``enc/<path>``, not params.
+
+        Arguments:
+            prefix: Module name or name prefix; ``None`` selects every parameter.
+            params: A flat dict name -> value to filter. Pyro: ``None`` reads the global param
+                store. NumPyro: required (e.g. ``svi.get_params(state)``).
+
+        Returns:
+            ``{name: value}`` in the store's order. Pyro: the store's **unconstrained leaf
+            tensors** (``named_parameters()``), the very objects a torch optimiser must update
+            (an in-place step changes what ``pyro.param`` returns). NumPyro: the entries of
+            ``params`` as given. A ``prefix`` that matches nothing raises
+            :class:`~ppgen.errors.ProgramError` listing the modules there are.
+
+        Example:
+            >>> import pyro
+            >>> from ppgen.backends import get_backend
+            >>> _ = pyro.module("enc", torch.nn.Linear(2, 3))
+            >>> _ = pyro.module("dec", torch.nn.Linear(3, 2))
+            >>> sorted(get_backend("pyro").module_params("enc"))
+            ['enc$$$bias', 'enc$$$weight']
         """
 
     def seed_everything(self, seed: int) -> None:  # noqa: B027 - optional hook

@@ -13,7 +13,9 @@ import numpyro
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
-from ppgen.backends._base import BackendOps, Plate, Site
+from ppgen.backends import _numpyro_ops as _ops
+from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
+from ppgen.distributions import density_kind
 
 
 def _dist_name(fn: Any) -> str:
@@ -118,6 +120,7 @@ class NumPyroOps(BackendOps):
                         fn=fn_,
                         value=s["value"],
                         infer=dict(s.get("infer") or {}, _obs_id=id(s["value"])),
+                        density=density_kind(fn_),
                     )
                 )
             elif s["type"] == "param":
@@ -207,6 +210,66 @@ class NumPyroOps(BackendOps):
 
         out = jax.vmap(one)(post)
         return {n: np.asarray(out[n]) for n in names}
+
+    def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
+        def scaled(*args: Any, **kwargs: Any) -> Any:
+            with _ops.ScalePlate(None, box):
+                return fn(*args, **kwargs)
+
+        return scaled
+
+    def bind_params(self, model: Callable, params: Mapping[str, Any], param_state: Any) -> Callable:
+        return handlers.substitute(model, data=dict(params)) if params else model
+
+    # differentiable operations: implemented in _numpyro_ops, documented on BackendOps
+
+    def log_joint(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+    ) -> jax.Array:
+        return _ops.log_joint(fn, kwargs, values, params)
+
+    def simulate(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any] | None = None,
+        *,
+        sites: list[str] | None = None,
+        seed: int | None = None,
+        rng_key: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, jax.Array]:
+        return _ops.simulate(
+            Uncondition(fn),
+            kwargs,
+            values,
+            sites=sites,
+            seed=seed,
+            rng_key=rng_key,
+            params=params,
+        )
+
+    def score(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        site: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        values: Mapping[str, Any] | None = None,
+        seed: int | None = 0,
+        rng_key: Any = None,
+    ) -> jax.Array:
+        return _ops.score(fn, kwargs, site, params, values=values, seed=seed, rng_key=rng_key)
+
+    def module_params(
+        self, prefix: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return _ops.module_params(prefix, params)
 
 
 OPS = NumPyroOps()

@@ -12,7 +12,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 
-from ppgen.backends._base import BackendOps, Plate, Site
+from ppgen.backends import _pyro_ops as _ops
+from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
+from ppgen.backends._pyro_ops import activate_params
+from ppgen.distributions import density_kind
 
 
 class ObsAsFloat(Messenger):
@@ -135,6 +138,7 @@ class PyroOps(BackendOps):
                         fn=fn_,
                         value=s["value"],
                         infer=dict(s["infer"]),
+                        density=density_kind(fn_),
                     )
                 )
             elif s["type"] == "param":
@@ -326,6 +330,65 @@ class PyroOps(BackendOps):
                 full = (n,) + (1,) * (depth - len(shape)) + tuple(shape)
                 out[name] = self.to_numpy(torch.broadcast_to(lp, full).reshape((n,) + tuple(shape)))
         return out
+
+    def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
+        return _ops.ScalePlate(box)(fn)
+
+    def bind_params(self, model: Callable, params: Mapping[str, Any], param_state: Any) -> Callable:
+        if param_state is not None:
+            activate_params(param_state)
+        return model
+
+    # differentiable operations: implemented in _pyro_ops, documented on BackendOps
+
+    def log_joint(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+    ) -> torch.Tensor:
+        return _ops.log_joint(ObsAsFloat()(fn), kwargs, values, params)
+
+    def simulate(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        values: Mapping[str, Any] | None = None,
+        *,
+        sites: list[str] | None = None,
+        seed: int | None = None,
+        rng_key: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return _ops.simulate(
+            Uncondition()(fn),
+            kwargs,
+            values,
+            sites=sites,
+            seed=seed,
+            rng_key=rng_key,
+            params=params,
+        )
+
+    def score(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        site: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        values: Mapping[str, Any] | None = None,
+        seed: int | None = 0,
+        rng_key: Any = None,
+    ) -> torch.Tensor:
+        fn = ObsAsFloat()(fn)
+        return _ops.score(fn, kwargs, site, params, values=values, seed=seed, rng_key=rng_key)
+
+    def module_params(
+        self, prefix: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return _ops.module_params(prefix, params)
 
 
 OPS = PyroOps()

@@ -1,13 +1,17 @@
-"""Estimators: SVI, NUTS/HMC, MLE; the base classes third-party estimators implement."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact; the base classes third-party estimators implement."""
 
+import warnings as _warnings
+
+from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was here)
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
-from ppgen.inference.exact import Exact, ExactPosterior  # noqa: F401
-from ppgen.inference.fast_svi import FastSVI
-from ppgen.inference.guides.amortized import Amortized, FlowGuide
+from ppgen.inference._optim import Optim
+from ppgen.inference.exact import Exact
+from ppgen.inference.guides import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
-from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
+from ppgen.inference.objectives import KLWarmup, ReparamELBO
+from ppgen.inference.runners import Local, Runner
 from ppgen.inference.svi import SVI
 
 __all__ = [
@@ -18,14 +22,33 @@ __all__ = [
     "REGISTRY",
     "EarlyStopping",
     "StopTraining",
+    "Optim",
+    "Runner",
+    "Local",
     "SVI",
     "NUTS",
     "HMC",
     "MCMC",
     "MLE",
+    "Exact",
     "Amortized",
     "FlowGuide",
-    "FastSVI",
     "ReparamELBO",
     "KLWarmup",
 ]
+
+_RENAMED = {"FastSVI": ("SVI", SVI), "VAEELBO": ("ReparamELBO", ReparamELBO)}
+
+
+def __getattr__(name: str) -> object:
+    """Names of earlier releases, kept for one release with a DeprecationWarning."""
+    if name in _RENAMED:
+        new, obj = _RENAMED[name]
+        _warnings.warn(
+            f"`ppgen.inference.{name}` is deprecated; use `ppgen.inference.{new}` (SVI picks "
+            "the fastest exact path itself).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return obj
+    raise AttributeError(f"module 'ppgen.inference' has no attribute {name!r}")

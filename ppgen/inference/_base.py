@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ppgen.errors import EstimatorError
+from ppgen.inference._loop import run_loop
 
 if TYPE_CHECKING:
     from ppgen._typing import Callback
@@ -101,10 +102,14 @@ class Estimator(ABC):
     Subclasses set ``name`` and ``backends`` and implement :meth:`run`. Optimisation-based
     estimators derive from :class:`OptimEstimator` instead and implement only ``init`` and
     ``step``; the shared loop does progress, callbacks, NaN guard, checkpoints and resume.
+    ``kinds`` declares the program kinds the estimator fits (``"explicit"``, ``"implicit"``,
+    ``"energy"``; see :attr:`~ppgen.program.ProgramInfo.kind`): ``ppgen.fit`` refuses any
+    other kind before work.
     """
 
     name: ClassVar[str] = "estimator"
     backends: ClassVar[tuple[str, ...]] = ("pyro", "numpyro")
+    kinds: ClassVar[tuple[str, ...]] = ("explicit",)
 
     def check(self, program: Program, info: ProgramInfo) -> None:
         """Raise :class:`EstimatorError` if this estimator cannot fit ``program`` (before work)."""
@@ -144,24 +149,63 @@ class OptimEstimator(Estimator):
     must contain ``"loss"``), ``state_dict``/``load_state_dict`` for checkpoints, and
     ``finalize(ctx, state, history) -> Fit``.
 
-    Example: a complete (if silly) estimator that fits nothing but counts steps.
+    An estimator may do several inner updates per loop step (a GAN's ``n_critic`` critic
+    updates); the loop only sees the metrics ``step`` returns. Every metric is shown in the
+    progress bar, kept in ``fit.history`` and checked by the NaN guard, which names the
+    metric, the step and the parameters (``nonfinite_sites``) that went bad.
 
-        >>> import numpy as np
-        >>> class Counter(OptimEstimator):
-        ...     name = "counter"
+    Example: a complete estimator with two parameter groups and two optimiser steps per loop
+    step, run by the real loop (checkpoints and resume work too) and returning a ``Fit``.
+
+        >>> import numpy as np, torch, pyro, pyro.distributions as dist, ppgen
+        >>> from ppgen.inference import Optim
+        >>> from ppgen.result import Fit
+        >>> class MeanThenSpread(OptimEstimator):
+        ...     name = "mean-then-spread"
         ...     def init(self, ctx):
-        ...         return {"n": np.zeros(())}
+        ...         x = torch.as_tensor(ctx.data_np["x"], dtype=torch.float32)
+        ...         loc = torch.zeros((), requires_grad=True)
+        ...         log_sd = torch.zeros((), requires_grad=True)
+        ...         opt = Optim("adam", 0.05, groups={"spread": {"lr": 0.02}}).torch(
+        ...             {"mean": [loc], "spread": [log_sd]}, self.steps)
+        ...         return {"x": x, "loc": loc, "log_sd": log_sd, "opt": opt}
         ...     def step(self, state, batch):
-        ...         n = state["n"] + 1
-        ...         return {"n": n}, {"loss": float(-n)}
+        ...         x, loc, log_sd, opt = state["x"], state["loc"], state["log_sd"], state["opt"]
+        ...         opt.zero_grad()
+        ...         loss_mean = ((x - loc) ** 2).mean()
+        ...         loss_mean.backward()
+        ...         opt.step(["mean"])  # the first network's update ...
+        ...         resid = ((x - loc.detach()) ** 2).mean()
+        ...         loss_spread = (log_sd - 0.5 * resid.log()) ** 2
+        ...         loss_spread.backward()
+        ...         opt.step(["spread"])  # ... then the second's, with its own learning rate
+        ...         opt.schedule()
+        ...         return state, {"loss": loss_mean.item(), "loss_spread": loss_spread.item()}
         ...     def state_dict(self, state):
-        ...         return {"n": state["n"]}
+        ...         return {"loc": state["loc"].detach().clone(),
+        ...                 "log_sd": state["log_sd"].detach().clone(),
+        ...                 "optim": state["opt"].state_dict()}
         ...     def load_state_dict(self, state, sd):
-        ...         return {"n": np.asarray(sd["n"])}
+        ...         with torch.no_grad():
+        ...             state["loc"].copy_(sd["loc"]); state["log_sd"].copy_(sd["log_sd"])
+        ...         state["opt"].load_state_dict(sd["optim"])
+        ...         return state
         ...     def finalize(self, ctx, state, history):
-        ...         return float(state["n"])
-        >>> Counter(steps=3).steps
-        3
+        ...         params = {"loc": state["loc"].detach().numpy(),
+        ...                   "scale": state["log_sd"].exp().detach().numpy()}
+        ...         return Fit(program=ctx.program, estimator=self, info=ctx.info,
+        ...                    data=ctx.data_np, params=params, history=history, seed=ctx.seed)
+        >>> def model(x=None):
+        ...     loc = pyro.param("loc", torch.tensor(0.0))
+        ...     scale = pyro.param("scale", torch.tensor(1.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(loc, scale), obs=x)
+        >>> x = np.random.default_rng(0).normal(3.0, 2.0, 500)
+        >>> fit = ppgen.fit(model, {"x": x}, MeanThenSpread(steps=400))
+        >>> sorted(fit.history), bool(abs(fit.params["loc"] - x.mean()) < 0.05)
+        (['loss', 'loss_spread'], True)
+        >>> bool(abs(fit.params["scale"] - x.std()) < 0.05)
+        True
     """
 
     def __init__(
@@ -186,8 +230,6 @@ class OptimEstimator(Estimator):
         self.batch_plate = batch_plate
 
     def run(self, ctx: FitContext) -> Fit:
-        from ppgen.inference._loop import run_loop
-
         return run_loop(self, ctx)
 
     @abstractmethod

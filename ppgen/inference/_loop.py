@@ -166,6 +166,26 @@ def _save_checked(
     _save(est, path, state, loop)
 
 
+def _nonfinite_message(
+    est: OptimEstimator, state: Any, n: int, values: Mapping[str, float], bad: list[str]
+) -> str:
+    """Which metric broke at step ``n`` and where: parameters (named by network) or sites."""
+    params = est.nonfinite_sites(state)
+    if params:
+        where = f" Non-finite parameter(s): {params}."
+    else:
+        sites = est.nonfinite_loss_sites(state)
+        where = " All parameters are finite" + (
+            f"; the log-density is non-finite at site(s) {sites}." if sites else "."
+        )
+    shown = ", ".join(f"{k}={values[k]}" for k in bad)
+    return (
+        f"The {est.name} metric(s) {shown} became non-finite at step {n}.{where} Lower the "
+        "learning rate, check the data scale, or give the failing site a better initial "
+        "value. The last checkpoint (if any) holds finite values."
+    )
+
+
 def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
     info = ctx.info
@@ -216,26 +236,15 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
 
     def record(n: int, metrics: Mapping[str, Any]) -> bool:
         """Guard, log and report step ``n``'s metrics; whether a callback asked to stop."""
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            bad = est.nonfinite_sites(state)
-            if bad:
-                where = f" Non-finite parameter(s): {bad}."
-            else:
-                sites = est.nonfinite_loss_sites(state)
-                where = " All parameters are finite" + (
-                    f"; the log-density is non-finite at site(s) {sites}." if sites else "."
-                )
-            raise NonFiniteError(
-                f"The {est.name} loss became {loss} at step {n}.{where} Lower the "
-                "learning rate, check the data scale, or give the failing site a better "
-                "initial value. The last checkpoint (if any) holds finite values."
-            )
-        for k, v in metrics.items():
-            history.setdefault(k, []).append(float(v))
+        values = {k: float(v) for k, v in metrics.items()}
+        bad_metrics = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad_metrics:
+            raise NonFiniteError(_nonfinite_message(est, state, n, values, bad_metrics))
+        for k, v in values.items():
+            history.setdefault(k, []).append(v)
         bar.update(1)
         if n % 10 == 0 or n == total:
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
         stop = False
         for cb in ctx.callbacks:
             try:

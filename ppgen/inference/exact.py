@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ppgen.capabilities import ExactPosterior, declares
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import Estimator, FitContext, register
 from ppgen.result import Fit
 
 __all__ = ["Exact", "ExactPosterior"]
-
-
-@dataclass
-class ExactPosterior:
-    """What a model's ``exact_posterior(**data)`` returns to :class:`Exact`.
-
-    Attributes:
-        sample: ``sample(n, rng)`` gives ``n`` independent posterior draws of every latent
-            site of the model's program, ``{site: array (n, *site_shape)}``.
-        params: closed-form summaries (posterior parameters, sufficient statistics), stored
-            in ``Fit.params``.
-        point_mass: sites whose "posterior" is a point estimate (e.g. hyperparameters set by
-            empirical Bayes), reported in ``Fit.diagnostics``.
-
-    Example:
-        >>> post = ExactPosterior(lambda n, rng: {"p": rng.beta(3.0, 2.0, size=n)})
-        >>> post.sample(4, np.random.default_rng(0))["p"].shape
-        (4,)
-    """
-
-    sample: Callable[[int, np.random.Generator], dict[str, np.ndarray]]
-    params: dict[str, np.ndarray] = field(default_factory=dict)
-    point_mass: tuple[str, ...] = ()
 
 
 @register("exact", "conjugate")
@@ -75,7 +51,7 @@ class Exact(Estimator):
 
     def check(self, program: Any, info: Any) -> None:
         super().check(program, info)
-        if not callable(getattr(program.obj, "exact_posterior", None)):
+        if not declares(program.obj, "exact_posterior"):
             raise EstimatorError(
                 f"method='exact' needs a model that knows its closed-form posterior (a method "
                 f"`exact_posterior(**data)`, as NormalNormal, BetaBernoulli, GammaPoisson and "

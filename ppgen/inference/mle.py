@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from ppgen.inference._base import FitContext, register
@@ -27,11 +26,11 @@ class MLE(SVI):
     NLL of the step's data, full-data scale), ``nll`` (nats per datum) and ``bits_per_dim``.
 
     Arguments: as :class:`~ppgen.inference.SVI` (``lr``, ``optim``, ``steps`` / ``epochs``,
-    ``batch_size``, ``engine``...). With ``engine="auto"`` (default) a Pyro program without
-    latent sites is fitted by the lean engine (one model pass, one fused torch optimiser over
-    all parameters); the zoo's flows and autoregressive models are evaluated directly as
-    ``-model.log_prob(x).sum()``, skipping Pyro's tracing. Both give the loss of Pyro's own
-    step to float precision; ``engine="pyro"`` runs Pyro's ``SVI.step``.
+    ``batch_size``...). A program without latent sites runs on SVI's engine with the empty
+    guide: one model pass and one fused optimiser over all parameters, or, when the model
+    declares ``log_density`` (the zoo's flows and autoregressive models do; so can yours, see
+    :mod:`ppgen.capabilities`), ``-log_density(x).sum()`` with no tracing at all. Both give
+    the loss of Pyro's own step to float precision.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
@@ -61,33 +60,21 @@ class MLE(SVI):
             return _no_latents
         return super()._resolve_guide(ctx, model, backend)
 
-    def check(self, program: Any, info: Any) -> None:
-        super().check(program, info)
-
-    def _auto_direct_only(self, ctx: FitContext) -> bool:
-        # with no latent sites the lean engine computes exactly -log p(x), as Pyro's step does,
-        # with one fused optimiser instead of one per parameter tensor
-        return self.engine == "auto" and bool(ctx.info.latent)
-
-    def init(self, ctx: FitContext) -> Any:
-        engine = super().init(ctx)
-        n = 1
-        dims = 1
-        if ctx.info.observed:
-            site = ctx.info.sites[ctx.info.observed[0]]
-            n = max(1, math.prod(site.batch_shape))
-            dims = max(1, math.prod(site.event_shape))
-        engine._mle_norm = (n, dims)
-        return engine
-
-    def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
-        loss = state.step(batch["data"], batch["scale"])
-        n, dims = state._mle_norm
+    def metrics(self, loss: float, state: Any) -> dict[str, float]:
+        n, dims = _sizes(state.ctx.info)
         nll = loss / n
-        return state, {"loss": loss, "nll": nll, "bits_per_dim": nll / (dims * math.log(2))}
+        return {"loss": loss, "nll": nll, "bits_per_dim": nll / (dims * math.log(2))}
 
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
         fit = state.finalize(history)
         if "nll" in history:
             fit.diagnostics["train_nll"] = history["nll"][-1]
         return fit
+
+
+def _sizes(info: Any) -> tuple[int, int]:
+    """Data points and dimensions per point of the first observed site (nats -> bits/dim)."""
+    if not info.observed:
+        return 1, 1
+    site = info.sites[info.observed[0]]
+    return max(1, math.prod(site.batch_shape)), max(1, math.prod(site.event_shape))

@@ -6,17 +6,19 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import FitContext, OptimEstimator, register
+from ppgen.inference._optim import Optim
+from ppgen.inference._svi_jax import JaxEngine
+from ppgen.inference._svi_torch import TorchEngine
 from ppgen.inference.guides.auto import guide_class_name, make_guide
 from ppgen.inference.objectives.elbo import make_elbo
 from ppgen.result import Fit
 
 __all__ = ["SVI"]
 
-_ENGINES = ("auto", "pyro", "lean")
+#: the engine that runs a program of each backend
+ENGINES = {"pyro": TorchEngine, "numpyro": JaxEngine}
 
 
 @register("svi", "vi")
@@ -43,14 +45,17 @@ class SVI(OptimEstimator):
         steps / epochs / batch_size / batch_plate: length of the run and minibatching.
         num_draws: posterior draws taken from the fitted guide for ``Fit.draws``.
         init_scale: initial scale of Normal-family autoguides.
-        engine: how a Pyro program's step is computed. ``"auto"`` (default) evaluates the
-            standard VAE shape (a zoo :class:`~ppgen.models.vae.VAE` with its own
-            diagonal-Normal guide) with torch alone, 2-3x faster than Pyro's ``SVI.step`` with
-            the same objective and the same numbers, and runs Pyro's ``SVI.step`` for every
-            other program; ``"pyro"`` always runs Pyro's ``SVI.step``; ``"lean"`` runs the
-            lean handler ELBO of :class:`~ppgen.inference.FastSVI` for any reparameterised
-            program. ``fit.diagnostics["engine"]`` names the path that ran. NumPyro programs
-            always run NumPyro's jitted update.
+        engine: deprecated (``"auto"``, ``"lean"``, ``"pyro"``); each backend has one engine
+            and it picks the fastest exact objective path by itself. ``engine="pyro"`` still
+            forces Pyro's own ELBO object (pass ``elbo=pyro.infer.Trace_ELBO()`` instead).
+
+    How a step is computed: on Pyro, by the first that applies of the model's declared
+    capability (``log_density`` / ``elbo_terms``, see :mod:`ppgen.capabilities`), the
+    reparameterised ELBO (one guide and one model pass under a light handler), or Pyro's own
+    ELBO object; ``fit.diagnostics["path"]`` says which (``"declared"``, ``"reparam"``,
+    ``"pyro"``; ``"numpyro"`` on NumPyro: its jitted ``SVI.update``). Every path gives the
+    numbers of Pyro's objective for the same parameters and noise, and one optimiser (fused
+    Adam where possible) updates every parameter.
 
     References:
         Hoffman et al., Stochastic Variational Inference, arXiv:1206.7051.
@@ -89,17 +94,15 @@ class SVI(OptimEstimator):
         num_draws: int = 1000,
         init_scale: float | None = None,
         max_plate_nesting: int | None = None,
-        engine: str = "auto",
+        engine: str | None = None,
     ) -> None:
         super().__init__(steps=steps, epochs=epochs, batch_size=batch_size, batch_plate=batch_plate)
-        if engine not in _ENGINES:
-            raise EstimatorError(f"`engine` must be one of {_ENGINES}; got {engine!r}.")
+        if engine is not None:
+            elbo = _deprecated_engine(engine, elbo, num_particles, alpha)
         if guide is not None:
             guide_class_name(guide)  # unknown names fail here, before any work
         if not isinstance(num_particles, int) or num_particles < 1:
             raise EstimatorError(f"`num_particles` must be a positive int; got {num_particles!r}.")
-        if not (isinstance(lr, float | int) and lr > 0):
-            raise EstimatorError(f"`lr` must be a positive number; got {lr!r}.")
         self.guide = guide
         self.elbo = elbo
         self.num_particles = num_particles
@@ -112,8 +115,9 @@ class SVI(OptimEstimator):
         self.num_draws = num_draws
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
-        self.engine = engine
         make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early
+        if isinstance(optim, str):
+            self._optim_spec()  # unknown names and bad numbers fail here, before any work
 
     # ------------------------------------------------------------------ checks
     def check(self, program: Any, info: Any) -> None:
@@ -174,26 +178,22 @@ class SVI(OptimEstimator):
     def _total_steps(self) -> int:
         return self.steps if self.steps is not None else 1000
 
+    def _optim_spec(self) -> Optim:
+        """The optimiser settings from ``optim``/``lr``/``lr_decay``/``clip_norm``."""
+        if isinstance(self.optim, Optim):
+            return self.optim
+        return Optim(self.optim, self.lr, lr_decay=self.lr_decay, clip_norm=self.clip_norm)
+
     # ------------------------------------------------------------------ init
     def init(self, ctx: FitContext) -> Any:
-        if ctx.program.backend != "pyro":
-            from ppgen.inference._svi_numpyro import _JaxEngine
+        return ENGINES[ctx.program.backend](self, ctx)
 
-            return _JaxEngine(self, ctx)
-        if self.engine != "pyro":
-            from ppgen.inference.fast_svi import lean_engine
-
-            engine = lean_engine(self, ctx, direct_only=self._auto_direct_only(ctx))
-            if engine is not None:
-                return engine
-        return _PyroEngine(self, ctx)
-
-    def _auto_direct_only(self, ctx: FitContext) -> bool:
-        """Whether ``engine="auto"`` takes only the direct torch paths (else any lean path)."""
-        return self.engine == "auto"
+    def metrics(self, loss: float, state: Any) -> dict[str, float]:
+        """A step's metrics from its loss (subclasses add their own, e.g. MLE's bits/dim)."""
+        return {"loss": loss}
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
-        return state, {"loss": state.step(batch["data"], batch["scale"])}
+        return state, self.metrics(state.step(batch["data"], batch["scale"]), state)
 
     def state_dict(self, state: Any) -> dict[str, Any]:
         return state.state_dict()
@@ -203,7 +203,7 @@ class SVI(OptimEstimator):
         return state
 
     def async_metrics(self, state: Any) -> bool:
-        return getattr(state, "async_metrics", False)
+        return state.async_metrics
 
     def rewind(self, state: Any) -> Any:
         state.rewind()
@@ -224,147 +224,20 @@ class SVI(OptimEstimator):
         engine.restore(fit, state)
 
 
-class _PyroEngine:
-    """Pyro's own ``SVI.step`` with ppgen's minibatch scaling and checkpointable state."""
-
-    def __init__(self, est: SVI, ctx: FitContext) -> None:
-        import pyro
-        import torch
-
-        from ppgen.inference._pyro import ScaleBox, make_pyro_optim
-
-        self.est, self.ctx = est, ctx
-        pyro.clear_param_store()
-        pyro.set_rng_seed(ctx.seed)
-        if ctx.program.module is not None:
-            ctx.program.module.to(ctx.device or "cpu")
-        plate = ctx.extra.get("batch_plate")
-        self.scaler = ScaleBox(plate) if plate else None
-        model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
-        self.model = model
-        self.guide = est._resolve_guide(ctx, model, "pyro")
-        guide = self.scaler(self.guide) if self.scaler else self.guide
-        self.elbo = est._make_elbo(ctx, "pyro")
-        self.optim = make_pyro_optim(
-            est.optim, est.lr, est.lr_decay, est._total_steps(), est.clip_norm
+def _deprecated_engine(engine: str, elbo: Any, num_particles: int, alpha: float) -> Any:
+    """``engine=`` of earlier releases: warn; ``"pyro"`` becomes Pyro's own ELBO object."""
+    if engine not in ("auto", "lean", "pyro"):
+        raise EstimatorError(
+            f"`engine` is deprecated and must be 'auto', 'lean' or 'pyro' if given; got "
+            f"{engine!r}. Leave it out: the engine picks its objective path itself."
         )
-        self.svi = pyro.infer.SVI(model, guide, self.optim, self.elbo)
-        with torch.no_grad():
-            # create every param now (the guide's, and the model's that the guide never
-            # touches), so checkpoints, resume and load see them all
-            gtr = pyro.poutine.trace(guide).get_trace(**ctx.data)
-            pyro.poutine.replay(model, trace=gtr)(**ctx.data)
-        from pyro.optim.lr_scheduler import PyroLRScheduler
-
-        self.scheduled = isinstance(self.optim, PyroLRScheduler)
-
-    def step(self, data: Mapping[str, Any], scale: float) -> float:
-        if self.scaler:
-            self.scaler.scale = scale
-        with warnings.catch_warnings():
-            # a NaN loss is ppgen's NonFiniteError (raised by the loop), not Pyro's warning
-            warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
-            loss = self.svi.step(**data)
-        if self.scheduled:
-            self.optim.step()
-        return loss
-
-    def state_dict(self) -> dict[str, Any]:
-        import pyro
-        import torch
-
-        ps = pyro.get_param_store().get_state()["params"]
-        return {
-            "params": {k: v.detach().clone() for k, v in ps.items()},
-            "optim": self.optim.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        import torch
-
-        from ppgen.inference._pyro import load_unconstrained
-
-        load_unconstrained(sd["params"])
-        self.optim.set_state(sd["optim"])
-        torch.set_rng_state(sd["torch_rng"])
-        if sd.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(sd["cuda_rng"])
-
-    def nonfinite(self) -> list[str]:
-        from ppgen.inference._pyro import nonfinite_params
-
-        return nonfinite_params()
-
-    def nonfinite_loss_sites(self) -> list[str]:
-        from ppgen.inference._pyro import nonfinite_log_prob_sites
-
-        return nonfinite_log_prob_sites(self.model, self.guide, self.ctx.data)
-
-    def final_guide(self) -> Any:
-        from pyro.infer.autoguide import AutoLaplaceApproximation
-
-        if isinstance(self.guide, AutoLaplaceApproximation):
-            return self.guide.laplace_approximation(**self.ctx.data)
-        return self.guide
-
-    def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
-        from ppgen.inference._pyro import load_unconstrained, snapshot_params
-
-        load_unconstrained(state)
-        fit.param_state = snapshot_params()
-        fit.posterior_sampler = self.sampler(self.final_guide())
-
-    def sampler(self, guide: Any) -> Any:
-        ctx = self.ctx
-        latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
-        ops = ctx.program.ops
-
-        def sample(n: int, seed: int) -> dict[str, np.ndarray]:
-            # the guide alone holds every latent; running the model too would only cost time
-            return ops.predictive(
-                guide, ctx.data, num_samples=n, return_sites=latents, uncondition=False, seed=seed
-            )
-
-        return sample
-
-    def finalize(self, history: dict[str, list[float]]) -> Fit:
-        from ppgen.inference._pyro import constrained_params, snapshot_params
-
-        ctx = self.ctx
-        guide = self.final_guide()
-        params = constrained_params()
-        state = snapshot_params()
-        fit = _guide_fit(self.est, ctx, history, params, state, self.sampler(guide), guide)
-        fit.diagnostics.setdefault("engine", "pyro")
-        return fit
-
-
-def _guide_fit(
-    est: SVI,
-    ctx: FitContext,
-    history: dict[str, list[float]],
-    params: dict[str, np.ndarray],
-    state: Any,
-    sampler: Any,
-    guide: Any,
-) -> Fit:
-    """The :class:`Fit` of a guide-based estimator: ``num_draws`` guide draws as one chain."""
-    latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
-    flat = sampler(est.num_draws, ctx.seed + 1) if latents else {}
-    draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
-    return Fit(
-        program=ctx.program,
-        estimator=est,
-        info=ctx.info,
-        data=ctx.data_np,
-        draws=draws,
-        params=params,
-        history=history,
-        seed=ctx.seed,
-        device=ctx.device,
-        param_state=state,
-        posterior_sampler=sampler,
-        diagnostics={"guide": type(guide).__name__},
+    warnings.warn(
+        "`SVI(engine=...)` is deprecated: each backend has one engine, which picks the fastest "
+        "exact path itself (fit.diagnostics['path'] says which). To force Pyro's own ELBO, pass "
+        "`elbo=pyro.infer.Trace_ELBO()` (or another ELBO object).",
+        DeprecationWarning,
+        stacklevel=3,
     )
+    if engine == "pyro" and isinstance(elbo, str):
+        return make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)
+    return elbo

@@ -216,10 +216,7 @@ class AmortizedLDA(Model, nn.Module):
 
         @contextlib.contextmanager
         def ctx() -> Any:
-            if fit.param_state is not None:
-                from ppgen.inference._pyro import activate_params
-
-                activate_params(fit.param_state)
+            fit.model_callable()  # the fit's parameters into Pyro's param store
             was = self.training
             self.eval()
             try:

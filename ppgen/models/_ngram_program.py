@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen.capabilities import ExactPosterior
 from ppgen.errors import DataError
 from ppgen.models._ngram_counts import NGramCounts
 
 if TYPE_CHECKING:
-    from ppgen.inference.exact import ExactPosterior
     from ppgen.models.ngram import NGramLM
     from ppgen.result import Fit
 
@@ -109,7 +109,6 @@ def exact_posterior(
     lm: NGramLM, tokens: Any, vocab_size: int | None, counts: dict
 ) -> ExactPosterior:
     """The body of :meth:`NGramLM.exact_posterior` (see there)."""
-    from ppgen.inference.exact import ExactPosterior
 
     _check_keys(lm, counts, need=tokens is None)
     if tokens is not None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pyroapi import distributions as dist
 from pyroapi import pyro
 
+from ppgen.capabilities import ExactPosterior
 from ppgen.models._base import Model, array
-
-if TYPE_CHECKING:
-    from ppgen.inference.exact import ExactPosterior
 
 __all__ = ["NormalNormal", "BetaBernoulli", "GammaPoisson"]
 
@@ -55,7 +53,6 @@ class NormalNormal(Model):
 
     def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
         """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``mu``."""
-        from ppgen.inference.exact import ExactPosterior
 
         mean, sd = self.posterior(x)
         return ExactPosterior(
@@ -91,7 +88,6 @@ class BetaBernoulli(Model):
 
     def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
         """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``p``."""
-        from ppgen.inference.exact import ExactPosterior
 
         a, b = self.posterior(x)
         return ExactPosterior(
@@ -126,7 +122,6 @@ class GammaPoisson(Model):
 
     def exact_posterior(self, x: np.ndarray) -> ExactPosterior:
         """Closed-form posterior for ``ppgen.fit(..., method="exact")``: draws of ``rate``."""
-        from ppgen.inference.exact import ExactPosterior
 
         shape, rate = self.posterior(x)
         return ExactPosterior(

@@ -79,6 +79,11 @@ class FlowModel(nn.Module):
         """The log density of each datum in ``x``."""
         return self.flow_distribution(context).log_prob(x)
 
+    def log_density(self, x: Tensor, c: Tensor | None = None, num_samples: int = 1) -> Tensor:
+        """Per-datum :math:`\\log p(x)` of the program's observed site, with :meth:`model`'s
+        arguments: the :mod:`ppgen.capabilities` that lets MLE skip tracing."""
+        return self.flow_distribution(c).log_prob(x)
+
     @torch.no_grad()
     def sample(self, n: int, context: Tensor | None = None) -> Tensor:
         """``n`` draws (per context row, shape ``(n, *batch, *event)``)."""
@@ -213,8 +218,8 @@ class DequantizedFlowModel(FlowModel):
         >>> x = np.random.default_rng(0).integers(0, 4, (64, 3))
         >>> m = DequantizedFlowModel("maf", 3, num_bins=4, hidden_features=8)
         >>> fit = ppgen.fit(m, {"x": x}, ppgen.inference.MLE(steps=5))
-        >>> fit.diagnostics["engine"], m.sample(2).shape
-        ('direct', torch.Size([2, 3]))
+        >>> fit.diagnostics["path"], m.sample(2).shape
+        ('declared', torch.Size([2, 3]))
     """
 
     def __init__(

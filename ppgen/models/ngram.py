@@ -10,14 +10,14 @@ from scipy.optimize import minimize_scalar
 
 from ppgen.data.text import BOS, EOS, UNK, Tokenizer, TokenSequences
 from ppgen.models._ngram_counts import NGramCounts, positions
+from ppgen.models._ngram_data import TokensLike, context_ids, to_sequences
 
 if TYPE_CHECKING:
-    from ppgen.inference.exact import ExactPosterior
+    from ppgen.capabilities import ExactPosterior
     from ppgen.result import Fit
 
 __all__ = ["NGramLM"]
 
-TokensLike = str | Sequence[str] | np.ndarray | Sequence[np.ndarray] | TokenSequences
 _LOG_ALPHA_BOUNDS = (np.log(1e-4), np.log(1e8))
 
 
@@ -130,32 +130,7 @@ class NGramLM:
         self, tokens: TokensLike, site: str, vocab_size: int | None = None
     ) -> TokenSequences:
         """`tokens` as validated :class:`TokenSequences`, encoding text with the tokenizer."""
-        if hasattr(tokens, "detach"):  # a torch tensor, as ppgen.fit hands data over
-            tokens = tokens.detach().cpu().numpy()
-        if isinstance(tokens, str) or (
-            isinstance(tokens, list | tuple) and tokens and all(isinstance(t, str) for t in tokens)
-        ):
-            docs = [tokens] if isinstance(tokens, str) else list(tokens)
-            if self.tokenizer is None:
-                self.tokenizer = Tokenizer.from_text(docs, self.level, self.min_count)
-            seqs = TokenSequences([self.tokenizer.encode(d) for d in docs], len(self.tokenizer))
-        elif isinstance(tokens, TokenSequences):
-            seqs = tokens
-        else:
-            if isinstance(tokens, np.ndarray):
-                docs = [tokens] if tokens.ndim <= 1 else list(tokens)
-            else:
-                docs = list(tokens)
-                docs = [np.asarray(docs)] if all(np.ndim(t) == 0 for t in docs) else docs
-            sizes = [np.max(d) for d in docs if np.size(d)]
-            size = vocab_size or self.vocab_size or (int(max(sizes)) + 1 if sizes else 1)
-            seqs = TokenSequences(docs, size)
-        if self.vocab_size and seqs.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"`{site}` has a vocabulary of {seqs.vocab_size} ids but the model was fitted "
-                f"with {self.vocab_size}; encode it with the model's tokenizer."
-            )
-        return seqs.validate(site)
+        return to_sequences(self, tokens, site, vocab_size)
 
     def _check_fitted(self) -> NGramCounts:
         if not self.vocab_size or self._table is None:
@@ -251,20 +226,7 @@ class NGramLM:
         ``<bos>``/``<eos>``.
         """
         table = self._check_fitted()
-        return table.predictive(self._ids(context), self.concentration)
-
-    def _ids(self, context: str | Sequence[int] | np.ndarray) -> np.ndarray:
-        if isinstance(context, str):
-            if self.tokenizer is None:
-                raise ValueError("a text `prompt`/`context` needs a model fitted on text.")
-            return self.tokenizer.encode(context, add_special=False)
-        ids = np.asarray(context).ravel()
-        if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"`context` must be text or integer ids, got dtype {ids.dtype}.")
-        ids = ids.astype(np.int64)
-        if np.any((ids < 0) | (ids >= self.vocab_size)):
-            raise ValueError(f"`context` ids must lie in 0..{self.vocab_size - 1}, got {ids}.")
-        return ids
+        return table.predictive(context_ids(self, context), self.concentration)
 
     def sample(
         self,
@@ -291,7 +253,7 @@ class NGramLM:
         if temperature < 0:
             raise ValueError(f"`temperature` must be >= 0, got {temperature}.")
         rng = np.random.default_rng() if rng is None else rng
-        tok, history = self.tokenizer, list(self._ids(prompt))
+        tok, history = self.tokenizer, list(context_ids(self, prompt))
         banned, stop = [], -1
         if tok is not None:
             banned = [tok.vocab.index(s) for s in (UNK, BOS) if s in tok.vocab]

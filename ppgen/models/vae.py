@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ppgen.capabilities import ELBOTerms
 from ppgen.errors import DataError
+from ppgen.models._conv_parts import conv_networks, probe
 from ppgen.nn import MLP, Family, PosteriorHead, register_module
 
 __all__ = ["VAE", "ConvVAE", "ConditionalVAE", "HierarchicalVAE", "Likelihood"]
@@ -96,7 +98,7 @@ class VAE(nn.Module):
         self.cond_features = cond_features
         k = _OUT[likelihood]
         self.encoder = encoder or MLP(self.x_dim + cond_features, hidden_features)
-        feat = getattr(self.encoder, "out_features", None) or _probe(self.encoder, self.x_shape)
+        feat = getattr(self.encoder, "out_features", None) or probe(self.encoder, self.x_shape)
         self.head = PosteriorHead(feat, self.z_dim, family, **head_kwargs)
         self.decoder = decoder or _Decoder(z_dim + cond_features, hidden_features, self.x_dim * k)
         if likelihood == "gaussian":
@@ -165,6 +167,43 @@ class VAE(nn.Module):
         with pyro.plate("data", x.shape[0]):
             return pyro.sample("z", self.posterior(x))
 
+    # ------------------------------------------------------------------ capabilities
+    def elbo_terms(self, num_particles: int, x: Tensor) -> ELBOTerms:
+        """Per-datum ELBO terms of :meth:`model` with :meth:`guide`, by torch alone.
+
+        The capability of :mod:`ppgen.capabilities` that lets SVI skip the handlers; the
+        numbers are the program's for the same parameters and noise.
+        """
+        self.check_x(x)
+        return self._elbo_terms(num_particles, x)
+
+    def _elbo_terms(self, k: int, x: Tensor, *cond: Tensor) -> ELBOTerms:
+        q = self.posterior(x, *cond)
+        kl = None
+        if self.family == "normal":  # closed form; the noise is drawn as q.rsample draws it
+            loc, sd = q.base_dist.loc, q.base_dist.scale
+            shape = ((k,) if k > 1 else ()) + loc.shape
+            eps = torch.empty(shape, dtype=loc.dtype, device=loc.device).normal_()
+            z = loc + eps * sd
+            c = 0.5 * math.log(2 * math.pi) * loc.shape[-1]
+            log_q = (-0.5 * eps * eps - sd.log()).sum(-1) - c
+            log_p = -0.5 * (z * z).sum(-1) - c
+            kl = (0.5 * (sd * sd + loc * loc - 1.0) - sd.log()).sum(-1)
+        else:
+            z = q.rsample((k,) if k > 1 else ())
+            log_q, log_p = q.log_prob(z), self.prior(x.shape[0]).log_prob(z)
+        if not x.is_floating_point() and self.likelihood != "categorical":
+            x = x.to(z.dtype)
+        cond = tuple(c.expand(*z.shape[:-1], -1) for c in cond)
+        log_lik = self.decode(z, *cond).log_prob(x)
+        lead = (1,) if k == 1 else ()
+        return ELBOTerms(
+            log_lik.reshape(lead + log_lik.shape),
+            log_p.reshape(lead + log_p.shape),
+            log_q.reshape(lead + log_q.shape),
+            kl,
+        )
+
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True) -> Tensor:
         """``n`` generated data: decoder means (``mean=True``) or draws, shape ``(n, *x_shape)``."""
@@ -193,74 +232,21 @@ class ConvVAE(VAE):
         hidden_features: int = 256,
         **head_kwargs: Any,
     ):
-        c, h, w = x_shape
+        _, h, w = x_shape
         if h % 4 or w % 4:
             raise ValueError(f"`x_shape` height and width must be divisible by 4; got {x_shape}.")
-        k = _OUT[likelihood]
-        flat = 2 * channels * (h // 4) * (w // 4)
-        encoder = nn.Sequential(
-            nn.Conv2d(c, channels, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 4, 2, 1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(flat, hidden_features),
-            nn.ReLU(),
+        encoder, decoder = conv_networks(
+            x_shape, z_dim, _OUT[likelihood], channels, hidden_features
         )
-        decoder = nn.Sequential(
-            nn.Linear(z_dim, hidden_features),
-            nn.ReLU(),
-            nn.Linear(hidden_features, flat),
-            nn.ReLU(),
-            nn.Unflatten(-1, (2 * channels, h // 4, w // 4)),
-            nn.ConvTranspose2d(2 * channels, channels, 4, 2, 1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(channels, c * k, 4, 2, 1),
-            _ChannelsLast(c, k),
-        )
-        encoder.out_features = hidden_features  # type: ignore[assignment]
         super().__init__(
             z_dim=z_dim,
             likelihood=likelihood,
             family=family,
             x_shape=x_shape,
-            encoder=_ConvEncoder(encoder),
-            decoder=_BatchedDecoder(decoder),
+            encoder=encoder,
+            decoder=decoder,
             **head_kwargs,
         )
-
-
-class _ConvEncoder(nn.Module):
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net, self.out_features = net, net.out_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class _ChannelsLast(nn.Module):
-    """``(B, C * k, H, W)`` to flat ``(B, C * H * W * k)`` with the k levels last."""
-
-    def __init__(self, c: int, k: int):
-        super().__init__()
-        self.c, self.k = c, k
-
-    def forward(self, y: Tensor) -> Tensor:
-        b, _, h, w = y.shape
-        return y.reshape(b, self.c, self.k, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1)
-
-
-class _BatchedDecoder(nn.Module):
-    """Applies an image decoder to latents with any leading batch dims (vectorised particles)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, z: Tensor) -> Tensor:
-        out = self.net(z.reshape(-1, z.shape[-1]))
-        return out.reshape(*z.shape[:-1], out.shape[-1])
 
 
 class ConditionalVAE(VAE):
@@ -304,6 +290,11 @@ class ConditionalVAE(VAE):
         with pyro.plate("data", x.shape[0]):
             return pyro.sample("z", self.posterior(x, self.onehot(y)))
 
+    def elbo_terms(self, num_particles: int, x: Tensor, y: Tensor) -> ELBOTerms:
+        """Per-datum ELBO terms of the labelled program (see :meth:`VAE.elbo_terms`)."""
+        self.check_x(x)
+        return self._elbo_terms(num_particles, x, self.onehot(y))
+
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True, y: Tensor | None = None) -> Tensor:
         y = torch.arange(n, device=self._zero.device) % self.num_classes if y is None else y
@@ -327,6 +318,8 @@ class HierarchicalVAE(VAE):
         >>> HierarchicalVAE(6, (4, 2), hidden_features=(8,)).sample(3).shape
         torch.Size([3, 6])
     """
+
+    elbo_terms = None  # several latent layers: SVI runs the program itself
 
     def __init__(
         self,
@@ -382,8 +375,3 @@ class HierarchicalVAE(VAE):
             z = self._conditional_prior(level, z).sample()
         d = self.decode(z)
         return self.mean(d) if mean else d.sample()
-
-
-def _probe(encoder: nn.Module, x_shape: tuple[int, ...]) -> int:
-    with torch.no_grad():
-        return int(encoder(torch.zeros(2, *x_shape)).shape[-1])

@@ -15,7 +15,6 @@ import ppgen
 from ppgen.analysis.latent import encode, iwae_log_likelihood
 from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference import SVI
-from ppgen.inference.fast_svi import FastSVI
 from ppgen.inference.guides.amortized import Amortized, FlowGuide
 from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
 from ppgen.nn import PosteriorHead
@@ -48,9 +47,9 @@ def test_ppca_amortized_normal_matches_exact_posterior_and_iwae_matches_loglik()
     model, x, post_mean, post_var, loglik = _ppca()
     guide = Amortized(model, "normal", encoder=torch.nn.Linear(D, 8))
     fit = ppgen.fit(
-        model, {"x": x}, FastSVI(guide=guide, steps=1000, lr=0.03, lr_decay=0.05, num_draws=4)
+        model, {"x": x}, SVI(guide=guide, steps=1000, lr=0.03, lr_decay=0.05, num_draws=4)
     )
-    assert fit.diagnostics["engine"] == "lean"
+    assert fit.diagnostics["path"] == "reparam"
     with torch.no_grad():
         q = guide.encode(x=torch.tensor(x))["z"].base_dist
     mean, var = q.loc.numpy(), q.scale.numpy() ** 2
@@ -143,7 +142,7 @@ def test_beta_weights_latent_terms_linearly_and_warmup_schedules_it():
         ReparamELBO("iwae", 1)
 
 
-def test_fast_svi_falls_back_to_pyro_for_non_reparameterised_guides():
+def test_svi_falls_back_to_pyro_for_non_reparameterised_guides():
     def model(x):
         a = pyro.sample("a", dist.VonMises(0.0, 1.0))
         with pyro.plate("data", len(x)):
@@ -154,10 +153,10 @@ def test_fast_svi_falls_back_to_pyro_for_non_reparameterised_guides():
         pyro.sample("a", dist.VonMises(loc, 2.0))  # no rsample: score-function gradients
 
     x = np.array([1.0, 0.5, 0.8])
-    fit = ppgen.fit(model, {"x": x}, FastSVI(guide=guide, steps=5, num_draws=2))
-    assert fit.diagnostics["engine"] == "pyro"  # Pyro's own SVI ran
-    fit = ppgen.fit(model, {"x": x}, FastSVI(guide="normal", steps=5, num_draws=2))
-    assert fit.diagnostics["engine"] == "lean"
+    fit = ppgen.fit(model, {"x": x}, SVI(guide=guide, steps=5, num_draws=2))
+    assert fit.diagnostics["path"] == "pyro"  # Pyro's own ELBO ran
+    fit = ppgen.fit(model, {"x": x}, SVI(guide="normal", steps=5, num_draws=2))
+    assert fit.diagnostics["path"] == "reparam"
 
 
 # ---------------------------------------------------------------- guides
@@ -173,7 +172,7 @@ def test_amortized_contract_every_family_and_objective(family, elbo, k):
     fit = ppgen.fit(
         model,
         {"x": x.numpy()},
-        FastSVI(guide=guide, elbo=elbo, num_particles=k, steps=3, num_draws=2),
+        SVI(guide=guide, elbo=elbo, num_particles=k, steps=3, num_draws=2),
     )
     assert np.isfinite(fit.history["loss"]).all()
     assert fit.draws["z"].shape == (1, 2, 7, 3)
@@ -215,7 +214,7 @@ def test_amortized_covers_global_latents_with_an_autoguide():
     x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     guide = Amortized(model, hidden_features=(8,))
     fit = ppgen.fit(
-        model, {"x": x}, FastSVI(guide=guide, steps=30, lr=0.05, batch_size=10, num_draws=3)
+        model, {"x": x}, SVI(guide=guide, steps=30, lr=0.05, batch_size=10, num_draws=3)
     )
     assert fit.draws["s"].shape == (1, 3) and (fit.draws["s"] > 0).all()
     assert fit.draws["z"].shape == (1, 3, 20, 2)
@@ -258,7 +257,7 @@ def test_flow_guide_beats_diagonal_on_banana_posterior():
             if name == "flow"
             else pyro.infer.autoguide.AutoDiagonalNormal(model)
         )
-        est = FastSVI(guide=guide, steps=steps, lr=0.01, lr_decay=0.1, num_draws=2)
+        est = SVI(guide=guide, steps=steps, lr=0.01, lr_decay=0.1, num_draws=2)
         fit = ppgen.fit(model, {"y": y}, est, seed=1)
         fit.model_callable()
         with torch.no_grad():

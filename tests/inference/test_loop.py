@@ -216,7 +216,7 @@ def test_numpyro_callback_stop_undoes_the_queued_step(tmp_path):
 
 
 def test_numpyro_nan_guard_names_the_step_when_losses_are_read_late():
-    with pytest.raises(NonFiniteError, match=r"loss became nan at step 6\b"):
+    with pytest.raises(NonFiniteError, match=r"loss=nan became non-finite at step 6\b"):
         ppgen.fit(
             _numpyro_ramp,
             {"x": np.zeros(4)},

@@ -172,3 +172,14 @@ def test_user_guide_callable():
     mean, sd = NormalNormal(dim=2).posterior(x)
     np.testing.assert_allclose(fit.params["q_loc"], mean, atol=0.05)
     np.testing.assert_allclose(fit.params["q_scale"], sd, rtol=0.2)
+
+
+def test_renamed_names_warn_and_still_work():
+    import ppgen.inference as inference
+
+    with pytest.warns(DeprecationWarning, match="FastSVI"):
+        assert inference.FastSVI is SVI
+    with pytest.warns(DeprecationWarning, match="VAEELBO"):
+        assert inference.VAEELBO is inference.ReparamELBO
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        inference.Nope  # noqa: B018

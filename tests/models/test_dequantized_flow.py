@@ -37,7 +37,7 @@ def test_bound_approaches_the_entropy_of_known_discrete_data(dequantize):
     before = _test_nll(m, x_test)
     fit = ppgen.fit(m, {"x": _draw(3000, 0)}, MLE(steps=600, lr=3e-3, batch_size=256))
     after = _test_nll(m, x_test)
-    assert fit.diagnostics["engine"] == "direct"
+    assert fit.diagnostics["path"] == "declared"
     assert after >= H - 0.05
     assert after <= H + 0.2 < before
     # bits/dim is the same bound per dimension in bits

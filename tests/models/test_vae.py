@@ -1,4 +1,4 @@
-"""VAE zoo: contracts for every model x guide family x objective, the direct path, errors."""
+"""VAE zoo: contracts for every model x guide family x objective, the declared path, errors."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from ppgen.analysis.latent import (
 )
 from ppgen.errors import DataError, EstimatorError
 from ppgen.inference import SVI
-from ppgen.inference.fast_svi import FastSVI, _Direct
 from ppgen.inference.objectives.reparam import ReparamELBO
 from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE
 
@@ -62,7 +61,7 @@ MODELS = [
 @pytest.mark.parametrize("objective,k", [("trace", 1), ("iwae", 3)])
 def test_contract_finite_loss_gradients_shapes(name, family, objective, k):
     vae, data = _case(name, family)
-    est = FastSVI(elbo=objective, num_particles=k, steps=3, batch_size=8, num_draws=2)
+    est = SVI(elbo=objective, num_particles=k, steps=3, batch_size=8, num_draws=2)
     fit = ppgen.fit(vae, data, est)
     assert np.isfinite(fit.history["loss"]).all() and len(fit.history["loss"]) == 3
     native = fit.program.ops.native(data)
@@ -93,61 +92,67 @@ def test_contract_finite_loss_gradients_shapes(name, family, objective, k):
         ),
     ],
 )
-def test_direct_path_equals_pyro_objective_for_same_params_and_noise(name, objective, ref):
+def test_declared_terms_equal_pyro_objective_for_same_params_and_noise(name, objective, ref):
     vae, data = _case(name, "normal")
     prog = ppgen.Program(vae)
     native, info = prog.validate(data)
     k = 4 if objective == "iwae" else 1
-    est = FastSVI(elbo=objective, num_particles=k)
-    ctx = type("Ctx", (), {"program": prog, "info": info})()
-    direct = _Direct.detect(est, ctx, ReparamELBO(objective, k, max_plate_nesting=1))
-    assert direct is not None
+    obj = ReparamELBO(objective, k, max_plate_nesting=1)
     pyro.set_rng_seed(5)
     with torch.no_grad():
-        a = float(direct.loss(native, 1.0))
+        a = float(obj.terms_loss(vae.elbo_terms(k, **native)))
     pyro.set_rng_seed(5)
     b = ref().loss(prog.model, prog.guide, **native)
     pyro.set_rng_seed(5)
-    c = ReparamELBO(objective, k, max_plate_nesting=1).loss(prog.model, prog.guide, **native)
+    c = obj.loss(prog.model, prog.guide, **native)
     assert a == pytest.approx(b, rel=1e-5) and c == pytest.approx(b, rel=1e-5)
 
 
-def test_direct_and_lean_engines_train_identically():
-    runs = {}
-    for fast in ("auto", "lean"):
-        vae = VAE(6, 2, (8,))
-        torch.manual_seed(0)
-        vae = VAE(6, 2, (8,))
-        fit = ppgen.fit(vae, {"x": BIN}, FastSVI(steps=10, batch_size=8, fast=fast, num_draws=2))
-        runs[fit.diagnostics["engine"]] = fit.history["loss"]
-    np.testing.assert_allclose(runs["direct"], runs["lean"], rtol=1e-4)
+def _plain(vae):
+    """The same program as plain functions: no declared capability, the handler path runs."""
+    return ppgen.Program(vae.model, vae.guide)
 
 
-def test_plain_svi_selects_the_direct_path_and_trains_like_pyro():
-    """``SVI()`` (engine="auto") runs the torch-only path on a zoo VAE; engine="pyro" runs
-    Pyro's SVI.step. Same seed, same objective, same Adam: the losses agree step by step."""
+def test_declared_and_reparam_paths_train_identically():
     runs = {}
-    for engine in ("auto", "pyro"):
+    for wrap in (lambda v: v, _plain):
         torch.manual_seed(0)
         vae = VAE(6, 2, (8,))
-        fit = ppgen.fit(vae, {"x": BIN}, SVI(steps=10, batch_size=8, engine=engine, num_draws=2))
-        runs[fit.diagnostics["engine"]] = fit.history["loss"]
-    assert sorted(runs) == ["direct", "pyro"]
-    np.testing.assert_allclose(runs["direct"], runs["pyro"], rtol=1e-4)
-    # another guide than the VAE's own encoder: auto keeps Pyro's SVI
+        fit = ppgen.fit(wrap(vae), {"x": BIN}, SVI(steps=10, batch_size=8, num_draws=2))
+        runs[fit.diagnostics["path"]] = fit.history["loss"]
+    assert sorted(runs) == ["declared", "reparam"]
+    np.testing.assert_allclose(runs["declared"], runs["reparam"], rtol=1e-4)
+
+
+def test_plain_svi_takes_the_declared_path_and_trains_like_pyro():
+    """``SVI()`` evaluates a zoo VAE from its declared ELBO terms; with Pyro's own ELBO object
+    it runs Pyro's objective. Same seed, same objective, same Adam: the losses agree."""
+    runs = {}
+    for objective in ("trace", pyro.infer.Trace_ELBO()):
+        torch.manual_seed(0)
+        vae = VAE(6, 2, (8,))
+        fit = ppgen.fit(vae, {"x": BIN}, SVI(elbo=objective, steps=10, batch_size=8, num_draws=2))
+        runs[fit.diagnostics["path"]] = fit.history["loss"]
+    assert sorted(runs) == ["declared", "pyro"]
+    np.testing.assert_allclose(runs["declared"], runs["pyro"], rtol=1e-4)
+    # another guide than the VAE's own encoder: its terms do not apply, the handlers run
     torch.manual_seed(0)
     fit = ppgen.fit(VAE(6, 2, (8,)), {"x": BIN}, SVI(guide="delta", steps=2, num_draws=2))
-    assert fit.diagnostics["engine"] == "pyro"
+    assert fit.diagnostics["path"] == "reparam"
     with pytest.raises(EstimatorError, match="engine"):
         SVI(engine="fast")
+    with pytest.warns(DeprecationWarning, match="engine"):
+        SVI(engine="lean")
 
 
-@pytest.mark.parametrize("fast", ["auto", "lean"])
-def test_checkpoint_resume_is_bit_identical(tmp_path, fast):
+@pytest.mark.parametrize("plain", [False, True])
+def test_checkpoint_resume_is_bit_identical(tmp_path, plain):
     def run(steps, **kw):
         torch.manual_seed(0)
-        est = FastSVI(steps=steps, batch_size=8, fast=fast, num_draws=2)
-        return ppgen.fit(VAE(6, 2, (8,)), {"x": BIN}, est, checkpoint_dir=str(tmp_path), **kw)
+        vae = VAE(6, 2, (8,))
+        est = SVI(steps=steps, batch_size=8, num_draws=2)
+        prog = _plain(vae) if plain else vae
+        return ppgen.fit(prog, {"x": BIN}, est, checkpoint_dir=str(tmp_path), **kw)
 
     full = run(10).history["loss"]
     run(5, checkpoint_every=5)
@@ -185,7 +190,7 @@ def test_bad_input_gets_named_errors():
 
 def test_analysis_helpers_on_a_small_fit(tmp_path):
     vae = VAE(6, 2, (8,))
-    fit = ppgen.fit(vae, {"x": BIN}, FastSVI(steps=20, lr=0.01, num_draws=4))
+    fit = ppgen.fit(vae, {"x": BIN}, SVI(steps=20, lr=0.01, num_draws=4))
     rec = reconstruct(fit, {"x": BIN})["x"]
     assert rec.shape == BIN.shape and ((rec >= 0) & (rec <= 1)).all()
     e = elbo(fit, {"x": BIN}, num_particles=20)
@@ -208,7 +213,7 @@ def test_analysis_helpers_on_a_small_fit(tmp_path):
 @pytest.mark.parametrize("family", ["normal", "flow"])
 def test_vae_moves_with_device_and_trains_on_gpu(device, family):
     vae = VAE(6, 2, (8,), family=family)
-    fit = ppgen.fit(vae, {"x": BIN}, FastSVI(steps=5, batch_size=8, num_draws=2), device=device)
+    fit = ppgen.fit(vae, {"x": BIN}, SVI(steps=5, batch_size=8, num_draws=2), device=device)
     assert next(vae.parameters()).device.type == "cuda"
     assert np.isfinite(fit.history["loss"]).all()
     assert iwae_log_likelihood(fit, {"x": BIN}, num_particles=10).shape == (24,)

@@ -9,8 +9,7 @@ import torch
 
 import ppgen
 from ppgen.errors import DataError
-from ppgen.inference import MLE
-from ppgen.inference.fast_svi import FastSVI
+from ppgen.inference import MLE, SVI
 from ppgen.inference.objectives.reparam import KLWarmup, ReparamELBO
 from ppgen.models.sequential import DMM
 from ppgen.models.vqvae import VQVAE, VectorQuantizer
@@ -27,9 +26,9 @@ def test_dmm_contract(likelihood, objective, k):
     fit = ppgen.fit(
         dmm,
         {"x": SEQ},
-        FastSVI(elbo=objective, num_particles=k, steps=4, batch_size=6, num_draws=2),
+        SVI(elbo=objective, num_particles=k, steps=4, batch_size=6, num_draws=2),
     )
-    assert fit.diagnostics["engine"] == "lean" and np.isfinite(fit.history["loss"]).all()
+    assert fit.diagnostics["path"] == "reparam" and np.isfinite(fit.history["loss"]).all()
     assert fit.draws["z_6"].shape == (1, 2, 12, 3)
     prog = fit.program
     native = prog.ops.native({"x": SEQ})
@@ -57,12 +56,12 @@ def test_dmm_lean_elbo_equals_trace_elbo_with_mask_and_annealing():
     fit = ppgen.fit(
         dmm,
         {"x": SEQ, "mask": mask},
-        FastSVI(elbo=elbo, steps=6, num_draws=2),
+        SVI(elbo=elbo, steps=6, num_draws=2),
         callbacks=[KLWarmup(elbo, steps=4)],
     )
     assert elbo.beta == 1.0 and np.isfinite(fit.history["loss"]).all()
     with pytest.raises(DataError, match="`x` must have shape"):
-        ppgen.fit(dmm, {"x": SEQ[..., :4]}, FastSVI(steps=1))
+        ppgen.fit(dmm, {"x": SEQ[..., :4]}, SVI(steps=1))
 
 
 def test_vector_quantizer_straight_through_and_losses():
@@ -84,8 +83,8 @@ def test_vector_quantizer_straight_through_and_losses():
 def test_vqvae_trains_and_exports_codes(tmp_path):
     torch.manual_seed(0)
     vq = VQVAE(6, num_codes=8, code_dim=2, num_latents=3, hidden_features=(16,))
-    fit = ppgen.fit(vq, {"x": BIN}, FastSVI(steps=60, lr=0.01, batch_size=16))
-    assert fit.diagnostics["engine"] == "lean"
+    fit = ppgen.fit(vq, {"x": BIN}, SVI(steps=60, lr=0.01, batch_size=16))
+    assert fit.diagnostics["path"] == "reparam"
     mle = ppgen.fit(VQVAE(6, num_codes=8, code_dim=2, num_latents=3), {"x": BIN}, MLE(steps=2))
     assert np.isfinite(mle.history["nll"]).all()
     loss = fit.history["loss"]

@@ -13,9 +13,10 @@ import numpyro.distributions as dist
 from numpyro import handlers
 
 from ppgen.errors import DataError, ProgramError
-from ppgen.inference.guides._numpyro_flows import check_flow_args, conditional_iaf, flow_mean
+from ppgen.inference.guides._encode_numpyro import posterior_means
+from ppgen.inference.guides._numpyro_flows import check_flow_args, conditional_iaf
 from ppgen.inference.guides._numpyro_nets import _float, _linear, _split, mlp
-from ppgen.inference.guides._sites import split_latents
+from ppgen.inference.guides._sites import find_plate, split_latents
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 
@@ -190,7 +191,7 @@ class NumPyroAmortized:
             tr = handlers.trace(handlers.seed(self._model, rng_seed=0)).get_trace(**data)
         sites = [s for s in tr.values() if s["type"] == "sample"]
         observed = [s for s in sites if s["is_observed"]]
-        plate = self._find_plate(observed)
+        plate = find_plate(observed, lambda s: s["cond_indep_stack"], self.plate_name, "numpyro")
         latent = [s for s in sites if not s["is_observed"]]
         self.locals, glob = split_latents(
             latent,
@@ -222,28 +223,6 @@ class NumPyroAmortized:
             spec = "iaf" if self.global_guide_name == "flow" else self.global_guide_name
             self.global_guide = make_guide(spec, blocked, "numpyro")
         return self
-
-    def _find_plate(self, observed: list[dict]) -> Any:
-        if not observed:
-            raise ProgramError("The model has no observed sites for this data to encode.")
-        common: dict[str, Any] | None = None
-        for s in observed:
-            fr = {f.name: f for f in s["cond_indep_stack"]}
-            common = fr if common is None else {k: v for k, v in common.items() if k in fr}
-        common = common or {}
-        if self.plate_name is not None:
-            if self.plate_name not in common:
-                raise ProgramError(
-                    f"`plate={self.plate_name!r}` does not hold every observed site; plates "
-                    f"holding them: {sorted(common)}."
-                )
-            return common[self.plate_name]
-        if not common:
-            raise ProgramError(
-                "No plate holds every observed site; `Amortized` needs the observations in a "
-                "data plate, e.g. `with numpyro.plate('data', len(x))`."
-            )
-        return max(common.values(), key=lambda f: f.size)
 
     # ------------------------------------------------------------------ the guide
     def _features(self, data: Mapping[str, Any], n: int) -> dict[str, jax.Array]:
@@ -322,23 +301,9 @@ class NumPyroAmortized:
         fn = handlers.substitute(handlers.seed(self.posterior, rng_seed=0), data=params)
         return fn(**data)
 
-    def _means_fn(self, num_samples: int, rest: Mapping[str, Any]) -> Callable:
-        """Jitted ``(params, batch, key) -> {site: E_q[z]}``, kept per setting: one compilation."""
-
-        def means(params: dict[str, Any], b: dict[str, Any], key: jax.Array) -> dict[str, Any]:
-            qs = self.encode(params, **b, **rest)
-            return {
-                s: flow_mean(q, jax.random.fold_in(key, j), num_samples)
-                for j, (s, q) in enumerate(qs.items())
-            }
-
-        setting = (num_samples, tuple(sorted(rest.items())))
-        try:
-            hash(setting)
-        except TypeError:  # unhashable non-array data: compile for this call only
-            return jax.jit(means)
-        cache = self.__dict__.setdefault("_means_cache", {})
-        return cache.setdefault(setting, jax.jit(means))
+    def encode_fit(self, fit: Any, data: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+        """``Fit.encode`` of a fit with this guide: see :func:`encode`."""
+        return encode(fit, data, **kwargs)
 
     def __call__(self, **data: Any) -> dict[str, jax.Array]:
         if self.plate is None:
@@ -394,41 +359,9 @@ def encode(
         >>> encode(fit, {"x": x})["z"].shape
         (20,)
     """
-    from ppgen.inference._svi_numpyro import _unflatten_params
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise DataError(f"`num_samples` must be a positive int; got {num_samples!r}.")
-    guide = _fitted_guide(fit)
-    fit.program.check_keys(data)
-    native = fit.program.ops.native(fit.program.check_values(data), fit.device)
-    missing = [k for k in guide.inputs if k not in native]
-    if missing:
-        raise DataError(f"`data` lacks the encoder input(s) {missing}; pass them to encode.")
-    n = int(jnp.shape(native[guide.inputs[0]])[0])
-    rest = {k: v for k, v in native.items() if not isinstance(v, jax.Array)}
-    arrays = {k: v for k, v in native.items() if k not in rest}
-
-    def batch(i: int) -> dict[str, Any]:
-        return {
-            k: v[i : i + batch_size] if v.ndim and len(v) == n else v for k, v in arrays.items()
-        }
-
-    def trace_params(b: dict[str, Any]) -> dict[str, Any]:
-        fn = handlers.trace(handlers.seed(guide.posterior, rng_seed=0))
-        return {k: s["value"] for k, s in fn.get_trace(**b, **rest).items() if s["type"] == "param"}
-
-    means = guide._means_fn(num_samples, rest)
-    with fit.program.ops.device_context(fit.device):
-        like = jax.eval_shape(trace_params, batch(0))  # the params' tree structure, no compute
-        try:
-            params = _unflatten_params(fit.params, like)
-        except KeyError as e:
-            raise DataError(
-                f"The fit has no parameter {e} of the encoder; was it fitted with this guide?"
-            ) from e
-        out: dict[str, list[np.ndarray]] = {}
-        for i in range(0, n, batch_size):
-            key = jax.random.fold_in(jax.random.key(seed), i)
-            for site, m in means(params, batch(i), key).items():
-                out.setdefault(site, []).append(np.asarray(m))
-    return {k: np.concatenate(v) for k, v in out.items()}
+    return posterior_means(
+        _fitted_guide(fit), fit, data, batch_size=batch_size, num_samples=num_samples, seed=seed
+    )

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 from ppgen.errors import ProgramError
+
+__all__ = ["find_plate", "split_latents"]
+
+
+def find_plate(
+    observed: Sequence[dict],
+    frames: Callable[[dict], Iterable[Any]],
+    plate_name: str | None,
+    library: Literal["pyro", "numpyro"],
+) -> Any:
+    """The data plate's frame: the plate holding every observed site.
+
+    ``frames(site)`` lists a trace site's plate frames (each with ``name`` and ``size``). The
+    frame named ``plate_name`` when given, else the largest common one; every problem is a
+    :class:`~ppgen.errors.ProgramError` (``library`` names the ``plate`` of its example).
+    """
+    if not observed:
+        raise ProgramError("The model has no observed sites for this data to encode.")
+    common: dict[str, Any] | None = None
+    for s in observed:
+        fr = {f.name: f for f in frames(s)}
+        common = fr if common is None else {k: v for k, v in common.items() if k in fr}
+    common = common or {}
+    if plate_name is not None:
+        if plate_name not in common:
+            raise ProgramError(
+                f"`plate={plate_name!r}` does not hold every observed site; plates "
+                f"holding them: {sorted(common)}."
+            )
+        return common[plate_name]
+    if not common:
+        raise ProgramError(
+            "No plate holds every observed site; `Amortized` needs the observations in a "
+            f"data plate, e.g. `with {library}.plate('data', len(x))`."
+        )
+    return max(common.values(), key=lambda f: f.size)
 
 
 def split_latents(

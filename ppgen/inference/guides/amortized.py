@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ppgen.errors import ProgramError
-from ppgen.inference.guides._sites import split_latents
+from ppgen.inference.guides._sites import find_plate, split_latents
 from ppgen.inference.guides.flow import FlowGuide
 from ppgen.nn import MLP, Family, PosteriorHead, register_module
 
@@ -152,7 +152,7 @@ class Amortized(nn.Module):
             if s["type"] == "sample" and not s["infer"].get("_deterministic")
         ]
         observed = [s for s in sites if s["is_observed"]]
-        plate = self._find_plate(observed)
+        plate = find_plate(observed, _frames, self.plate_name, "pyro")
         self.plate = plate
         latent = [s for s in sites if not s["is_observed"]]
         locals_, glob = split_latents(
@@ -196,28 +196,6 @@ class Amortized(nn.Module):
                 g = make_guide(self.global_guide_name, blocked, "pyro")
             object.__setattr__(self, "global_guide", g)
         return self
-
-    def _find_plate(self, observed: list[dict]) -> Any:
-        if not observed:
-            raise ProgramError("The model has no observed sites for this data to encode.")
-        common: dict[str, Any] | None = None
-        for s in observed:
-            fr = {f.name: f for f in _frames(s)}
-            common = fr if common is None else {k: v for k, v in common.items() if k in fr}
-        common = common or {}
-        if self.plate_name is not None:
-            if self.plate_name not in common:
-                raise ProgramError(
-                    f"`plate={self.plate_name!r}` does not hold every observed site; plates "
-                    f"holding them: {sorted(common)}."
-                )
-            return common[self.plate_name]
-        if not common:
-            raise ProgramError(
-                "No plate holds every observed site; `Amortized` needs the observations in a "
-                "data plate, e.g. `with pyro.plate('data', len(x))`."
-            )
-        return max(common.values(), key=lambda f: f.size)
 
     def _encoder_inputs(self, data: Mapping[str, Any]) -> list[Tensor]:
         xs = [data[k] for k in self.inputs]

@@ -14,6 +14,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from ppgen.capabilities import ELBOTerms
 from ppgen.errors import EstimatorError
 
 __all__ = [
@@ -198,6 +199,21 @@ class ReparamELBO(ELBO):
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * w, 0) - math.log(self.num_particles)) / a
         return -scale * bound.sum()
+
+    def terms_loss(self, terms: ELBOTerms) -> Tensor:
+        """The negative objective from a model's declared per-datum terms (no program run).
+
+        See :class:`~ppgen.capabilities.ELBOTerms`; ``meanfield`` uses ``terms.kl`` when given.
+        """
+        k = self.num_particles
+        if self.objective in ("trace", "meanfield"):
+            if self.objective == "meanfield" and terms.kl is not None:
+                return -(terms.log_likelihood.sum() / k - self.beta * terms.kl.sum())
+            w = terms.log_likelihood + self.beta * (terms.log_prior - terms.log_q)
+            return -w.sum() / k
+        a = 1.0 - self.alpha
+        lw = a * (terms.log_likelihood + terms.log_prior - terms.log_q)
+        return -((torch.logsumexp(lw, 0) - math.log(k)) / a).sum()
 
     def _elbo(self, m: dict[str, dict], g: dict[str, dict]) -> Tensor:
         obs, lat = 0.0, 0.0

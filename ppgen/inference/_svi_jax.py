@@ -1,38 +1,44 @@
-"""SVI's NumPyro engine: NumPyro's ``SVI`` with a jitted update, checkpointable state."""
+"""SVI's JAX engine: NumPyro's ``SVI`` with a jitted update, checkpointable state."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError
-from ppgen.inference._base import FitContext
-from ppgen.inference.svi import SVI, _guide_fit
+from ppgen.inference._guide_fit import guide_fit, guide_latents
 from ppgen.result import Fit
 
+if TYPE_CHECKING:
+    from ppgen.inference._base import FitContext
 
-class _JaxEngine:
+__all__ = ["JaxEngine", "flatten_params", "unflatten_params"]
+
+
+class JaxEngine:
     """NumPyro's ``SVI`` with a jitted update; state is the ``SVIState`` pytree."""
 
     async_metrics = True  # `step` returns the loss as a JAX array, possibly still computing
 
-    def __init__(self, est: SVI, ctx: FitContext) -> None:
+    def __init__(self, est: Any, ctx: FitContext) -> None:
         import jax
         import numpyro
 
         self.est, self.ctx = est, ctx
         plate = ctx.extra.get("batch_plate")
-        self.scaler = _JaxScalePlate(plate) if plate else None
+        self.scaler = ctx.program.ops.scale_box(plate) if plate else None
         model = ctx.program.model
         if self.scaler:
-            model = self.scaler.wrap(model)
+            model = self.scaler(model)
         self.model = model
         self.guide = est._resolve_guide(ctx, model, "numpyro")
-        guide = self.scaler.wrap(self.guide) if self.scaler else self.guide
+        guide = self.scaler(self.guide) if self.scaler else self.guide
         self.elbo = est._make_elbo(ctx, "numpyro")
-        self.optim = _jax_optim(est)
+        self.optim = est.optim if not isinstance(est.optim, str) else None
+        if self.optim is None:
+            self.optim = est._optim_spec().numpyro(est._total_steps())
         self.svi = numpyro.infer.SVI(model, guide, self.optim, self.elbo)
         self.state = self.svi.init(jax.random.PRNGKey(ctx.seed), **ctx.data)
         self._update = jax.jit(self.svi.update)
@@ -60,7 +66,7 @@ class _JaxEngine:
         self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
 
     def nonfinite(self) -> list[str]:
-        flat = _flatten_params(self.svi.get_params(self.state))
+        flat = flatten_params(self.svi.get_params(self.state))
         return [k for k, v in flat.items() if not np.isfinite(v).all()]
 
     def sampler(self, jparams: Mapping[str, Any]) -> Any:
@@ -68,7 +74,7 @@ class _JaxEngine:
         from numpyro import handlers
 
         ctx = self.ctx
-        latents = [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
+        latents = guide_latents(ctx)
         guide, model, ops = self.guide, ctx.program.model, ctx.program.ops
 
         def sample(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -92,16 +98,24 @@ class _JaxEngine:
     def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
         like = self.svi.get_params(self.state)
         fit.param_state = dict(state)
-        fit.posterior_sampler = self.sampler(_unflatten_params(state, like))
+        fit.posterior_sampler = self.sampler(unflatten_params(state, like))
+        fit.encoder = self.encoder()
 
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         jparams = self.svi.get_params(self.state)
-        params = _flatten_params(jparams)
+        params = flatten_params(jparams)
         sampler = self.sampler(jparams)
-        return _guide_fit(self.est, self.ctx, history, params, params, sampler, self.guide)
+        diagnostics = {"guide": type(self.guide).__name__, "path": "numpyro"}
+        fit = guide_fit(self.est, self.ctx, history, params, params, sampler, diagnostics)
+        fit.encoder = self.encoder()
+        return fit
+
+    def encoder(self) -> Any:
+        """The guide's ``encode_fit`` (an amortised guide declares it), for ``Fit.encode``."""
+        return getattr(inspect.unwrap(self.guide), "encode_fit", None)
 
 
-def _flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """NumPyro params as flat numpy arrays; pytree params (e.g. IAF networks) as ``name/i``."""
     import jax
 
@@ -115,8 +129,8 @@ def _flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _unflatten_params(flat: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`_flatten_params`, with the tree structure taken from ``like``."""
+def unflatten_params(flat: Mapping[str, Any], like: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_params`, with the tree structure taken from ``like``."""
     import jax
     import jax.numpy as jnp
 
@@ -131,56 +145,3 @@ def _unflatten_params(flat: Mapping[str, Any], like: Mapping[str, Any]) -> dict[
                 treedef, [jnp.asarray(flat[f"{k}/{i}"]) for i in range(len(leaves))]
             )
     return out
-
-
-class _JaxScalePlate:
-    """NumPyro twin of :class:`ppgen.inference._pyro.ScalePlate`."""
-
-    def __init__(self, name: str, scale: float = 1.0) -> None:
-        self.name, self.scale = name, scale
-
-    def wrap(self, fn: Any) -> Any:
-        from numpyro.primitives import Messenger
-
-        outer = self
-
-        class _Scale(Messenger):
-            def process_message(self, msg: dict) -> None:
-                if msg["type"] == "sample" and outer.scale != 1.0:
-                    if any(f.name == outer.name for f in msg["cond_indep_stack"]):
-                        s = msg.get("scale")
-                        msg["scale"] = outer.scale if s is None else outer.scale * s
-
-        def scaled(*args: Any, **kwargs: Any) -> Any:
-            with _Scale():
-                return fn(*args, **kwargs)
-
-        return scaled
-
-
-def _jax_optim(est: SVI) -> Any:
-    import numpyro.optim as nopt
-
-    if not isinstance(est.optim, str):
-        return est.optim
-    lr: Any = est.lr
-    if est.lr_decay:
-        import jax.numpy as jnp
-
-        steps = max(est._total_steps(), 1)
-        rate = float(est.lr_decay)
-
-        def lr(i: Any) -> Any:  # noqa: F811 - schedule replaces the constant
-            return est.lr * jnp.power(rate, i / steps)
-
-    table = {
-        "adam": lambda: nopt.Adam(lr),
-        "clipped_adam": lambda: nopt.ClippedAdam(lr, clip_norm=est.clip_norm or 10.0),
-        "sgd": lambda: nopt.SGD(lr),
-        "rmsprop": lambda: nopt.RMSProp(lr),
-        "adagrad": lambda: nopt.Adagrad(lr),
-    }
-    key = est.optim.lower()
-    if key not in table:
-        raise EstimatorError(f"Unknown `optim={est.optim!r}`. Valid names: {sorted(table)}.")
-    return table[key]()

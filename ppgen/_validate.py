@@ -1,0 +1,178 @@
+"""Checks a program runs before any work: data keys and values, observed sites, guide, kinds."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ppgen.errors import DataError, ProgramError
+
+if TYPE_CHECKING:
+    from ppgen.backends import BackendOps, Site
+    from ppgen.program import ProgramInfo
+
+__all__ = ["check_keys", "check_values", "check_observed", "check_guide", "check_kinds"]
+
+
+def check_keys(signature: inspect.Signature | None, data: Mapping[str, Any]) -> None:
+    """Unknown or missing keyword arguments of a program with ``signature``, named."""
+    if not isinstance(data, Mapping):
+        raise DataError(
+            f"`data` must be a dict mapping the program's argument names to arrays; "
+            f"got {type(data).__name__}."
+        )
+    for k in data:
+        if not isinstance(k, str):
+            raise DataError(f"`data` keys must be strings (argument names); got {k!r}.")
+    if signature is None:
+        return
+    params = signature.parameters
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    names = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not accepts_any:
+        unknown = [k for k in data if k not in names]
+        if unknown:
+            raise DataError(
+                f"`data` has key(s) {unknown} that the program does not take; its arguments "
+                f"are {names}. Rename the key(s) to match the model's keyword arguments."
+            )
+    missing = [n for n in names if params[n].default is inspect.Parameter.empty and n not in data]
+    if missing:
+        raise DataError(
+            f"`data` is missing required argument(s) {missing} of the program. "
+            f"Pass them in `data`, e.g. data={{{missing[0]!r}: ...}}."
+        )
+
+
+def check_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert array-likes to numpy and reject NaN/inf and non-numeric arrays."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if v is None or isinstance(v, bool | int | float | str):
+            out[k] = v
+            continue
+        if hasattr(v, "detach"):
+            a = v.detach().cpu().numpy()
+        elif hasattr(v, "__array__") or isinstance(v, list | tuple):
+            try:
+                a = np.asarray(v)
+            except ValueError as e:
+                raise DataError(f"`data[{k!r}]` is not a rectangular array: {e}") from e
+        else:
+            out[k] = v
+            continue
+        if a.dtype.kind not in "biuf":
+            raise DataError(
+                f"`data[{k!r}]` must be numeric (bool, int or float); got dtype {a.dtype}. "
+                "Encode categories as integer ids."
+            )
+        if a.dtype.kind == "f":
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                what = "NaN" if np.isnan(a[first]) else "inf"
+                raise DataError(
+                    f"`data[{k!r}]` has {int(bad.sum())} non-finite value(s) ({what} first at "
+                    f"index {first}). Drop or impute them before fitting, or mask the "
+                    "likelihood with `poutine.mask` / `numpyro.handlers.mask`."
+                )
+        out[k] = a
+    return out
+
+
+def _check_shape(name: str, s: Site) -> None:
+    full = s.batch_shape + s.event_shape
+    shape = s.shape
+    if len(shape) < len(s.event_shape) or shape[len(shape) - len(s.event_shape) :] != (
+        s.event_shape
+    ):
+        raise DataError(
+            f"Observed site `{name}`: the data's trailing shape must equal the "
+            f"distribution's event shape {s.event_shape}; got data of shape {shape}. "
+            "Reshape the data or use `.to_event(...)` on the distribution."
+        )
+    for p in s.plates:
+        axis = len(shape) - s.event_dim + p.dim
+        if axis < 0 or shape[axis] != p.size:
+            got = shape[axis] if axis >= 0 else "nothing"
+            raise DataError(
+                f"Observed site `{name}` sits in plate `{p.name}` of size {p.size} (dim "
+                f"{p.dim}), but its data has {got} along that dim (data shape {shape}). "
+                f"Make the plate size match the data, e.g. plate({p.name!r}, len(x))."
+            )
+    try:
+        np.broadcast_shapes(shape, full)
+    except ValueError:
+        raise DataError(
+            f"Observed site `{name}`: data of shape {shape} does not broadcast with the "
+            f"distribution's shape {full}."
+        ) from None
+
+
+def check_observed(info: ProgramInfo, ops: BackendOps) -> None:
+    """Each observed site's data against its plates, event shape and support."""
+    for name in info.observed:
+        s = info.sites[name]
+        _check_shape(name, s)
+        if s.density != "explicit":  # Implicit / Unnormalized: support is all of R^n
+            continue
+        bad = ops.support_violations(s)
+        if bad.any():
+            idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
+            val = np.atleast_1d(ops.to_numpy(s.value))
+            try:
+                shown = val[idx[: val.ndim]] if val.ndim else val
+            except IndexError:
+                shown = "?"
+            raise DataError(
+                f"Observed site `{name}` ({s.dist}) needs values in support `{s.support}`; "
+                f"got {int(bad.sum())} value(s) outside it (e.g. {shown!s} at index {idx}). "
+                "Fix the data or choose a likelihood whose support covers it."
+            )
+
+
+def check_kinds(info: ProgramInfo) -> None:
+    """A program is explicit, implicit or energy: implicit and energy sites must not mix."""
+    implicit, energy = info.sites_of_kind("implicit"), info.sites_of_kind("energy")
+    if implicit and energy:
+        raise ProgramError(
+            f"The program mixes implicit observed site(s) {implicit} (Implicit: no density) "
+            f"with energy site(s) {energy} (Unnormalized: density up to log Z). No estimator "
+            "fits both at once; write one kind of observed site per program."
+        )
+
+
+def check_guide(info: ProgramInfo, guide_sites: list[Site]) -> None:
+    """The guide samples exactly the model's latent sites, with the model's shapes."""
+    gs = {s.name: s for s in guide_sites if s.kind != "param"}
+    for name in info.latent:
+        s = info.sites[name]
+        if name not in gs:
+            if s.enumerate in ("parallel", "sequential"):
+                continue
+            raise ProgramError(
+                f"Latent site `{name}` of the model is missing from the guide. Add "
+                f"`sample({name!r}, ...)` to the guide, or mark it for enumeration with "
+                "infer={'enumerate': 'parallel'} and use elbo='enum'."
+            )
+        g = gs[name]
+        if g.shape != s.shape:
+            raise ProgramError(
+                f"Site `{name}` has shape {s.shape} in the model but {g.shape} in the guide. "
+                "Make the guide's distribution (and its plates) match the model's."
+            )
+    extra = [n for n, g in gs.items() if g.kind == "latent" and n not in info.sites]
+    if extra:
+        raise ProgramError(
+            f"The guide samples site(s) {extra} that the model does not have. Remove them "
+            "from the guide or give them the model's names."
+        )
+    for n in gs:
+        if n in info.sites and info.sites[n].kind == "observed":
+            raise ProgramError(
+                f"The guide samples `{n}`, which is an observed site of the model. Guides "
+                "sample latent sites only."
+            )

@@ -1,0 +1,301 @@
+"""SVI's torch engine: any Pyro program, one optimiser over the param store, checkpointable.
+
+The objective of a step is computed by the first of these that applies; ``fit.diagnostics
+["path"]`` names it:
+
+- ``"declared"``: the model object declares ``log_density`` (no latent sites) or
+  ``elbo_terms`` (with its own guide), see :mod:`ppgen.capabilities`; torch alone.
+- ``"reparam"``: :class:`~ppgen.inference.objectives.ReparamELBO`, one guide pass and one model
+  pass under a recording handler (no traces), for reparameterisable guides and the
+  ``trace``/``meanfield``/``renyi``/``iwae`` objectives.
+- ``"pyro"``: Pyro's own ELBO object (score-function terms, enumeration, ``graph``, or an ELBO
+  object you pass).
+
+All three give the numbers of Pyro's objective for the same parameters and noise; the
+optimiser is one :class:`~ppgen.inference._optim.TorchOptimizer` (fused Adam where possible).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer.autoguide import AutoLaplaceApproximation
+from pyro.optim import PyroOptim
+
+from ppgen.capabilities import declares
+from ppgen.errors import ProgramError
+from ppgen.inference._guide_fit import guide_fit, guide_latents
+from ppgen.inference._pyro import (
+    constrained_params,
+    load_unconstrained,
+    nonfinite_log_prob_sites,
+    nonfinite_params,
+    snapshot_params,
+)
+from ppgen.inference.objectives.reparam import NotReparameterized, ReparamELBO
+from ppgen.nn import modules_registered
+from ppgen.result import Fit
+
+if TYPE_CHECKING:
+    from ppgen.inference._base import FitContext
+
+__all__ = ["TorchEngine", "REPARAM_OBJECTIVES"]
+
+REPARAM_OBJECTIVES = ("trace", "meanfield", "renyi", "iwae")
+
+
+class TorchEngine:
+    """One SVI run on a Pyro program (see the module docstring for the objective paths)."""
+
+    async_metrics = False
+
+    def __init__(self, est: Any, ctx: FitContext) -> None:
+        self.est, self.ctx = est, ctx
+        pyro.clear_param_store()
+        pyro.set_rng_seed(ctx.seed)
+        if ctx.program.module is not None:
+            ctx.program.module.to(ctx.device or "cpu")
+        plate = ctx.extra.get("batch_plate")
+        self.scaler = ctx.program.ops.scale_box(plate) if plate else None
+        self.model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
+        self.guide = est._resolve_guide(ctx, self.model, "pyro")
+        self.scaled_guide = self.scaler(self.guide) if self.scaler else self.guide
+        with torch.no_grad():
+            # create every param now (the guide's, and the model's that the guide never
+            # touches), so checkpoints, resume and load see them all
+            gtr = poutine.trace(self.scaled_guide).get_trace(**ctx.data)
+            poutine.replay(self.model, trace=gtr)(**ctx.data)
+        self.path, self.loss = self._choose_objective()
+        self.optim = _Optimizer(est, list(pyro.get_param_store()._params.values()))
+
+    # ------------------------------------------------------------------ objectives
+    def _choose_objective(self) -> tuple[str, Callable[[Mapping[str, Any], float], Any]]:
+        est, ctx = self.est, self.ctx
+        obj, info = ctx.program.obj, ctx.info
+        reparam = _reparam_elbo(est, info)
+        if reparam is not None:
+            own_guide = est._guide_spec(ctx) is ctx.program.guide and ctx.program.guide is not None
+            if not info.latent and declares(obj, "log_density"):
+                loss = _declared_density(obj, ctx)
+                _check_declared(ctx, "log_density", loss, self._reparam_loss(reparam), exact=True)
+                return "declared", loss
+            if info.latent and own_guide and declares(obj, "elbo_terms"):
+                loss = _declared_elbo(obj, reparam)
+                _check_declared(ctx, "elbo_terms", loss, self._reparam_loss(reparam), exact=False)
+                return "declared", loss
+            rng = torch.get_rng_state()
+            try:  # a probe (raises NotReparameterized); the RNG is put back afterwards
+                with torch.no_grad(), pyro.validation_enabled(False), modules_registered():
+                    reparam.loss(self.model, self.scaled_guide, **ctx.data)
+                return "reparam", self._reparam_loss(reparam)
+            except NotReparameterized:
+                pass
+            finally:
+                torch.set_rng_state(rng)
+        elbo = est._make_elbo(ctx, "pyro")
+        model, guide = self.model, self.scaled_guide
+
+        def pyro_loss(data: Mapping[str, Any], scale: float) -> float:
+            with warnings.catch_warnings():
+                # a NaN loss is ppgen's NonFiniteError (raised by the loop), not Pyro's warning
+                warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
+                return elbo.loss_and_grads(model, guide, **data)
+
+        return "pyro", pyro_loss
+
+    def _reparam_loss(self, reparam: ReparamELBO) -> Callable[[Mapping[str, Any], float], Any]:
+        model, guide = self.model, self.scaled_guide
+
+        def loss(data: Mapping[str, Any], scale: float) -> Any:
+            return reparam.differentiable_loss(model, guide, **data)
+
+        return loss
+
+    # ------------------------------------------------------------------ the step
+    def step(self, data: Mapping[str, Any], scale: float) -> float:
+        if self.scaler:
+            self.scaler.scale = scale
+        self.optim.zero_grad()
+        if self.path == "pyro":
+            loss = self.loss(data, scale)  # Pyro's ELBO computes its own gradients
+        else:
+            with pyro.validation_enabled(False), modules_registered():
+                value = self.loss(data, scale)
+            if value.requires_grad:
+                value.backward()
+            loss = value.item()
+        self.optim.add(pyro.get_param_store()._params.values())
+        self.optim.step()
+        return loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        params = pyro.get_param_store().get_state()["params"]
+        sd = {
+            "params": {k: v.detach().clone() for k, v in params.items()},
+            "optim": self.optim.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        load_unconstrained(sd["params"])
+        self.optim.load_state_dict(sd["optim"])
+        torch.set_rng_state(sd["torch_rng"])
+        if sd.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(sd["cuda_rng"])
+
+    def nonfinite(self) -> list[str]:
+        return nonfinite_params()
+
+    def nonfinite_loss_sites(self) -> list[str]:
+        return nonfinite_log_prob_sites(self.model, self.guide, self.ctx.data)
+
+    # ------------------------------------------------------------------ results
+    def final_guide(self) -> Any:
+        if isinstance(self.guide, AutoLaplaceApproximation):
+            return self.guide.laplace_approximation(**self.ctx.data)
+        return self.guide
+
+    def sampler(self, guide: Any) -> Callable[[int, int], dict[str, np.ndarray]]:
+        ctx = self.ctx
+        latents, ops = guide_latents(ctx), ctx.program.ops
+
+        def sample(n: int, seed: int) -> dict[str, np.ndarray]:
+            # the guide alone holds every latent; running the model too would only cost time
+            return ops.predictive(
+                guide, ctx.data, num_samples=n, return_sites=latents, uncondition=False, seed=seed
+            )
+
+        return sample
+
+    def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
+        load_unconstrained(state)
+        fit.param_state = snapshot_params()
+        fit.posterior_sampler = self.sampler(self.final_guide())
+
+    def finalize(self, history: dict[str, list[float]]) -> Fit:
+        guide = self.final_guide()
+        diagnostics = {"guide": type(guide).__name__, "path": self.path}
+        return guide_fit(
+            self.est,
+            self.ctx,
+            history,
+            constrained_params(),
+            snapshot_params(),
+            self.sampler(guide),
+            diagnostics,
+        )
+
+
+class _Optimizer:
+    """The run's optimiser: ppgen's table by name, or a ``torch.optim`` class / ``pyro.optim``."""
+
+    def __init__(self, est: Any, params: list[torch.Tensor]) -> None:
+        spec = est.optim
+        self.pyro = spec if isinstance(spec, PyroOptim) else None
+        if self.pyro is not None:
+            self.params: list[torch.Tensor] = list(params)
+            return
+        self.torch = est._optim_spec().torch(params, est._total_steps())
+
+    def zero_grad(self) -> None:
+        if self.pyro is None:
+            self.torch.zero_grad()
+        else:
+            for p in self.params:
+                p.grad = None
+
+    def add(self, params: Any) -> None:
+        if self.pyro is None:
+            self.torch.add(params)
+        else:
+            known = {id(p) for p in self.params}
+            self.params += [p for p in params if id(p) not in known]
+
+    def step(self) -> None:
+        if self.pyro is None:
+            self.torch.step()
+        else:
+            self.pyro([p for p in self.params if p.grad is not None])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.torch.state_dict() if self.pyro is None else self.pyro.get_state()
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        if self.pyro is None:
+            self.torch.load_state_dict(sd)
+        else:
+            self.pyro.set_state(sd)
+
+
+def _reparam_elbo(est: Any, info: Any) -> ReparamELBO | None:
+    """The reparameterised ELBO for the estimator's objective, or ``None`` if it has none."""
+    elbo = est.elbo
+    if isinstance(elbo, ReparamELBO):
+        if elbo.num_particles > 1 and elbo.plate_nesting is None:
+            elbo.plate_nesting = info.max_plate_nesting
+        return elbo
+    if not isinstance(elbo, str) or elbo.lower() not in REPARAM_OBJECTIVES:
+        return None
+    k = est.num_particles
+    return ReparamELBO(
+        elbo.lower(),  # type: ignore[arg-type]
+        k,
+        alpha=est.alpha,
+        max_plate_nesting=None if k == 1 else (est.max_plate_nesting or info.max_plate_nesting),
+    )
+
+
+def _declared_density(obj: Any, ctx: FitContext) -> Callable[[Mapping[str, Any], float], Any]:
+    def loss(data: Mapping[str, Any], scale: float) -> Any:
+        return -scale * obj.log_density(**data).sum()
+
+    return loss
+
+
+def _declared_elbo(obj: Any, elbo: ReparamELBO) -> Callable[[Mapping[str, Any], float], Any]:
+    def loss(data: Mapping[str, Any], scale: float) -> Any:
+        return scale * elbo.terms_loss(obj.elbo_terms(elbo.num_particles, **data))
+
+    return loss
+
+
+def _check_declared(
+    ctx: FitContext, name: str, declared: Callable, program: Callable, exact: bool
+) -> None:
+    """Refuse a declared capability that disagrees with the program it stands for."""
+    data = ctx.data
+    rng = torch.get_rng_state()
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False), modules_registered():
+            if exact:  # the same noise for both (dequantised flows draw some)
+                a = float(declared(data, 1.0))
+                torch.set_rng_state(rng)
+                b = float(program(data, 1.0))
+                ok, detail = abs(a - b) <= 1e-4 * (1.0 + abs(b)), f"{a:.6g} vs {b:.6g}"
+            else:  # Monte Carlo ELBOs: compare means over draws, within 6 standard errors
+                da = np.array([float(declared(data, 1.0)) for _ in range(16)])
+                db = np.array([float(program(data, 1.0)) for _ in range(16)])
+                se = math.sqrt((da.var() + db.var()) / 16)
+                diff = abs(da.mean() - db.mean())
+                ok = diff <= 6 * se + 1e-4 * (1.0 + abs(db.mean()))
+                detail = f"{da.mean():.6g} vs {db.mean():.6g} (standard error {se:.3g})"
+    finally:
+        torch.set_rng_state(rng)
+    if not ok:
+        raise ProgramError(
+            f"`{type(ctx.program.obj).__name__}.{name}` disagrees with the program it declares "
+            f"to evaluate: loss {detail}. Fix the method to compute the program's own "
+            f"{'log density' if exact else 'ELBO terms'}, or delete it (set `{name} = None`) "
+            "to let ppgen run the program."
+        )
