@@ -213,8 +213,8 @@ def speed(a) -> dict[str, list[float]]:
 
 PROFILE_ROWS = [  # (label, file fragment, function name); rows absent from the profile are skipped
     ("ppgen loop: run_loop (incl. setup and finalize)", "ppgen/inference/_loop.py", "run_loop"),
-    ("MLE.step (the whole step)", "ppgen/inference/mle.py", "step"),
-    ("lean engine step", "ppgen/inference/fast_svi.py", "step"),
+    ("SVI.step (the whole step, MLE's too)", "ppgen/inference/svi.py", "step"),
+    ("TorchEngine.step", "ppgen/inference/_svi_torch.py", "step"),
     ("pyro.infer.SVI.step", "pyro/infer/svi.py", "step"),
     ("Pyro optimiser: one torch Adam per param tensor", "pyro/optim/optim.py", "__call__"),
     ("Trace_ELBO loss_and_grads", "pyro/infer/trace_elbo.py", "loss_and_grads"),
@@ -235,12 +235,12 @@ def profile_ppgen(a) -> list[str]:
     stats = pstats.Stats(prof, stream=io.StringIO())
     rows = {(k[0], k[2]): (v[1], v[3]) for k, v in stats.stats.items()}
     steps = [
-        t for (f, fn), (_, t) in rows.items() if "ppgen/inference/mle.py" in f and fn == "step"
+        t for (f, fn), (_, t) in rows.items() if "ppgen/inference/svi.py" in f and fn == "step"
     ]
     loop = max(steps, default=math.nan)
     lines = [
         f"cProfile of one ppgen fit ({a.speed_steps} steps; profiler overhead inflates small "
-        "calls). Cumulative time per function, as a share of the time in `MLE.step`:\n",
+        "calls). Cumulative time per function, as a share of the time in `SVI.step`:\n",
         "| where | calls | cumulative s | % of step time |",
         "|---|---|---|---|",
     ]

@@ -248,8 +248,8 @@ def speed(x: np.ndarray, steps: int, reps: int) -> dict[str, list[float]]:
         "ppgen SVI, user's own class declaring elbo_terms": lambda c: ppgen_run(
             UserVAE(), {"x": x}, est(), steps, c
         ),
-        "ppgen SVI(guide=Amortized()), user's plain program (handlers)": lambda c: ppgen_run(
-            user_program(), {"x": x}, est(guide=amortized()), steps, c
+        "ppgen SVI(guide=Amortized()), user's plain program (model under handlers)": lambda c: (
+            ppgen_run(user_program(), {"x": x}, est(guide=amortized()), steps, c)
         ),
         "ppgen SVI, zoo VAE as plain functions (handlers)": lambda c: ppgen_run(
             plain(VAE(64, Z)), {"x": x}, est(), steps, c

@@ -18,6 +18,15 @@ asks for it by name and falls back to running the program when it is absent:
 - ``exact_posterior(**data) -> ExactPosterior``: independent draws of the closed-form
   posterior, for :class:`~ppgen.inference.Exact`.
 
+A guide object may declare one too:
+
+- ``reparam_draws(num_particles, **data) -> (values, log_q) | None``: reparameterised draws
+  ``{site: z}`` of every latent it covers and :math:`\\log q(z)` per datum (shape
+  ``(N,)``, or ``(K, N)`` with particles), drawn as the guide program would draw them. The
+  ``trace`` objective then runs the model alone on those draws (no guide pass);
+  :class:`~ppgen.inference.Amortized` declares it for local latents. Returning ``None``
+  declines for this call (the guide program then runs).
+
 Example:
     >>> import torch, pyro, pyro.distributions as dist
     >>> class Gaussian:
@@ -43,7 +52,7 @@ import numpy as np
 
 __all__ = ["ELBOTerms", "ExactPosterior", "Capability", "declares"]
 
-Capability = Literal["log_density", "elbo_terms", "exact_posterior"]
+Capability = Literal["log_density", "elbo_terms", "exact_posterior", "reparam_draws"]
 
 
 def declares(obj: Any, capability: Capability) -> bool:

@@ -5,12 +5,12 @@ import warnings as _warnings
 from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was here)
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
-from ppgen.inference._optim import Optim
 from ppgen.inference.exact import Exact
 from ppgen.inference.guides import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
 from ppgen.inference.objectives import KLWarmup, ReparamELBO
+from ppgen.inference.optim import Optim
 from ppgen.inference.runners import Local, Runner
 from ppgen.inference.svi import SVI
 

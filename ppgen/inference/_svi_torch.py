@@ -12,7 +12,7 @@ The objective of a step is computed by the first of these that applies; ``fit.di
   object you pass).
 
 All three give the numbers of Pyro's objective for the same parameters and noise; the
-optimiser is one :class:`~ppgen.inference._optim.TorchOptimizer` (fused Adam where possible).
+optimiser is one :class:`~ppgen.inference.optim.TorchOptimizer` (fused Adam where possible).
 """
 
 from __future__ import annotations

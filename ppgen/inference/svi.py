@@ -8,11 +8,11 @@ from typing import Any
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._base import FitContext, OptimEstimator, register
-from ppgen.inference._optim import Optim
 from ppgen.inference._svi_jax import JaxEngine
 from ppgen.inference._svi_torch import TorchEngine
 from ppgen.inference.guides.auto import guide_class_name, make_guide
 from ppgen.inference.objectives.elbo import make_elbo
+from ppgen.inference.optim import Optim
 from ppgen.result import Fit
 
 __all__ = ["SVI"]

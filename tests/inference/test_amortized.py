@@ -293,3 +293,46 @@ def test_amortized_save_load_same_predictions(tmp_path):
     np.testing.assert_allclose(
         again.sample_posterior(5, seed=3)["z"], fit.sample_posterior(5, seed=3)["z"], rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("family", ["normal", "lowrank"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_declared_reparam_draws_give_pyros_trace_elbo_for_the_same_noise(family, k):
+    """Amortized declares ``reparam_draws``: the ``trace`` objective then skips the guide pass
+    and must still equal Pyro's Trace_ELBO of the guide program, draw for draw."""
+    model, _, x = _vae_like()
+    guide = Amortized(model, family, hidden_features=(8,))
+    with torch.no_grad():
+        guide(x=x)  # build the encoder
+    ours = ReparamELBO("trace", k, max_plate_nesting=1)
+    ref = pyro.infer.Trace_ELBO(num_particles=k, vectorize_particles=True, max_plate_nesting=1)
+    for seed in (0, 1):
+        pyro.set_rng_seed(seed)
+        a = ours.differentiable_loss(model, guide, x=x).item()
+        pyro.set_rng_seed(seed)
+        b = ref.loss(model, guide, x=x)
+        assert a == pytest.approx(b, rel=1e-5)
+    values, log_q = guide.reparam_draws(k, x=x)
+    assert values["z"].shape == ((k,) if k > 1 else ()) + (7, 3)
+    assert log_q.shape == ((k,) if k > 1 else ()) + (7,)
+
+
+def test_global_latents_decline_the_declared_draws():
+    dec = torch.nn.Linear(2, 3)
+
+    def model(x):
+        pyro.module("dec", dec)
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", dist.Normal(dec(z), s).to_event(1), obs=x)
+
+    x = torch.randn(5, 3)
+    guide = Amortized(model, hidden_features=(8,))
+    with torch.no_grad():
+        guide(x=x)  # build the encoder and the global autoguide (its prototype trace draws)
+    assert guide.reparam_draws(1, x=x) is None  # `s` needs its autoguide: the guide runs
+    pyro.set_rng_seed(0)
+    a = ReparamELBO("trace").differentiable_loss(model, guide, x=x).item()
+    pyro.set_rng_seed(0)
+    assert a == pytest.approx(pyro.infer.Trace_ELBO().loss(model, guide, x=x), rel=1e-5)

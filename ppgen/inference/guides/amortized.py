@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, get_args
 
@@ -9,6 +10,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 
 from ppgen.errors import ProgramError
@@ -149,7 +151,9 @@ class Amortized(nn.Module):
         sites = [
             s
             for s in tr.nodes.values()
-            if s["type"] == "sample" and not s["infer"].get("_deterministic")
+            if s["type"] == "sample"
+            and not s["infer"].get("_deterministic")
+            and not site_is_subsample(s)  # a plate's own index site is no latent
         ]
         observed = [s for s in sites if s["is_observed"]]
         plate = find_plate(observed, _frames, self.plate_name, "pyro")
@@ -216,6 +220,32 @@ class Amortized(nn.Module):
                 q = dist.Normal(loc, scale).to_event(len(shape))
             out[n] = q
         return out
+
+    def reparam_draws(self, num_particles: int, **data: Any) -> tuple[dict, Tensor] | None:
+        """Reparameterised draws of every local latent and their :math:`\\log q` per datum.
+
+        A capability (:mod:`ppgen.capabilities`): SVI's ``trace`` objective then needs no
+        guide pass. The noise is drawn as ``q.rsample`` draws it, so the numbers are those of
+        the guide program. ``None`` (run the guide) when global latents need their autoguide.
+        """
+        if self.plate is None:
+            self.build(**data)
+        if self.global_guide is not None:
+            return None
+        lead = (num_particles,) if num_particles > 1 else ()
+        values, log_q = {}, 0.0
+        for name, q in self.encode(**data).items():
+            base = q.base_dist if isinstance(q, dist.Independent) else q
+            if isinstance(base, dist.Normal):  # closed form: no second pass through loc, scale
+                loc, sd = base.loc, base.scale
+                eps = torch.empty(lead + loc.shape, dtype=loc.dtype, device=loc.device).normal_()
+                values[name] = loc + eps * sd
+                lq = -0.5 * eps * eps - sd.log() - 0.5 * math.log(2 * math.pi)
+                log_q = log_q + lq.reshape(lq.shape[: len(lead) + 1] + (-1,)).sum(-1)
+            else:
+                values[name] = z = q.rsample(lead)
+                log_q = log_q + q.log_prob(z)
+        return values, log_q
 
     def forward(self, **data: Any) -> dict[str, Tensor]:
         if self.plate is None:

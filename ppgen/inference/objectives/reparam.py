@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, get_args
@@ -14,7 +15,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from ppgen.capabilities import ELBOTerms
+from ppgen.capabilities import ELBOTerms, declares
 from ppgen.errors import EstimatorError
 
 __all__ = [
@@ -192,6 +193,10 @@ class ReparamELBO(ELBO):
         """The negative objective as a tensor with gradients."""
         if args:
             raise EstimatorError("ReparamELBO takes the program's data as keyword arguments.")
+        if self.objective == "trace":
+            declared = self._declared_guide_loss(model, guide, kwargs)
+            if declared is not None:
+                return declared
         m, g = self._passes(model, guide, kwargs)
         if self.objective in ("trace", "meanfield"):
             return -self._elbo(m, g) / self.num_particles
@@ -199,6 +204,35 @@ class ReparamELBO(ELBO):
         a = 1.0 - self.alpha
         bound = (torch.logsumexp(a * w, 0) - math.log(self.num_particles)) / a
         return -scale * bound.sum()
+
+    def _declared_guide_loss(
+        self, model: Callable, guide: Callable, kwargs: Mapping[str, Any]
+    ) -> Tensor | None:
+        """The ``trace`` loss from the guide's declared ``reparam_draws`` (no guide pass).
+
+        ``None`` when the guide declares none, declines (returns ``None``), or leaves a latent
+        site of the model undrawn.
+        """
+        obj = inspect.unwrap(guide)
+        if not declares(obj, "reparam_draws"):
+            return None
+        k = self.num_particles
+        if k > 1 and self.plate_nesting is None:
+            self.plate_nesting = _max_plate_nesting(model, guide, kwargs)
+        draws = obj.reparam_draws(k, **kwargs)
+        if draws is None:
+            return None
+        values, log_q = draws
+        m = _run(model, kwargs, values, k, -(self.plate_nesting or 0) - 1)
+        obs, lat, scale = 0.0, 0.0, 1.0
+        for name, site in m.items():
+            if site["is_observed"]:
+                obs = obs + _log_prob(site).sum()
+            elif name in values:
+                lat, scale = lat + _log_prob(site).sum(), site["scale"]
+            else:
+                return None  # a latent the guide did not draw: run the guide itself
+        return -(obs + self.beta * (lat - scale * log_q.sum())) / k
 
     def terms_loss(self, terms: ELBOTerms) -> Tensor:
         """The negative objective from a model's declared per-datum terms (no program run).
