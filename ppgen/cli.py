@@ -169,7 +169,9 @@ def summary_table(fit: Any) -> Any:
 def _fit(args: argparse.Namespace) -> int:
     import ppgen
     from ppgen.io import atomic_write
+    from ppgen.persist import check_run_target
 
+    check_run_target(args.out)  # before any work: a bad --out must not cost a whole fit
     if args.threads is not None:
         import torch
 
@@ -305,7 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default for zoo models: their usual dataset)",
     )
     f.add_argument("--method", default="nuts", help="registered estimator name (default: nuts)")
-    f.add_argument("--out", required=True, metavar="DIR", help="run directory (replaced)")
+    f.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="run directory: new, empty, or a previous run (replaced); anything else is refused",
+    )
     f.add_argument("--steps", type=int, help="optimisation steps (svi, mle)")
     f.add_argument("--num-samples", type=int, help="draws per chain (nuts, hmc; default 500)")
     f.add_argument(

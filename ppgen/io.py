@@ -47,11 +47,17 @@ def atomic_dir(path: str | os.PathLike, fill: Callable[[Path], None]) -> None:
     save never leaves a half-written run behind.
     """
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CheckpointError(f"`{path}` is an existing file; refusing to replace it by a run.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)
     try:
         fill(tmp)
+        for f in tmp.rglob("*"):  # writers that make 0600 files (safetensors) follow the umask
+            if f.is_file():
+                os.chmod(f, 0o666 & ~mask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

@@ -15,7 +15,7 @@ from ppgen.errors import CheckpointError
 from ppgen.io import atomic_dir, read_json
 from ppgen.result import Fit
 
-__all__ = ["save_fit", "load", "FORMAT_VERSION"]
+__all__ = ["save_fit", "load", "check_run_target", "is_run", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -76,6 +76,50 @@ def _auxiliary_manifest(fit: Fit) -> dict[str, Any]:
     return {"arrays": sorted(fit.auxiliary), "settings": fit.auxiliary_settings}
 
 
+def is_run(path: str | Path) -> bool:
+    """Whether directory ``path`` holds a run saved by ppgen (its manifest says so)."""
+    try:
+        manifest = read_json(Path(path) / "manifest.json")
+    except (CheckpointError, OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == "ppgen-run"
+
+
+def check_run_target(path: str | Path) -> Path:
+    """Refuse, before anything is written or fitted, a run path whose contents would be lost.
+
+    A run may be saved to a new path, an empty directory, or a previous ppgen run (which it
+    replaces). An existing file, or a directory holding anything but a ppgen run, is refused
+    with a :class:`~ppgen.errors.CheckpointError` naming the path.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "thesis.tex").write_text("x")
+        1
+        >>> try:
+        ...     check_run_target(d)
+        ... except CheckpointError as e:
+        ...     print(str(e).split(";")[0].endswith("is not a ppgen run"))
+        True
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise CheckpointError(
+            f"`{path}` is an existing file, not a run directory; ppgen will not replace it. "
+            "Save the run under another path (a new or empty directory, or a previous run)."
+        )
+    if path.is_dir() and any(path.iterdir()) and not is_run(path):
+        entries = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise CheckpointError(
+            f"`{path}` is a directory that is not a ppgen run; saving there would replace its "
+            f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} ({shown}). Save the run "
+            "under a new or empty directory, or under a previous run to replace it."
+        )
+    return path
+
+
 def save_fit(fit: Fit, path: str | Path) -> None:
     """Write ``fit`` to directory ``path``: manifest, params, draws, data, InferenceData.
 
@@ -95,6 +139,7 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     """
     from ppgen.io import write_json
 
+    path = check_run_target(path)
     est = fit.estimator
     scalars = {
         k: v for k, v in fit.data.items() if v is None or isinstance(v, bool | int | float | str)

@@ -191,14 +191,28 @@ def test_bad_inputs_exit_2_with_a_message_naming_the_argument(tmp_path, argv, ne
 def test_csv_missing_a_column_exits_2_naming_it(tmp_path):
     path = tmp_path / "schools.csv"
     np.savetxt(path, [[28.0], [8.0]], delimiter=",", header="y", comments="")
-    rc, _, err = run_cli(["fit", "eight_schools", "--data", str(path), "--out", str(tmp_path)])
+    out = str(tmp_path / "run")
+    rc, _, err = run_cli(["fit", "eight_schools", "--data", str(path), "--out", out])
     assert rc == 2
     assert "`sigma`" in err and "['y']" in err
     rc, _, err = run_cli(
-        ["fit", "linear_regression", "--data", str(path), "--y-col", "z", "--out", str(tmp_path)]
+        ["fit", "linear_regression", "--data", str(path), "--y-col", "z", "--out", out]
     )
     assert rc == 2
     assert "`--y-col`" in err and "['z']" in err
+
+
+def test_out_that_is_not_a_run_is_refused_before_any_work(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    # --out is checked first: even a missing --data file is not reached, nor the fit
+    rc, _, err = run_cli(["fit", "eight_schools", "--data", "nosuch.csv", "--out", str(tmp_path)])
+    assert rc == 2 and "not a ppgen run" in err and str(tmp_path) in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+    rc, _, err = run_cli(["fit", "eight_schools", "--out", str(tmp_path / "thesis.tex")])
+    assert rc == 2 and "existing file" in err
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
 
 
 def test_summary_of_a_directory_that_is_not_a_run_exits_2(tmp_path):

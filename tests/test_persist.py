@@ -256,3 +256,44 @@ def test_implicit_fits_save_and_load_and_the_kind_must_match(tmp_path):
     ppgen.fit(_normal, {"x": X6}, SVI(steps=2, num_draws=5)).save(tmp_path / "normal")
     with pytest.raises(CheckpointError, match="explicit program.*implicit.*`x`"):
         ppgen.load(tmp_path / "normal", _gan)
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    return ppgen.fit(EightSchools(), SCHOOLS, SVI(steps=5, num_draws=5), seed=1)
+
+
+def test_save_never_replaces_what_is_not_a_run(tmp_path, small_fit):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    with pytest.raises(CheckpointError, match="not a ppgen run.*thesis.tex"):
+        small_fit.save(str(user))
+    assert sorted(p.name for p in user.iterdir()) == ["thesis.tex"]
+    assert (user / "thesis.tex").read_text() == "years of work"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(CheckpointError, match="existing file"):
+        small_fit.save(str(a_file))
+    assert a_file.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]  # no .old copy
+
+
+def test_save_into_an_empty_directory_or_over_a_previous_run(tmp_path, small_fit):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    small_fit.save(str(empty))
+    assert (empty / "manifest.json").exists()
+    other = ppgen.fit(EightSchools(), SCHOOLS, SVI(steps=5, num_draws=7), seed=2)
+    other.save(str(empty))  # a previous run is replaced
+    assert ppgen.load(str(empty), EightSchools()).draws["mu"].shape == (1, 7)
+
+
+def test_saved_files_follow_the_umask(tmp_path, small_fit):
+    old = os.umask(0o022)
+    try:
+        small_fit.save(str(tmp_path / "run"))
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes

@@ -255,6 +255,11 @@ class OptimEstimator(Estimator):
         """
         return False
 
+    def abort_step(self, state: Any) -> Any:
+        """Forget a ``step`` cut short by Ctrl-C (restore the random state it consumed), so
+        the checkpoint written after the interrupt resumes exactly. Default: nothing to undo."""
+        return state
+
     def rewind(self, state: Any) -> Any:
         """Undo the last ``step`` (a callback stopped the loop at the step before it)."""
         raise NotImplementedError(f"{type(self).__name__} cannot undo a step.")

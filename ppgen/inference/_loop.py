@@ -254,11 +254,14 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 stop = True
         return stop
 
+    in_step = False
     try:
         while step < total:
-            before = batcher.state_dict() if pending is not None and ctx.callbacks else None
+            before = batcher.state_dict()
             batch, scale = batcher.next()
+            in_step = True
             state, metrics = est.step(state, {"data": batch, "scale": scale})
+            in_step = False
             step += 1
             if pending is not None:
                 (n, m), pending = pending, None
@@ -277,6 +280,9 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 break
     except KeyboardInterrupt:
         interrupted = True
+        if in_step:  # cut short inside a step: it never happened (its batch, its draws)
+            batcher.load_state_dict(before)
+            state = est.abort_step(state)
         if pending is not None:  # the queued step ran: keep its loss with its parameters
             (n, m), pending = pending, None
             record(n, m)

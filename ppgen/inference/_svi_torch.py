@@ -120,6 +120,7 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ the step
     def step(self, data: Mapping[str, Any], scale: float) -> float:
+        self._rng_before = torch.get_rng_state()
         if self.scaler:
             self.scaler.scale = scale
         self.optim.zero_grad()
@@ -134,6 +135,11 @@ class TorchEngine:
         self.optim.add(pyro.get_param_store()._params.values())
         self.optim.step()
         return loss
+
+    def abort_step(self) -> None:
+        """Undo the random draws of a step cut short by Ctrl-C before its update."""
+        torch.set_rng_state(self._rng_before)
+        self.optim.zero_grad()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

@@ -205,6 +205,11 @@ class SVI(OptimEstimator):
     def async_metrics(self, state: Any) -> bool:
         return state.async_metrics
 
+    def abort_step(self, state: Any) -> Any:
+        if hasattr(state, "abort_step"):
+            state.abort_step()
+        return state
+
     def rewind(self, state: Any) -> Any:
         state.rewind()
         return state
