@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 __all__ = [
     "PPGenError",
     "DataError",
@@ -12,6 +15,8 @@ __all__ = [
     "CapabilityError",
     "ImplicitDensityError",
     "EnergySamplingError",
+    "check_int",
+    "check_positive",
 ]
 
 
@@ -49,3 +54,30 @@ class ImplicitDensityError(CapabilityError):
 
 class EnergySamplingError(CapabilityError):
     """Forward samples of an ``Unnormalized`` (energy) site were asked for: it has no sampler."""
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int ``>= minimum``, or an :class:`EstimatorError` naming ``name``.
+
+    Example:
+        >>> check_int("thinning", 2, 1)
+        2
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise EstimatorError(f"`{name}` must be an int >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def check_positive(name: str, value: object, *, upper: float | None = None) -> float:
+    """``value`` as a finite float ``> 0`` (and ``<= upper``), or an :class:`EstimatorError`.
+
+    Example:
+        >>> check_positive("lr_decay", 0.1, upper=1.0)
+        0.1
+    """
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    ok = ok and math.isfinite(value) and value > 0 and (upper is None or value <= upper)
+    if not ok:
+        bound = f"in (0, {upper}]" if upper is not None else "a finite number > 0"
+        raise EstimatorError(f"`{name}` must be {bound}; got {value!r}.")
+    return float(value)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, check_int, check_positive
 from ppgen.inference._base import Estimator, FitContext, register
 from ppgen.inference._mcmc_stats import stats_kernel
 from ppgen.result import Fit
@@ -77,6 +77,8 @@ class MCMC(Estimator):
             )
         if isinstance(init_strategy, str):
             _init_strategy(init_strategy, "pyro")
+        check_positive("step_size", step_size)
+        check_int("thinning", thinning, 1)
         self.num_samples = num_samples
         self.num_warmup = num_samples if num_warmup is None else num_warmup
         self.num_chains = num_chains
@@ -257,7 +259,7 @@ class NUTS(MCMC):
         **kwargs: Any,
     ) -> None:
         super().__init__(num_samples, num_warmup, num_chains, **kwargs)
-        self.max_tree_depth = max_tree_depth
+        self.max_tree_depth = check_int("max_tree_depth", max_tree_depth, 1)
 
     def _kernel_args(self, backend: str) -> dict[str, Any]:
         return {"max_tree_depth": self.max_tree_depth}
@@ -314,10 +316,8 @@ class HMC(MCMC):
             )
         if num_steps is None and trajectory_length is None:
             num_steps = 10
-        if num_steps is not None and (
-            isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1
-        ):
-            raise EstimatorError(f"`num_steps` must be an int >= 1; got {num_steps!r}.")
+        if num_steps is not None:
+            check_int("num_steps", num_steps, 1)
         if trajectory_length is not None and not (
             isinstance(trajectory_length, int | float) and trajectory_length > 0
         ):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, check_positive
 
 __all__ = ["Optim", "TorchOptimizer", "OPTIMIZERS"]
 
@@ -80,11 +80,11 @@ class Optim:
                 f"Unknown `optim={name!r}`. Valid names: {list(OPTIMIZERS)}, or a backend "
                 "optimiser object (torch.optim class / pyro.optim / numpyro.optim)."
             )
-        _check_positive("lr", lr)
+        check_positive("lr", lr)
         if lr_decay is not None:
-            _check_positive("lr_decay", lr_decay)
+            check_positive("lr_decay", lr_decay, upper=1.0)
         if clip_norm is not None:
-            _check_positive("clip_norm", clip_norm)
+            check_positive("clip_norm", clip_norm)
         self.name = name.lower()
         self.lr, self.betas, self.weight_decay = float(lr), betas, weight_decay
         self.lr_decay, self.clip_norm = lr_decay, clip_norm
@@ -97,7 +97,7 @@ class Optim:
                     f"{list(_GROUP_KEYS)}."
                 )
             if "lr" in opts:
-                _check_positive(f"groups[{g!r}]['lr']", opts["lr"])
+                check_positive(f"groups[{g!r}]['lr']", opts["lr"])
 
     def options(self, group: str) -> dict[str, Any]:
         """The torch optimiser options of ``group`` (its overrides on the shared settings)."""
@@ -190,11 +190,6 @@ class Optim:
 
     def __repr__(self) -> str:
         return f"Optim({self.name!r}, lr={self.lr}, groups={sorted(self.groups)})"
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise EstimatorError(f"`{name}` must be a positive number; got {value!r}.")
 
 
 class TorchOptimizer:

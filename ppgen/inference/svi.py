@@ -6,7 +6,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, check_int
 from ppgen.inference._base import FitContext, OptimEstimator, register
 from ppgen.inference._svi_jax import JaxEngine
 from ppgen.inference._svi_torch import TorchEngine
@@ -112,7 +112,7 @@ class SVI(OptimEstimator):
         self.lr = float(lr)
         self.lr_decay = lr_decay
         self.clip_norm = clip_norm
-        self.num_draws = num_draws
+        self.num_draws = check_int("num_draws", num_draws, 1)
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
         make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early

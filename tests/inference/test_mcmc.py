@@ -163,3 +163,18 @@ def test_backend_neutral_zoo_model_runs_on_numpyro_nuts():
     # both estimate the same posterior mean of mu (sd ~3.3): agree within MC error
     assert abs(m["pyro"] - m["numpyro"]) < 0.8
     assert abs(s["pyro"] - s["numpyro"]) / s["pyro"] < 0.2
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: NUTS(step_size=-1.0), "step_size"),
+        (lambda: NUTS(max_tree_depth=0), "max_tree_depth"),
+        (lambda: NUTS(thinning=0), "thinning"),
+        (lambda: HMC(num_steps=0), "num_steps"),
+    ],
+)
+def test_bad_sampler_arguments_are_refused_at_construction(make, name):
+    """Each used to be accepted and leave chains stuck, or fail only after sampling."""
+    with pytest.raises(EstimatorError, match=f"`{name}`"):
+        make()

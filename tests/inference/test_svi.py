@@ -183,3 +183,21 @@ def test_renamed_names_warn_and_still_work():
         assert inference.VAEELBO is inference.ReparamELBO
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         inference.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: SVI(num_draws=0), "num_draws"),
+        (lambda: SVI(lr=float("inf")), "lr"),
+        (lambda: SVI(lr=-0.1), "lr"),
+        (lambda: SVI(lr_decay=2.0), "lr_decay"),
+        (lambda: SVI(clip_norm=-1.0), "clip_norm"),
+    ],
+)
+def test_bad_svi_arguments_are_refused_at_construction(make, name):
+    """Each would silently train wrong (ascent, one draw, a growing learning rate)."""
+    from ppgen.errors import EstimatorError
+
+    with pytest.raises(EstimatorError, match=f"`{name}`"):
+        make()
