@@ -83,7 +83,7 @@ class TorchEngine:
         if reparam is not None:
             own_guide = est._guide_spec(ctx) is ctx.program.guide and ctx.program.guide is not None
             if not info.latent and declares(obj, "log_density"):
-                loss = _declared_density(obj, ctx)
+                loss = _declared_density(obj)
                 _check_declared(ctx, "log_density", loss, self._reparam_loss(reparam), exact=True)
                 return "declared", loss
             if info.latent and own_guide and declares(obj, "elbo_terms"):
@@ -262,7 +262,7 @@ def _reparam_elbo(est: Any, info: Any) -> ReparamELBO | None:
     )
 
 
-def _declared_density(obj: Any, ctx: FitContext) -> Callable[[Mapping[str, Any], float], Any]:
+def _declared_density(obj: Any) -> Callable[[Mapping[str, Any], float], Any]:
     def loss(data: Mapping[str, Any], scale: float) -> Any:
         return -scale * obj.log_density(**data).sum()
 

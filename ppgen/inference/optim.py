@@ -133,12 +133,12 @@ class Optim:
         if not self.groups:
             if self.name == "clipped_adam":
                 return nopt.ClippedAdam(schedule, clip_norm=self.clip_norm or 10.0)
-            if self.clip_norm is None and self.name in ("adam", "sgd", "rmsprop", "adagrad"):
-                cls = {"adam": nopt.Adam, "sgd": nopt.SGD, "rmsprop": nopt.RMSProp}
-                cls["adagrad"] = nopt.Adagrad
-                if self.name == "adam" and self.betas is not None:
-                    return nopt.Adam(schedule, b1=self.betas[0], b2=self.betas[1])
-                return cls[self.name](schedule)
+            if self.clip_norm is None and self.name == "adam":
+                b1, b2 = self.betas if self.betas is not None else (0.9, 0.999)
+                return nopt.Adam(schedule, b1=b1, b2=b2)
+            own = {"sgd": nopt.SGD, "rmsprop": nopt.RMSProp, "adagrad": nopt.Adagrad}
+            if self.clip_norm is None and self.name in own:
+                return own[self.name](schedule)
         return nopt.optax_to_numpyro(self._optax(total_steps, group_of))
 
     # ------------------------------------------------------------------ JAX internals

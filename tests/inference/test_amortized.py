@@ -201,7 +201,8 @@ def test_posterior_head_shapes_and_densities():
     torch.testing.assert_close(flow(h).log_prob(z), normal(h).log_prob(z), rtol=0.05, atol=0.05)
 
 
-def test_amortized_covers_global_latents_with_an_autoguide():
+def _global_and_local_model():
+    """A global scale ``s`` and per-datum latents ``z``: Amortized needs its autoguide for ``s``."""
     dec = torch.nn.Linear(2, 3)
 
     def model(x):
@@ -211,6 +212,11 @@ def test_amortized_covers_global_latents_with_an_autoguide():
             z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
             pyro.sample("x", dist.Normal(dec(z), s).to_event(1), obs=x)
 
+    return model
+
+
+def test_amortized_covers_global_latents_with_an_autoguide():
+    model = _global_and_local_model()
     x = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
     guide = Amortized(model, hidden_features=(8,))
     fit = ppgen.fit(
@@ -318,15 +324,7 @@ def test_declared_reparam_draws_give_pyros_trace_elbo_for_the_same_noise(family,
 
 
 def test_global_latents_decline_the_declared_draws():
-    dec = torch.nn.Linear(2, 3)
-
-    def model(x):
-        pyro.module("dec", dec)
-        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
-            pyro.sample("x", dist.Normal(dec(z), s).to_event(1), obs=x)
-
+    model = _global_and_local_model()
     x = torch.randn(5, 3)
     guide = Amortized(model, hidden_features=(8,))
     with torch.no_grad():
