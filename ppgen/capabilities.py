@@ -17,6 +17,10 @@ asks for it by name and falls back to running the program when it is absent:
   before training.
 - ``exact_posterior(**data) -> ExactPosterior``: independent draws of the closed-form
   posterior, for :class:`~ppgen.inference.Exact`.
+- ``discriminator(backend) -> critic``: the model's default discriminator for
+  :class:`~ppgen.inference.Adversarial` (a ``torch.nn.Module`` for ``"pyro"``; an equinox
+  module or ``(init, apply)`` pair for ``"numpyro"``; ``None`` for ppgen's default MLP),
+  e.g. a convolutional critic for an image generator.
 
 A guide object may declare one too:
 
@@ -52,7 +56,9 @@ import numpy as np
 
 __all__ = ["ELBOTerms", "ExactPosterior", "Capability", "declares"]
 
-Capability = Literal["log_density", "elbo_terms", "exact_posterior", "reparam_draws"]
+Capability = Literal[
+    "log_density", "elbo_terms", "exact_posterior", "reparam_draws", "discriminator"
+]
 
 
 def declares(obj: Any, capability: Capability) -> bool:

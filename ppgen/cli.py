@@ -241,14 +241,28 @@ def _summary(args: argparse.Namespace) -> int:
         raise CheckpointError(f"`{manifest}` is not valid JSON: {e}") from e
     if not isinstance(info, dict) or info.get("format") != "ppgen-run":
         raise CheckpointError(f"`{run}` is not a ppgen run (its manifest has no ppgen format).")
-    idata = az.from_netcdf(str(nc))
+    try:
+        idata = az.from_netcdf(str(nc))
+    except Exception as e:  # netCDF/HDF5 raise OSError, ValueError, KeyError... on a bad file
+        raise CheckpointError(
+            f"`{nc}` cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            "): the run is damaged. Its draws and parameters may still load with "
+            f"`ppgen.load('{run}', model)`; otherwise fit it again (`ppgen fit ... --out DIR`)."
+        ) from e
     est = info.get("estimator", {})
     print(f"# {info.get('program')} | {est.get('class')} | backend {info.get('backend')}")
     if "posterior" not in idata.groups():
         from safetensors.numpy import load_file
 
         params = run / "params.safetensors"
-        _print_table(point_table(load_file(str(params)) if params.is_file() else {}))
+        try:
+            values = load_file(str(params)) if params.is_file() else {}
+        except Exception as e:  # safetensors raises its own error types on a bad header
+            raise CheckpointError(
+                f"`{params}` cannot be read ({type(e).__name__}: {e}): the run is damaged. Fit "
+                "it again (`ppgen fit ... --out DIR`)."
+            ) from e
+        _print_table(point_table(values))
         return 0
     post = idata.posterior
     n = post.sizes.get("chain", 1) * post.sizes.get("draw", 1)

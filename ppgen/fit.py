@@ -10,7 +10,7 @@ from ppgen._typing import Callback
 from ppgen.errors import DataError, EstimatorError
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, resolve_method
 from ppgen.inference.runners import Local, Runner
-from ppgen.program import Program, ProgramInfo
+from ppgen.program import Program, ProgramInfo, check_seed
 from ppgen.result import Fit
 
 __all__ = ["fit", "check_device", "check_kind"]
@@ -175,8 +175,7 @@ def fit(
         )
     if checkpoint_every and checkpoint_dir is None:
         raise EstimatorError("`checkpoint_every` is set but `checkpoint_dir` is not; pass both.")
-    if not isinstance(seed, int):
-        raise EstimatorError(f"`seed` must be an int; got {seed!r}.")
+    seed = check_seed(seed)  # before seed_everything: NumPy's range on both backends
     dev = check_device(device, prog.backend)
     for cb in callbacks:
         if not callable(cb):

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ppgen.flows.builders import build_flow
 from ppgen.flows.posterior import FlowPosterior
 
-__all__ = ["MLP", "PosteriorHead", "Family", "register_module", "modules_registered"]
+__all__ = ["MLP", "Critic", "PosteriorHead", "Family", "register_module", "modules_registered"]
 
 Family = Literal["normal", "lowrank", "mvn", "flow"]
 
@@ -80,6 +80,46 @@ class MLP(nn.Module):
     def forward(self, *xs: Tensor) -> Tensor:
         x = xs[0] if len(xs) == 1 else torch.cat(xs, -1)
         return self.net(x)
+
+
+class Critic(nn.Module):
+    """A discriminator: flattened datum and covariates -> ``Linear -> LeakyReLU(0.2)`` -> 1 number.
+
+    ``forward(x, *context)`` flattens ``x`` after its first (datum) axis and appends each
+    covariate, one-hot encoded where ``num_classes`` gives its number of classes (integer
+    labels), flattened otherwise. Returns shape ``(batch,)``.
+
+    Example:
+        >>> c = Critic(2 + 3, (8,), num_classes=(3,))
+        >>> c(torch.zeros(4, 2), torch.tensor([0, 1, 2, 1])).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: Sequence[int] = (128, 128),
+        num_classes: Sequence[int | None] = (),
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden_features:
+            layers += [nn.Linear(in_features, h), nn.LeakyReLU(0.2)]
+            in_features = h
+        layers.append(nn.Linear(in_features, 1))
+        self.net = nn.Sequential(*layers)
+        self.num_classes = tuple(num_classes)
+
+    def forward(self, x: Tensor, *context: Tensor) -> Tensor:
+        n = x.shape[0]
+        parts = [x.reshape(n, -1)]
+        for c, k in zip(context, self.num_classes, strict=False):
+            if k:
+                parts.append(F.one_hot(c.long().reshape(n), k).to(x.dtype))
+            else:
+                parts.append(c.reshape(n, -1).to(x.dtype))
+        h = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+        return self.net(h).squeeze(-1)
 
 
 class PosteriorHead(nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,9 +14,37 @@ import numpy as np
 
 from ppgen import _validate
 from ppgen.backends import BACKENDS, BackendOps, Plate, Site, get_backend, use_backend
-from ppgen.errors import DataError, ProgramError
+from ppgen.errors import DataError, EstimatorError, ProgramError
 
-__all__ = ["Program", "ProgramInfo"]
+__all__ = ["Program", "ProgramInfo", "check_seed"]
+
+#: the largest seed: NumPy's (and so Pyro's ``set_rng_seed``) range is ``[0, 2**32 - 1]``
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int in NumPy's range ``[0, 2**32 - 1]``, else an :class:`EstimatorError`.
+
+    The same range on both backends, so a seed that works on one works on the other.
+
+    Example:
+        >>> check_seed(7)
+        7
+        >>> check_seed(-1)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ppgen.errors.EstimatorError: `seed` must be an int in [0, 2**32 - 1] ...
+    """
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= seed <= SEED_MAX
+    ):
+        raise EstimatorError(
+            f"`seed` must be an int in [0, 2**32 - 1] (NumPy's seed range); got {seed!r}. Pass a "
+            "non-negative int, e.g. seed=0, or `seed % 2**32` for a larger one."
+        )
+    return int(seed)
 
 
 @dataclass
@@ -271,6 +300,7 @@ class Program:
         keys, NaN/inf, shape mismatches with plates, and values outside a distribution's support;
         :class:`~ppgen.errors.ProgramError` for malformed programs.
         """
+        seed = check_seed(seed)
         self.check_keys(data)
         clean = self.check_values(data)
         native = self.ops.native(clean, device)

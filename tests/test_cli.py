@@ -176,6 +176,7 @@ def test_csv_columns_named_after_arguments_and_a_user_model(tmp_path, monkeypatc
         (["fit", "eight_schools", "--data", "missing_file.csv"], ["--data", "missing_file.csv"]),
         (["fit", "eight_schools", "--data", "nosuchset"], ["--data", "eight_schools"]),
         (["fit", "eight_schools", "--method", "svi", "--num-samples", "5"], ["--num-samples"]),
+        (["fit", "eight_schools", "--seed", "-1"], ["`seed`", "[0, 2**32 - 1]", "got -1"]),
     ],
 )
 def test_bad_inputs_exit_2_with_a_message_naming_the_argument(tmp_path, argv, needles):
@@ -200,6 +201,51 @@ def test_csv_missing_a_column_exits_2_naming_it(tmp_path):
     )
     assert rc == 2
     assert "`--y-col`" in err and "['z']" in err
+
+
+def _one_line_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_unreadable_data_files_exit_2_naming_the_file(tmp_path):
+    """Each raised a raw UnicodeDecodeError / BadZipFile traceback before."""
+    latin1 = tmp_path / "schools.csv"
+    latin1.write_bytes("y,sigma,école\n28,15,1\n8,10,2\n".encode("latin-1"))
+    rc, _, err = run_cli(
+        ["fit", "eight_schools", "--data", str(latin1), "--out", str(tmp_path / "r")]
+    )
+    _one_line_error(rc, err, str(latin1), "not UTF-8", "0xe9", "Save it as UTF-8")
+    good = tmp_path / "good.npz"
+    np.savez(good, y=np.arange(8.0), sigma=np.ones(8))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:-40])  # truncated: its zip directory is gone
+    rc, _, err = run_cli(["fit", "eight_schools", "--data", str(cut), "--out", str(tmp_path / "r")])
+    _one_line_error(rc, err, str(cut), "truncated or corrupt", "numpy.savez")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_spreadsheets_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("y,sigma\n28,15\n8,10\n".encode("utf-8-sig"))
+    from ppgen.data.files import load_data
+
+    data = load_data(str(path), EightSchools())
+    np.testing.assert_array_equal(data["y"], [28.0, 8.0])
+
+
+def test_summary_of_a_run_with_a_corrupt_netcdf_exits_2(svi_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(svi_run[1], run)
+    nc = run / "inference_data.nc"
+    nc.write_bytes(nc.read_bytes()[:200])
+    rc, _, err = run_cli(["summary", str(run)])
+    _one_line_error(rc, err, str(nc), "damaged", "ppgen.load", "ppgen fit")
 
 
 def test_out_that_is_not_a_run_is_refused_before_any_work(tmp_path):

@@ -1,4 +1,5 @@
-"""Model-agnostic metrics: perplexity, NPMI topic coherence, Hungarian matching, relabelling."""
+"""Model-agnostic metrics: perplexity, NPMI topic coherence, Hungarian matching, relabelling,
+and (from :mod:`ppgen.analysis.sample_quality`) the sample quality of implicit models."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+# sample quality of implicit models (mode coverage, MMD, Fréchet distances) lives in its own
+# module and is re-exported here
+from ppgen.analysis.sample_quality import (
+    DigitsFeatures,
+    ModeCoverage,
+    frechet_classifier_distance,
+    frechet_distance,
+    gaussian_frechet_distance,
+    median_bandwidth,
+    mmd,
+    mode_coverage,
+)
+
 __all__ = [
     "perplexity",
     "npmi_coherence",
@@ -14,6 +28,14 @@ __all__ = [
     "hungarian_match",
     "align_labels",
     "relabel",
+    "DigitsFeatures",
+    "ModeCoverage",
+    "frechet_classifier_distance",
+    "frechet_distance",
+    "gaussian_frechet_distance",
+    "median_bandwidth",
+    "mmd",
+    "mode_coverage",
 ]
 
 Metric = Literal["euclidean", "l1", "tv", "hellinger"]

@@ -96,7 +96,7 @@ class PyroOps(BackendOps):
             yield
 
     def seed_everything(self, seed: int) -> None:
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed % 2**32)  # derived seeds (seed + k) wrap like NumPy's range
 
     def prepare(self, fn: Callable) -> Callable:
         return ObsAsFloat()(fn)
@@ -242,7 +242,7 @@ class PyroOps(BackendOps):
         post = self._samples_native(samples) if samples else {}
         n = next(iter(post.values())).shape[0] if post else int(num_samples or 1)
         rng = torch.get_rng_state()
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(seed % 2**32)
         try:
             if post:
                 return self._fallback(

@@ -84,6 +84,22 @@ DATASETS.update(
 )
 
 
+def _modes2d(name: str) -> Callable[..., dict[str, Any]]:
+    def load_modes(**kwargs: Any) -> dict[str, Any]:
+        from ppgen.data.modes2d import MODES2D
+
+        return {"x": MODES2D[name](**kwargs)}
+
+    load_modes.__doc__ = (
+        f"PacGAN's mode-collapse benchmark ``{name}`` (see :mod:`ppgen.data.modes2d`) as ``x``."
+    )
+    return load_modes
+
+
+# PacGAN's ring of 8 and grid of 25 Gaussians: ``load("ring8", n=2500, seed=1)["x"]``
+DATASETS.update({name: _modes2d(name) for name in ("ring8", "grid25")})
+
+
 def load(name: str, **kwargs: Any) -> dict[str, Any]:
     """A built-in dataset as a ``data`` dict ready for ``ppgen.fit`` (``truth`` removed).
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import sys
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,19 @@ def _arguments(model: Any) -> dict[str, bool]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f), [])]
+    try:  # utf-8-sig: a spreadsheet's byte-order mark must not stick to the first column name
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"`--data` {str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`, or "
+            "'CSV UTF-8' in a spreadsheet)."
+        ) from e
+    header = [h.strip() for h in next(csv.reader(io.StringIO(text)), [])]
     if not header or len(set(header)) != len(header):
         raise DataError(f"`--data` {str(path)!r}: the first row must hold unique column names.")
     try:
-        values = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=float)
+        values = np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, ndmin=2, dtype=float)
     except ValueError as e:
         raise DataError(f"`--data` {str(path)!r}: every value must be a number ({e}).") from e
     if values.shape[0] == 0 or values.shape[1] != len(header):
@@ -127,9 +137,15 @@ def load_data(
         raise DataError(f"`--data` file {spec!r} does not exist.")
     if path.suffix.lower() == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as f:
+            # our own handle: np.load leaks the one it opens when the zip is unreadable
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
                 return {k: f[k].item() if f[k].ndim == 0 else f[k] for k in f.files}
         except ValueError as e:
             raise DataError(f"`--data` {spec!r} is not a plain .npz of numeric arrays: {e}") from e
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(
+                f"`--data` {spec!r} is not a readable .npz file, truncated or corrupt "
+                f"({type(e).__name__}: {e}). Write it again, e.g. with numpy.savez."
+            ) from e
     x = list(x_cols) if x_cols else None
     return _csv_data(path, _arguments(model), x, y_col)

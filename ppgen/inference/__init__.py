@@ -1,10 +1,11 @@
-"""Estimators: SVI, NUTS/HMC, MLE, Exact; the base classes third-party estimators implement."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial; the base classes of estimators."""
 
 import warnings as _warnings
 
 from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was here)
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
+from ppgen.inference.adversarial import Adversarial
 from ppgen.inference.exact import Exact
 from ppgen.inference.guides import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
@@ -31,6 +32,7 @@ __all__ = [
     "MCMC",
     "MLE",
     "Exact",
+    "Adversarial",
     "Amortized",
     "FlowGuide",
     "ReparamELBO",

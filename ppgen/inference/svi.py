@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from ppgen.errors import EstimatorError, check_int
@@ -122,6 +123,18 @@ class SVI(OptimEstimator):
     # ------------------------------------------------------------------ checks
     def check(self, program: Any, info: Any) -> None:
         super().check(program, info)
+        # With no latent sites an autoguide has nothing to fit and the fit would hold no draws.
+        # A guide the user wrote, or one a subclass picks for such programs (MLE's empty
+        # guide: the exact likelihood), is taken as meant.
+        spec = self._guide_spec(SimpleNamespace(program=program, info=info))
+        if not info.latent and guide_class_name(spec) is not None:
+            raise EstimatorError(
+                f"{type(self).__name__}: the program has no latent sites (only observed "
+                f"{info.observed}"
+                + (f" and parameters {info.params}" if info.params else "")
+                + f"), so the autoguide {guide_class_name(spec)} has nothing to fit and the fit "
+                "would hold no draws. Use method='mle' to fit its parameters by maximum likelihood."
+            )
         enum = self.elbo == "enum"
         undeclared = [n for n in info.discrete_latent if info.sites[n].enumerate is None]
         guide = self.guide if self.guide is not None else program.guide

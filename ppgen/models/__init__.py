@@ -2,6 +2,7 @@
 
 from ppgen.models._base import Model, deterministic
 from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
+from ppgen.models.gan import DCGAN, GAN, ConditionalGAN
 from ppgen.models.hierarchical import EightSchools
 from ppgen.models.lda import LDA, AmortizedLDA
 from ppgen.models.mixture import (
@@ -40,6 +41,9 @@ __all__ = [
     "HierarchicalVAE",
     "DMM",
     "VQVAE",
+    "GAN",
+    "ConditionalGAN",
+    "DCGAN",
     "LinearRegression",
     "LogisticRegression",
 ]

@@ -1,4 +1,4 @@
-"""The 2-D toy densities: shapes, seeding, and the geometry of each density."""
+"""The 2-D toy densities and PacGAN's ring/grid: shapes, seeding, the geometry of each density."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ import numpy as np
 import pytest
 
 import ppgen
+from ppgen.data.modes2d import (
+    GRID25_SIGMA,
+    MODES2D,
+    RING8_SIGMA,
+    grid25,
+    grid25_centres,
+    mode_spec,
+    ring8,
+    ring8_centres,
+)
 from ppgen.data.toy2d import (
     EIGHT_RADIUS,
     EIGHT_SCALE,
@@ -161,3 +171,61 @@ def test_true_log_density_matches_the_known_entropies():
 def test_log_density_rejects_bad_points():
     with pytest.raises(ValueError, match=r"`x` must be an array of shape \(n, 2\)"):
         TOY2D_LOG_PROB["rings"](np.zeros((3, 3)))
+
+
+# PacGAN's mode-collapse benchmarks (ppgen.data.modes2d)
+
+
+@pytest.mark.parametrize("name", sorted(MODES2D))
+def test_modes2d_shape_dtype_seeding_and_load(name):
+    sampler = MODES2D[name]
+    x = sampler(777, seed=3)
+    assert x.shape == (777, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert np.array_equal(x, sampler(777, seed=3))
+    assert not np.allclose(x, sampler(777, seed=4))
+    assert sampler().shape == (2500, 2)  # PacGAN scores 2,500 samples
+    data = ppgen.data.load(name, n=50, seed=2)
+    assert list(data) == ["x"] and np.array_equal(data["x"], sampler(50, seed=2))
+    with pytest.raises(ValueError, match="`n` must be a positive int"):
+        sampler(0)
+
+
+def test_modes2d_centres_are_pacgans():
+    angles = 2 * math.pi * np.arange(8) / 8
+    assert np.allclose(ring8_centres(), np.stack([np.cos(angles), np.sin(angles)], 1))
+    assert np.allclose(np.linalg.norm(ring8_centres(), axis=1), 1.0)
+    axis = [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert grid25_centres().tolist() == [[i, j] for i in axis for j in axis]
+    assert (RING8_SIGMA, GRID25_SIGMA) == (0.01, 0.05)
+    for name in MODES2D:
+        centres, sigma = mode_spec(name)
+        assert sigma == {"ring8": RING8_SIGMA, "grid25": GRID25_SIGMA}[name]
+        assert len(centres) == {"ring8": 8, "grid25": 25}[name]
+    with pytest.raises(ValueError, match="Unknown mode benchmark"):
+        mode_spec("ring")
+
+
+@pytest.mark.parametrize(
+    "sampler, centres, sigma, mass_tol",
+    [
+        # binomial sd of a mode's share at n = 40,000: 0.0017 (ring), 0.0010 (grid)
+        (ring8, ring8_centres(), RING8_SIGMA, 0.008),
+        (grid25, grid25_centres(), GRID25_SIGMA, 0.005),
+    ],
+)
+def test_modes2d_equal_weights_means_and_sigma(sampler, centres, sigma, mass_tol):
+    n = 40_000
+    x = sampler(n, seed=1).astype(np.float64)
+    k = np.linalg.norm(x[:, None] - centres[None], axis=2).argmin(1)
+    K = len(centres)
+    assert np.allclose(np.bincount(k, minlength=K) / n, 1 / K, atol=mass_tol)
+    resid = x - centres[k]
+    for j in range(K):
+        r = resid[k == j]
+        # sd of a mode's mean is sigma / sqrt(n / K) <= 0.0011; of its sd, ~1.6 % of sigma
+        assert np.allclose(r.mean(0), 0.0, atol=5 * sigma / math.sqrt(n / K))
+        assert np.allclose(r.std(0), sigma, rtol=0.08)
+    # pooled over modes: the sd per coordinate is sigma to 1 % (sd of the estimate 0.35 %)
+    assert np.allclose(resid.std(0), sigma, rtol=0.01)
+    # the modes never overlap: every point is within 6 sigma of its own centre
+    assert np.linalg.norm(resid, axis=1).max() < 6 * sigma

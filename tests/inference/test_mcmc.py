@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import arviz as az
+import jax
 import numpy as np
 import pytest
 from scipy import stats
 
 import ppgen
-from ppgen.errors import EstimatorError
+from ppgen.errors import CheckpointError, EstimatorError
 from ppgen.inference import HMC, NUTS
 from ppgen.models import BetaBernoulli, EightSchools, GammaPoisson, NormalNormal
 
@@ -178,3 +179,199 @@ def test_bad_sampler_arguments_are_refused_at_construction(make, name):
     """Each used to be accepted and leave chains stuck, or fail only after sampling."""
     with pytest.raises(EstimatorError, match=f"`{name}`"):
         make()
+
+
+# --------------------------------------------------------------- checkpoints and resume
+def _ckpt_est(**kw):
+    """Two vectorised chains, thinned: the chain axis and the thinning phase must survive."""
+    return NUTS(
+        num_samples=20, num_warmup=30, num_chains=2, chain_method="vectorized", thinning=2, **kw
+    )
+
+
+def _ckpt_fit(directory, **kw):
+    return ppgen.fit(
+        NormalNormal(dim=2),
+        {"x": X_NORMAL},
+        _ckpt_est(),
+        backend="numpyro",
+        seed=3,
+        checkpoint_dir=str(directory),
+        checkpoint_every=10,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A checkpointed run (warm-up, then 2 chunks of 10), with a copy of each checkpoint."""
+    import shutil
+
+    from ppgen.inference import _mcmc_checkpoint as mc
+
+    root = tmp_path_factory.mktemp("mcmc_ckpt")
+    snapshots = []
+    save = mc._save
+
+    def spy(path, *args):
+        save(path, *args)
+        snapshots.append(root / f"snap{len(snapshots)}")
+        snapshots[-1].mkdir()
+        shutil.copy(path, snapshots[-1] / path.name)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(mc, "_save", spy)
+    try:
+        fit = _ckpt_fit(root / "run")
+    finally:
+        mp.undo()
+    return fit, snapshots
+
+
+def _assert_same_run(a, b):
+    assert a.draws.keys() == b.draws.keys() and a.sample_stats.keys() == b.sample_stats.keys()
+    for k in a.draws:
+        np.testing.assert_array_equal(a.draws[k], b.draws[k], err_msg=k)
+    for k in a.sample_stats:
+        np.testing.assert_array_equal(a.sample_stats[k], b.sample_stats[k], err_msg=k)
+
+
+def test_numpyro_mcmc_checkpoints_after_warmup_and_each_chunk(uninterrupted):
+    fit, snapshots = uninterrupted
+    assert fit.draws["mu"].shape == (2, 10, 2)  # 20 transitions thinned by 2
+    assert len(snapshots) == 3  # after the warm-up, after each of the 2 chunks
+    assert fit.diagnostics["checkpoint_chunk"] == 10 and not fit.diagnostics["interrupted"]
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(snapshots[-1] / "mcmc_checkpoint.safetensors"))
+    np.testing.assert_array_equal(saved["draws/mu"], fit.draws["mu"])
+    assert "state.adapt_state.step_size" in saved and "state.rng_key" in saved
+    assert "draws/mu" not in load_file(str(snapshots[0] / "mcmc_checkpoint.safetensors"))
+
+
+def test_numpyro_mcmc_killed_then_interrupted_then_resumed_is_bit_identical(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """Resume after a kill (the checkpoint written after warm-up), Ctrl-C in the 2nd chunk
+    (the draws so far come back), resume again: the draws and stats of the uninterrupted run."""
+    import shutil
+
+    from ppgen.inference import _mcmc_checkpoint as mc
+
+    full, snapshots = uninterrupted
+    shutil.copytree(snapshots[0], tmp_path / "run")  # killed during the first chunk
+    sample = mc._sample_chunk
+    calls = []
+
+    def ctrl_c_on_second_chunk(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(*args)
+
+    monkeypatch.setattr(mc, "_sample_chunk", ctrl_c_on_second_chunk)
+    with pytest.warns(RuntimeWarning, match="Interrupted after 10 of 20 transitions"):
+        part = _ckpt_fit(tmp_path / "run", resume=True)
+    assert part.diagnostics["interrupted"]
+    np.testing.assert_array_equal(part.draws["mu"], full.draws["mu"][:, :5])
+    monkeypatch.setattr(mc, "_sample_chunk", sample)
+    _assert_same_run(_ckpt_fit(tmp_path / "run", resume=True), full)
+    # a finished checkpoint resumes to the same fit without sampling
+    monkeypatch.setattr(mc, "_sample_chunk", None)
+    _assert_same_run(_ckpt_fit(tmp_path / "run", resume=True), full)
+
+
+def test_numpyro_mcmc_resume_refuses_another_runs_checkpoint(uninterrupted, tmp_path):
+    import shutil
+
+    shutil.copytree(uninterrupted[1][0], tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"'seed'.*drop `resume=True`"):
+        ppgen.fit(
+            NormalNormal(dim=2),
+            {"x": X_NORMAL},
+            _ckpt_est(),
+            backend="numpyro",
+            seed=4,
+            checkpoint_dir=str(tmp_path / "run"),
+            checkpoint_every=10,
+            resume=True,
+        )
+    with pytest.raises(CheckpointError, match=r"num_samples=20 \(now 40\)"):
+        ppgen.fit(
+            NormalNormal(dim=2),
+            {"x": X_NORMAL},
+            NUTS(
+                num_samples=40, num_warmup=30, num_chains=2, chain_method="vectorized", thinning=2
+            ),
+            backend="numpyro",
+            seed=3,
+            checkpoint_dir=str(tmp_path / "run"),
+            checkpoint_every=10,
+            resume=True,
+        )
+
+
+def test_resume_without_a_checkpoint_is_named(tmp_path):
+    est = NUTS(num_samples=10, num_warmup=10)
+    with pytest.raises(CheckpointError, match=r"no MCMC checkpoint in `checkpoint_dir=.*Drop"):
+        ppgen.fit(
+            NormalNormal(),
+            {"x": X_NORMAL},
+            est,
+            backend="numpyro",
+            checkpoint_dir=str(tmp_path),
+            resume=True,
+        )
+    with pytest.raises(CheckpointError, match="`resume=True` needs `checkpoint_dir=`"):
+        ppgen.fit(NormalNormal(), {"x": X_NORMAL}, est, backend="numpyro", resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "kw, named",
+    [
+        ({"checkpoint_dir": "CKPT"}, "`checkpoint_dir`"),
+        ({"checkpoint_dir": "CKPT", "resume": True}, "`checkpoint_dir` and `resume`"),
+        ({"resume": True}, "`resume`"),
+    ],
+)
+def test_pyro_mcmc_refuses_checkpoints_before_any_work(tmp_path, kw, named):
+    """Pyro's kernels cannot export their adapted state: once silently ignored."""
+    kw = {k: str(tmp_path / "c") if v == "CKPT" else v for k, v in kw.items()}
+    for est in (NUTS(num_samples=10, jit=False), HMC(num_samples=10, jit=False)):
+        with pytest.raises(EstimatorError) as info:
+            ppgen.fit(NormalNormal(), {"x": X_NORMAL}, est, backend="pyro", **kw)
+        msg = str(info.value)
+        for needle in (type(est).__name__, "Pyro", named, "NumPyro", "backend='numpyro'"):
+            assert needle in msg, msg
+    assert not (tmp_path / "c").exists()
+
+
+def test_checkpoint_file_round_trips_a_single_chains_scalar_state(tmp_path):
+    """One chain's state has 0-d leaves (step count, energy): they must come back 0-d."""
+    from collections import namedtuple
+
+    import jax.numpy as jnp
+
+    from ppgen.inference import _mcmc_checkpoint as mc
+
+    State = namedtuple("State", "i z rng_key")
+    state = State(
+        jnp.int32(7), {"mu": jnp.ones(2), "tau": jnp.float32(0.5)}, jnp.zeros(2, "uint32")
+    )
+    arrays, layout = mc._flatten(state)
+    meta = {"format": mc.FORMAT, "sampler": "NUTS", "settings": {}, "chunk": 1, "seed": 0}
+    meta["data"] = "d"
+    draws = {"mu": np.zeros((1, 3, 2))}
+    mc._save(tmp_path / "c.safetensors", arrays, ([draws], [{"energy": np.ones((1, 3))}]), 3, meta)
+    back, d, e, done = mc._load(tmp_path / "c.safetensors", meta)
+    assert done == 3 and d["mu"].shape == (1, 3, 2) and e["energy"].shape == (1, 3)
+    restored = mc._unflatten(back, layout)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(restored)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(CheckpointError, match=r"'seed'"):
+        mc._load(tmp_path / "c.safetensors", {**meta, "seed": 1})
+    (tmp_path / "c.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match="not a readable MCMC checkpoint.*Delete it"):
+        mc._load(tmp_path / "c.safetensors", meta)

@@ -201,3 +201,69 @@ def test_bad_svi_arguments_are_refused_at_construction(make, name):
 
     with pytest.raises(EstimatorError, match=f"`{name}`"):
         make()
+
+
+def _observed_only(backend):
+    """A location fitted by maximum likelihood: a parameter and observed sites, no latents."""
+    if backend == "pyro":
+
+        def model(x=None):
+            loc = pyro.param("loc", torch.zeros(()))
+            with pyro.plate("data", len(x)):
+                pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+        return model
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+
+    def nmodel(x=None):
+        loc = numpyro.param("loc", jnp.zeros(()))
+        with numpyro.plate("data", len(x)):
+            numpyro.sample("x", ndist.Normal(loc, 1.0), obs=x)
+
+    return nmodel
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_svi_refuses_a_program_without_latents_and_mle_fits_it(backend):
+    """An autoguide over no latents used to train and return a Fit with no draws."""
+    from ppgen.errors import EstimatorError
+
+    x = RNG.normal(3.0, 1.0, 40)
+    calls = []
+    model = _observed_only(backend)
+
+    def counting(x=None):
+        calls.append(1)
+        return model(x)
+
+    with pytest.raises(EstimatorError) as info:
+        ppgen.fit(counting, {"x": x}, SVI(steps=50), backend=backend, progress=False)
+    msg = str(info.value)
+    for needle in ("no latent sites", "['x']", "['loc']", "AutoNormal", "method='mle'"):
+        assert needle in msg, msg
+    assert len(calls) <= 2  # the validation traces only: no step ran
+    # the suggested estimator fits it: the MLE of a Normal location is the sample mean
+    mle = ppgen.inference.MLE(steps=300, lr=0.1)
+    fit = ppgen.fit(model, {"x": x}, mle, backend=backend, progress=False)
+    np.testing.assert_allclose(float(fit.params["loc"]), x.mean(), atol=0.02)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "7", np.float64(3.0)])
+def test_seeds_outside_numpys_range_are_refused_before_work(backend, seed):
+    """Pyro seeds NumPy, whose range is [0, 2**32 - 1]: a raw ValueError mid-fit before."""
+    from ppgen.errors import EstimatorError
+
+    calls = []
+
+    def model(x=None):
+        calls.append(1)
+        return NormalNormal(dim=2).model(x)
+
+    with pytest.raises(EstimatorError, match=r"`seed` must be an int in \[0, 2\*\*32 - 1\]"):
+        ppgen.fit(model, {"x": X_NORMAL}, SVI(steps=2), backend=backend, seed=seed)
+    assert calls == []  # refused before the program ran
+    assert ppgen.program.check_seed(2**32 - 1) == 2**32 - 1
+    assert ppgen.program.check_seed(np.int64(5)) == 5

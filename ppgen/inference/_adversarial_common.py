@@ -1,0 +1,61 @@
+"""What both adversarial engines read from a program's data: the matched key and covariates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ppgen.errors import EstimatorError
+
+__all__ = ["data_key", "covariate_keys", "class_counts", "input_features"]
+
+
+def data_key(info: Any, site: str) -> str:
+    """The data entry that holds the observed value of ``site``."""
+    keys = [k for k, s in info.obs_keys.items() if s == site]
+    if not keys:
+        raise EstimatorError(
+            f"The observed site `{site}` takes its value from no data entry; pass its data as "
+            f"a keyword argument of the program (e.g. `obs={site}`)."
+        )
+    return keys[0]
+
+
+def covariate_keys(data_np: Mapping[str, Any], info: Any, site: str) -> list[str]:
+    """Data entries that feed no observed site and have one row per datum of ``site``."""
+    n = np.shape(data_np[data_key(info, site)])[0] if np.ndim(data_np[data_key(info, site)]) else 0
+    out = []
+    for k, v in data_np.items():
+        if k in info.obs_keys or v is None or isinstance(v, str | bool | int | float):
+            continue
+        shape = np.shape(v)
+        if shape and shape[0] == n and np.asarray(v).dtype.kind in "biuf":
+            out.append(k)
+    return out
+
+
+def class_counts(data_np: Mapping[str, Any], keys: list[str]) -> dict[str, int]:
+    """Number of classes of each integer covariate (for one-hot inputs of default critics)."""
+    out = {}
+    for k in keys:
+        v = np.asarray(data_np[k])
+        if v.dtype.kind in "biu":
+            if v.size and v.min() < 0:
+                raise EstimatorError(
+                    f"Integer covariate `{k}` has negative values; labels must be 0..K-1 for "
+                    "the default discriminator's one-hot input (or pass your own "
+                    "`discriminator=`)."
+                )
+            out[k] = int(v.max()) + 1 if v.size else 1
+    return out
+
+
+def input_features(data_np: Mapping[str, Any], key: str, covs: list[str], classes: dict) -> int:
+    """Width of the default critic's input: flattened datum plus covariates (one-hot ints)."""
+    width = math.prod(np.shape(data_np[key])[1:])
+    for k in covs:
+        width += classes[k] if k in classes else math.prod(np.shape(data_np[k])[1:])
+    return int(width)

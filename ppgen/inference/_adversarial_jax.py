@@ -1,0 +1,331 @@
+"""Adversarial's JAX engine: a NumPyro program as the generator, a JAX critic, optax, one jit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ppgen.capabilities import declares
+from ppgen.errors import EstimatorError
+from ppgen.inference._adversarial_common import (
+    class_counts,
+    covariate_keys,
+    data_key,
+    input_features,
+)
+from ppgen.inference._svi_jax import flatten_params
+from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
+from ppgen.result import Fit
+
+if TYPE_CHECKING:
+    from ppgen.inference._base import FitContext
+
+__all__ = ["JaxAdversarial", "mlp_critic", "gradient_penalty_jax"]
+
+
+def mlp_critic(
+    in_features: int, hidden: tuple[int, ...], num_classes: list[int | None]
+) -> tuple[Callable, Callable]:
+    """The default critic on JAX: ``(init(key) -> params, apply(params, x, *context))``.
+
+    The twin of :class:`ppgen.nn.Critic` (LeakyReLU 0.2, ``torch.nn.Linear`` initialisation).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> init, apply = mlp_critic(3, (8,), [])
+        >>> apply(init(jax.random.PRNGKey(0)), jnp.zeros((5, 3))).shape
+        (5,)
+    """
+    import jax
+    import jax.numpy as jnp
+
+    sizes = [in_features, *hidden, 1]
+
+    def init(key: Any) -> list[tuple[Any, Any]]:
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            key, kw, kb = jax.random.split(key, 3)
+            bound = 1.0 / math.sqrt(fan_in)
+            w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
+            b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
+            params.append((w, b))
+        return params
+
+    def apply(params: Any, x: Any, *context: Any) -> Any:
+        n = x.shape[0]
+        parts = [x.reshape(n, -1)]
+        for c, k in zip(context, num_classes, strict=False):
+            parts.append(jax.nn.one_hot(c.reshape(n), k, dtype=x.dtype) if k else c.reshape(n, -1))
+        h = jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0]
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.leaky_relu(h, 0.2)
+        return h[:, 0]
+
+    return init, apply
+
+
+def gradient_penalty_jax(apply: Callable, params: Any, real: Any, fake: Any, key: Any, *ctx: Any):
+    r"""The gradient penalty of :func:`ppgen.inference._adversarial_torch.gradient_penalty`.
+
+    Example: a linear critic of slope 3 gives :math:`(3 - 1)^2 = 4`.
+
+        >>> import jax, jax.numpy as jnp
+        >>> lin = lambda p, x: 3.0 * x[:, 0]
+        >>> x = jnp.ones((4, 1))
+        >>> float(gradient_penalty_jax(lin, None, x, -x, jax.random.PRNGKey(0)))
+        4.0
+    """
+    import jax
+    import jax.numpy as jnp
+
+    eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+    mixed = eps * real + (1.0 - eps) * fake
+    grad = jax.grad(lambda m: apply(params, m, *ctx).sum())(mixed)
+    norms = jnp.sqrt((grad.reshape(grad.shape[0], -1) ** 2).sum(1))
+    return ((norms - 1.0) ** 2).mean()
+
+
+class JaxAdversarial:
+    """One adversarial run on a NumPyro program; one jitted function per loop step."""
+
+    async_metrics = True  # metrics are JAX arrays, read one step late by the loop
+
+    def __init__(self, est: Any, ctx: FitContext) -> None:
+        import jax
+        from numpyro import handlers
+        from numpyro.distributions import biject_to, constraints
+
+        from ppgen.backends.numpyro import Uncondition
+
+        if est.spectral_norm:
+            raise EstimatorError(
+                "`spectral_norm=True` is available for Pyro programs only; on NumPyro use "
+                "`loss='wgan-gp'` (gradient penalty) or a critic with its own normalisation."
+            )
+        self.est, self.ctx = est, ctx
+        self.site = est.observed_site(ctx.info)
+        self.key = data_key(ctx.info, self.site)
+        self.covs = covariate_keys(ctx.data_np, ctx.info, self.site)
+        self.arrays = [k for k, v in ctx.data.items() if getattr(v, "ndim", 0) > 0]
+        static = {k: v for k, v in ctx.data.items() if k not in self.arrays}
+        model = Uncondition(ctx.program.model)
+        key = jax.random.PRNGKey(ctx.seed)
+        key, k_init, k_critic = jax.random.split(key, 3)
+        tr = handlers.trace(handlers.seed(model, k_init)).get_trace(**ctx.data)
+        params = {n: s for n, s in tr.items() if s["type"] == "param"}
+        if not params:
+            raise EstimatorError(
+                "Adversarial found no parameters in the program to train: use `numpyro.param` "
+                "sites or a network module (`flax_module`/`eqx_module`/ppgen's `mlp`)."
+            )
+        self.transforms = {
+            n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in params.items()
+        }
+        unconstrained = {n: self.transforms[n].inv(s["value"]) for n, s in params.items()}
+        self.constrain = lambda u: {n: self.transforms[n](v) for n, v in u.items()}
+        ops, site = ctx.program.ops, self.site
+
+        def generate(u: Any, k: Any, batch: Mapping[str, Any]) -> Any:
+            out = ops.simulate(
+                ctx.program.model,
+                {**static, **batch},
+                sites=[site],
+                rng_key=k,
+                params=self.constrain(u),
+            )[site]
+            return out if out.dtype.kind == "f" else out.astype(float)
+
+        self.generate = generate
+        init, self.apply = self._critic(ctx)
+        critic = init(k_critic)
+        self._check_critic(critic, {k: ctx.data[k] for k in self.arrays})
+        spec = est._optim()
+        total = est._total_steps()
+        self.tx_g = spec._optax_one("generator", total)
+        self.tx_d = spec._optax_one("discriminator", total)
+        self.state = {
+            "g": unconstrained,
+            "d": critic,
+            "opt_g": self.tx_g.init(unconstrained),
+            "opt_d": self.tx_d.init(critic),
+            "key": key,
+        }
+        if est.ema:
+            self.state["ema"] = unconstrained
+        self.previous = self.state
+        self._step = jax.jit(self._make_step())
+
+    # ------------------------------------------------------------------ the critic
+    def _critic(self, ctx: FitContext) -> tuple[Callable, Callable]:
+        est, obj, critic = self.est, ctx.program.obj, self.est.discriminator
+        if critic is None and declares(obj, "discriminator"):
+            critic = obj.discriminator("numpyro")
+        if critic is None:
+            classes = class_counts(ctx.data_np, self.covs)
+            width = input_features(ctx.data_np, self.key, self.covs, classes)
+            return mlp_critic(width, est.hidden, [classes.get(k) for k in self.covs])
+        if isinstance(critic, tuple) and len(critic) == 2 and all(map(callable, critic)):
+            init, apply = critic
+            x = ctx.data[self.key]
+            c = [ctx.data[k] for k in self.covs]
+            return (lambda key: init(key, x[:2], *(v[:2] for v in c))), apply
+        try:
+            import equinox as eqx
+        except ImportError:  # pragma: no cover - equinox is a dependency
+            eqx = None
+        if eqx is not None and isinstance(critic, eqx.Module):
+            params, static = eqx.partition(critic, eqx.is_inexact_array)
+            return (lambda key: params), (lambda p, x, *c: eqx.combine(p, static)(x, *c))
+        raise EstimatorError(
+            "`discriminator` of a NumPyro program must be an equinox module or an "
+            f"`(init(key, x, *covariates), apply(params, x, *covariates))` pair; got "
+            f"{type(critic).__name__}."
+        )
+
+    def _check_critic(self, params: Any, data: Mapping[str, Any]) -> None:
+        x = self._real(data)[:2]
+        c = [data[k][:2] for k in self.covs]
+        try:
+            out = self.apply(params, x, *c)
+        except Exception as e:
+            raise EstimatorError(
+                f"The discriminator fails on the data of site `{self.site}` (datum shape "
+                f"{tuple(x.shape[1:])}"
+                + (f", covariates {self.covs}" if self.covs else "")
+                + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
+                "`discriminator=None` for a default sized from the data."
+            ) from e
+        if tuple(out.shape) not in ((len(x),), (len(x), 1)):
+            raise EstimatorError(
+                f"The discriminator must return one number per sample, shape ({len(x)},) or "
+                f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
+            )
+
+    def _real(self, batch: Mapping[str, Any]) -> Any:
+        x = batch[self.key]
+        return x if x.dtype.kind == "f" else x.astype(float)
+
+    # ------------------------------------------------------------------ the step
+    def _make_step(self) -> Callable:
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        est, ops = self.est, array_ops("numpyro")
+        apply, generate = self.apply, self.generate
+
+        def d_out(p: Any, x: Any, c: list) -> Any:
+            out = apply(p, x, *c)
+            return out.reshape(out.shape[0])
+
+        def step(state: dict, batch: dict) -> tuple[dict, dict]:
+            real, c = self._real(batch), [batch[k] for k in self.covs]
+            g, d, opt_d, key = state["g"], state["d"], state["opt_d"], state["key"]
+
+            def loss_d(p: Any, fake: Any, k_gp: Any) -> Any:
+                dr, df = d_out(p, real, c), d_out(p, fake, c)
+                ld = discriminator_loss(est.loss, dr, df, ops)
+                gp = jnp.zeros((), ld.dtype)
+                if est.loss == "wgan-gp":
+                    gp = gradient_penalty_jax(apply, p, real, fake, k_gp, *c)
+                return ld + est.gp_weight * gp, (gp, dr.mean() - df.mean())
+
+            def critic_update(carry: tuple, _: Any) -> tuple:
+                d, opt_d, key, _ = carry
+                key, k_fake, k_gp = jax.random.split(key, 3)
+                fake = jax.lax.stop_gradient(generate(g, k_fake, batch))
+                (total, (gp, wd)), grads = jax.value_and_grad(loss_d, has_aux=True)(d, fake, k_gp)
+                upd, opt_d = self.tx_d.update(grads, opt_d, d)
+                return (optax.apply_updates(d, upd), opt_d, key, k_fake), (total, gp, wd)
+
+            # a scan, not a Python loop: one compiled critic update whatever n_critic is
+            (d, opt_d, key, k_fake), outs = jax.lax.scan(
+                critic_update, (d, opt_d, key, key), None, length=est.n_critic
+            )
+            total, gp, wd = (v[-1] for v in outs)
+
+            def loss_g(u: Any) -> Any:  # the last critic update's noise, as the torch engine
+                return generator_loss(est.loss, d_out(d, generate(u, k_fake, batch), c), ops)
+
+            lg, grads = jax.value_and_grad(loss_g)(g)
+            upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
+            g = optax.apply_updates(g, upd)
+            new = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "key": key}
+            if "ema" in state:
+                new["ema"] = jax.tree_util.tree_map(
+                    lambda e, v: est.ema * e + (1.0 - est.ema) * v, state["ema"], g
+                )
+            metrics = {"loss": total, "loss_d": total, "loss_g": lg}
+            if est.loss == "wgan-gp":
+                metrics["gp"], metrics["wasserstein"] = gp, wd
+            return new, metrics
+
+        return step
+
+    def step(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        self.previous = self.state
+        self.state, metrics = self._step(self.state, {k: data[k] for k in self.arrays})
+        return metrics
+
+    def abort_step(self) -> None:
+        """A step is one jitted call: nothing half-done to undo."""
+
+    def rewind(self) -> None:
+        self.state = self.previous
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        import jax
+
+        return {"leaves": [np.asarray(x) for x in jax.tree_util.tree_leaves(self.state)]}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        treedef = jax.tree_util.tree_structure(self.state)
+        self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
+
+    def nonfinite(self) -> list[str]:
+        import jax
+
+        bad = [k for k, v in flatten_params(self.state["g"]).items() if not np.isfinite(v).all()]
+        leaves = jax.tree_util.tree_leaves_with_path(self.state["d"])
+        bad += [
+            "discriminator" + jax.tree_util.keystr(p)
+            for p, v in leaves
+            if not np.isfinite(np.asarray(v)).all()
+        ]
+        return bad
+
+    # ------------------------------------------------------------------ results
+    def finalize(self, history: dict[str, list[float]]) -> Fit:
+        import jax
+
+        u = self.state.get("ema", self.state["g"])
+        params = flatten_params(self.constrain(u))
+        leaves = jax.tree_util.tree_leaves(self.state["d"])
+        critic = {f"leaf{i}": np.asarray(v) for i, v in enumerate(leaves)}
+        return Fit(
+            program=self.ctx.program,
+            estimator=self.est,
+            info=self.ctx.info,
+            data=self.ctx.data_np,
+            params=params,
+            param_state=params,
+            history=history,
+            seed=self.ctx.seed,
+            device=self.ctx.device,
+            diagnostics={"site": self.site, "covariates": self.covs, "loss": self.est.loss},
+            auxiliary={"discriminator": critic},
+            auxiliary_settings={"discriminator": {"leaves": len(leaves)}},
+        )
+
+    @staticmethod
+    def restore(est: Any, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
+        fit.param_state = dict(state)

@@ -1,0 +1,268 @@
+"""Adversarial's torch engine: a Pyro program as the generator, a torch critic, two groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import torch
+from torch import nn
+
+from ppgen.capabilities import declares
+from ppgen.errors import EstimatorError
+from ppgen.inference._adversarial_common import (
+    class_counts,
+    covariate_keys,
+    data_key,
+    input_features,
+)
+from ppgen.inference._pyro import constrained_params, load_unconstrained, snapshot_params
+from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
+from ppgen.nn import Critic, modules_registered
+from ppgen.result import Fit
+
+if TYPE_CHECKING:
+    from ppgen.inference._base import FitContext
+
+__all__ = ["TorchAdversarial", "gradient_penalty"]
+
+_OPS = array_ops("pyro")
+
+
+def gradient_penalty(critic: Any, real: torch.Tensor, fake: torch.Tensor, *context: Any) -> Any:
+    r""":math:`E[(\lVert \nabla D(\hat x) \rVert_2 - 1)^2]` at random interpolates ``x̂``.
+
+    Example: a linear critic of slope 3 has gradient norm 3 everywhere, so the penalty is 4.
+
+        >>> lin = torch.nn.Linear(1, 1)
+        >>> with torch.no_grad():
+        ...     _ = lin.weight.fill_(3.0)
+        >>> critic = lambda x: lin(x).squeeze(-1)
+        >>> round(float(gradient_penalty(critic, torch.randn(8, 1), torch.randn(8, 1))), 4)
+        4.0
+    """
+    eps = torch.rand(
+        (real.shape[0],) + (1,) * (real.dim() - 1), dtype=real.dtype, device=real.device
+    )
+    mixed = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed, *context).sum(), mixed, create_graph=True)
+    norms = grad.reshape(grad.shape[0], -1).norm(2, dim=1)
+    return ((norms - 1.0) ** 2).mean()
+
+
+def _spectral(module: nn.Module) -> nn.Module:
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    layers = [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
+    for m in layers:
+        spectral_norm(m)
+    return module
+
+
+class TorchAdversarial:
+    """One adversarial run on a Pyro program (see :class:`~ppgen.inference.Adversarial`)."""
+
+    async_metrics = False
+
+    def __init__(self, est: Any, ctx: FitContext) -> None:
+        self.est, self.ctx = est, ctx
+        pyro.clear_param_store()
+        pyro.set_rng_seed(ctx.seed)
+        device = ctx.device or "cpu"
+        if ctx.program.module is not None:
+            ctx.program.module.to(device)
+        self.site = est.observed_site(ctx.info)
+        self.key = data_key(ctx.info, self.site)
+        self.covs = covariate_keys(ctx.data_np, ctx.info, self.site)
+        self.model, ops = ctx.program.model, ctx.program.ops
+        with torch.no_grad():  # creates the generator's params
+            ops.simulate(self.model, ctx.data, sites=[self.site])
+        store = pyro.get_param_store()
+        self.gen = dict(store.named_parameters())
+        if not self.gen:
+            raise EstimatorError(
+                "Adversarial found no parameters in the program to train: register the "
+                "generator with `pyro.module(name, net)` or use `pyro.param` sites."
+            )
+        self.critic = self._critic(ctx, device)
+        self._check_critic(ctx.data)
+        groups = {"generator": list(self.gen.values()), "discriminator": self._critic_params()}
+        self.optim = est._optim().torch(groups, est._total_steps())
+        self.ema = {k: v.detach().clone() for k, v in self.gen.items()} if est.ema else None
+
+    # ------------------------------------------------------------------ the critic
+    def _critic(self, ctx: FitContext, device: str) -> nn.Module:
+        est, obj = self.est, ctx.program.obj
+        critic = est.discriminator
+        if critic is None and declares(obj, "discriminator"):
+            critic = obj.discriminator("pyro")
+        if critic is None:
+            classes = class_counts(ctx.data_np, self.covs)
+            width = input_features(ctx.data_np, self.key, self.covs, classes)
+            critic = Critic(width, est.hidden, [classes.get(k) for k in self.covs])
+        if not isinstance(critic, nn.Module):
+            raise EstimatorError(
+                "`discriminator` of a Pyro program must be a torch.nn.Module returning one "
+                f"number per sample; got {type(critic).__name__}."
+            )
+        critic.to(device)
+        return _spectral(critic) if est.spectral_norm else critic
+
+    def _critic_params(self) -> list[torch.Tensor]:
+        return [p for p in self.critic.parameters() if p.requires_grad]
+
+    def _check_critic(self, data: Mapping[str, Any]) -> None:
+        """Run the critic on two data points: a wrong input size fails here, named."""
+        x = self._real(data)[:2]
+        c = [data[k][:2] for k in self.covs]
+        try:
+            with torch.no_grad():
+                out = self.critic(x, *c)
+        except Exception as e:
+            raise EstimatorError(
+                f"The discriminator fails on the data of site `{self.site}` (datum shape "
+                f"{tuple(x.shape[1:])}"
+                + (f", covariates {self.covs}" if self.covs else "")
+                + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
+                "`discriminator=None` for a default sized from the data."
+            ) from e
+        if tuple(out.shape) not in ((len(x),), (len(x), 1)):
+            raise EstimatorError(
+                f"The discriminator must return one number per sample, shape ({len(x)},) or "
+                f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
+            )
+
+    def _real(self, data: Mapping[str, Any]) -> torch.Tensor:
+        x = data[self.key]
+        return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+    def _d(self, x: torch.Tensor, context: list[Any]) -> torch.Tensor:
+        out = self.critic(x, *context)
+        return out.reshape(out.shape[0])
+
+    def _simulate(self, data: Mapping[str, Any]) -> torch.Tensor:
+        with modules_registered():  # registered at init; the optimiser holds them
+            x = self.ctx.program.ops.simulate(self.model, data, sites=[self.site])[self.site]
+        return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+
+    # ------------------------------------------------------------------ the step
+    def step(self, data: Mapping[str, Any]) -> dict[str, float]:
+        est, opt = self.est, self.optim
+        self._rng_before = torch.get_rng_state()
+        real, context = self._real(data), [data[k] for k in self.covs]
+        metrics: dict[str, float] = {}
+        for i in range(est.n_critic):
+            last = i == est.n_critic - 1
+            if last:
+                fake = self._simulate(data)  # kept with its graph for the generator's update
+                fake_d = fake.detach()
+            else:
+                with torch.no_grad():
+                    fake_d = self._simulate(data)
+            d_real, d_fake = self._d(real, context), self._d(fake_d, context)
+            loss_d = discriminator_loss(est.loss, d_real, d_fake, _OPS)
+            total = loss_d
+            if est.loss == "wgan-gp":
+                gp = gradient_penalty(self._d_any, real, fake_d, context)
+                total = loss_d + est.gp_weight * gp
+            opt.zero_grad()
+            total.backward()
+            opt.step(["discriminator"])
+        critic_params = self._critic_params()
+        for p in critic_params:
+            p.requires_grad_(False)
+        try:
+            loss_g = generator_loss(est.loss, self._d(fake, context), _OPS)
+            opt.zero_grad()
+            loss_g.backward()
+        finally:
+            for p in critic_params:
+                p.requires_grad_(True)
+        opt.step(["generator"])
+        opt.schedule()
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.gen.items():
+                    self.ema[k].lerp_(v.detach(), 1.0 - est.ema)
+        metrics["loss"] = metrics["loss_d"] = total.item()
+        metrics["loss_g"] = loss_g.item()
+        if est.loss == "wgan-gp":
+            metrics["gp"] = gp.item()
+            metrics["wasserstein"] = (d_real.mean() - d_fake.mean()).item()
+        return metrics
+
+    def _d_any(self, x: torch.Tensor, context: list[Any]) -> torch.Tensor:
+        return self._d(x, context)
+
+    def abort_step(self) -> None:
+        """Undo the random draws of a step cut short by Ctrl-C."""
+        torch.set_rng_state(self._rng_before)
+        self.optim.zero_grad()
+
+    def rewind(self) -> None:
+        raise NotImplementedError("Adversarial's torch engine reads metrics synchronously.")
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        sd = {
+            "params": {k: v.detach().clone() for k, v in self.gen.items()},
+            "discriminator": {k: v.detach().clone() for k, v in self.critic.state_dict().items()},
+            "optim": self.optim.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.ema is not None:
+            sd["ema"] = {k: v.clone() for k, v in self.ema.items()}
+        if torch.cuda.is_available():
+            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return sd
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        load_unconstrained(sd["params"])
+        self.critic.load_state_dict(sd["discriminator"])
+        self.optim.load_state_dict(sd["optim"])
+        if self.ema is not None:
+            for k, v in sd["ema"].items():
+                self.ema[k].copy_(v)
+        torch.set_rng_state(sd["torch_rng"])
+        if sd.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(sd["cuda_rng"])
+
+    def nonfinite(self) -> list[str]:
+        bad = [k for k, v in self.gen.items() if not torch.isfinite(v).all()]
+        bad += [
+            f"discriminator.{k}"
+            for k, v in self.critic.named_parameters()
+            if not torch.isfinite(v).all()
+        ]
+        return bad
+
+    # ------------------------------------------------------------------ results
+    def finalize(self, history: dict[str, list[float]]) -> Fit:
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.gen.items():
+                    v.copy_(self.ema[k])
+        critic = {k: v.detach().cpu().numpy() for k, v in self.critic.state_dict().items()}
+        return Fit(
+            program=self.ctx.program,
+            estimator=self.est,
+            info=self.ctx.info,
+            data=self.ctx.data_np,
+            params=constrained_params(),
+            param_state=snapshot_params(),
+            history=history,
+            seed=self.ctx.seed,
+            device=self.ctx.device,
+            diagnostics={"site": self.site, "covariates": self.covs, "loss": self.est.loss},
+            auxiliary={"discriminator": critic},
+            auxiliary_settings={"discriminator": {"class": type(self.critic).__name__}},
+        )
+
+    @staticmethod
+    def restore(est: Any, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
+        pyro.clear_param_store()
+        with torch.no_grad():
+            ctx.program.ops.simulate(ctx.program.model, ctx.data, sites=None, seed=ctx.seed)
+        load_unconstrained(state)
+        fit.param_state = snapshot_params()

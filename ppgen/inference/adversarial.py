@@ -1,0 +1,226 @@
+"""Adversarial estimation of implicit programs: the GAN family, on Pyro or NumPyro."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ppgen.errors import EstimatorError, check_int, check_positive
+from ppgen.inference._adversarial_jax import JaxAdversarial
+from ppgen.inference._adversarial_torch import TorchAdversarial
+from ppgen.inference._base import FitContext, OptimEstimator, register
+from ppgen.inference.objectives.gan import check_loss
+from ppgen.inference.optim import Optim
+from ppgen.result import Fit
+
+__all__ = ["Adversarial"]
+
+ENGINES = {"pyro": TorchAdversarial, "numpyro": JaxAdversarial}
+
+
+@register("adversarial", "gan")
+class Adversarial(OptimEstimator):
+    r"""Fit a program by a discriminator: the GAN family, for implicit and explicit programs.
+
+    The program is the generator: its latents are drawn from their priors and its observed
+    site is simulated (``Implicit(G(z))``, or any reparameterisable distribution), so
+    gradients reach the program's parameters (``pyro.module`` networks, ``param`` sites). A
+    discriminator :math:`D` tells data from simulations; each loop step makes ``n_critic``
+    discriminator updates (each on fresh generator samples and the step's data minibatch),
+    then one generator update through the updated discriminator. The losses are in
+    :mod:`ppgen.inference.objectives.gan`.
+
+    Data entries that feed no observed site and have one row per datum (labels, context)
+    are **covariates**: the program receives them as always (a conditional generator), and
+    the discriminator as its second input, ``D(x, c)``, so a conditional GAN needs no other
+    setting. The default discriminator one-hot encodes integer covariates.
+
+    Arguments:
+        discriminator: Pyro: a ``torch.nn.Module`` returning one number per sample, called
+            ``D(x)`` or ``D(x, *covariates)``. NumPyro: an equinox module, or an
+            ``(init(key, x, *covariates) -> params, apply(params, x, *covariates))`` pair.
+            ``None``: an MLP (LeakyReLU 0.2) sized from the data; the program object may
+            also declare a ``discriminator(backend)`` method giving its default.
+        loss: ``"minimax"``, ``"ns"`` (non-saturating), ``"wgan-gp"``, ``"hinge"``,
+            ``"lsgan"``.
+        site: the observed site to match (default: the program's only observed site).
+        gp_weight: weight :math:`\lambda` of the gradient penalty (``wgan-gp``).
+        n_critic: discriminator updates per generator update (default 5 for ``wgan-gp``,
+            else 1).
+        lr, lr_g, lr_d: learning rates (``lr_g``/``lr_d`` default to ``lr``).
+        betas, betas_d: Adam's betas of the generator and of the discriminator (default
+            (0.5, 0.999), or (0.0, 0.9) for ``wgan-gp``; ``betas_d`` defaults to ``betas``).
+        optim: optimiser name (:data:`~ppgen.inference.optim.OPTIMIZERS`).
+        spectral_norm: spectral normalisation of the discriminator's linear and conv layers.
+        ema: decay of an exponential moving average of the generator's parameters; the fit's
+            parameters are the average (``None``: the last iterate).
+        hidden: hidden widths of the default discriminator.
+        steps / epochs / batch_size / batch_plate: the length of the run and minibatching.
+
+    The fit holds the generator's parameters (``fit.params``), no posterior (latents are
+    noise; an implicit program has no likelihood), and the discriminator's weights as
+    auxiliary state ``fit.auxiliary["discriminator"]``; ``fit.sample(n)`` draws new data
+    sets and ``fit.history`` has ``loss_d``, ``loss_g`` (and ``gp``, ``wasserstein`` for
+    ``wgan-gp``). ``loss`` is ``loss_d``.
+
+    References:
+        Goodfellow et al., Generative Adversarial Nets, arXiv:1406.2661.
+        Gulrajani et al., Improved Training of Wasserstein GANs, arXiv:1704.00028.
+        Miyato et al., Spectral Normalization for GANs, arXiv:1802.05957.
+        Heusel et al., Two Time-Scale Update Rule, arXiv:1706.08500.
+
+    Example: a location-scale generator learns the data's mean.
+
+        >>> import numpy as np, torch, pyro, pyro.distributions as dist, ppgen
+        >>> from ppgen.distributions import Implicit
+        >>> def gen(x=None):
+        ...     loc = pyro.param("loc", torch.tensor(0.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        ...         pyro.sample("x", Implicit(loc + z), obs=x)
+        >>> x = np.random.default_rng(0).normal(2.0, 1.0, 512)
+        >>> fit = ppgen.fit(gen, {"x": x}, Adversarial(loss="ns", steps=600, lr=0.02,
+        ...                                             hidden=(16,)))
+        >>> bool(abs(float(fit.params["loc"]) - 2.0) < 0.3)
+        True
+    """
+
+    name = "adversarial"
+    kinds = ("implicit", "explicit")
+
+    def __init__(
+        self,
+        discriminator: Any = None,
+        loss: str = "ns",
+        *,
+        site: str | None = None,
+        gp_weight: float = 10.0,
+        n_critic: int | None = None,
+        lr: float = 2e-4,
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+        betas: tuple[float, float] | None = None,
+        betas_d: tuple[float, float] | None = None,
+        optim: str = "adam",
+        spectral_norm: bool = False,
+        ema: float | None = None,
+        hidden: tuple[int, ...] = (128, 128),
+        steps: int | None = 1000,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        batch_plate: str | None = None,
+    ) -> None:
+        super().__init__(steps=steps, epochs=epochs, batch_size=batch_size, batch_plate=batch_plate)
+        self.loss = check_loss(loss)
+        if n_critic is None:
+            n_critic = 5 if self.loss == "wgan-gp" else 1
+        self.n_critic = check_int("n_critic", n_critic, 1)
+        self.gp_weight = float(gp_weight)
+        if self.gp_weight < 0 or not np.isfinite(self.gp_weight):
+            raise EstimatorError(f"`gp_weight` must be finite and >= 0; got {gp_weight!r}.")
+        self.lr = check_positive("lr", lr)
+        self.lr_g = self.lr if lr_g is None else check_positive("lr_g", lr_g)
+        self.lr_d = self.lr if lr_d is None else check_positive("lr_d", lr_d)
+        default = (0.0, 0.9) if self.loss == "wgan-gp" else (0.5, 0.999)
+        self.betas = _betas("betas", default if betas is None else betas)
+        self.betas_d = self.betas if betas_d is None else _betas("betas_d", betas_d)
+        if ema is not None and not (isinstance(ema, float | int) and 0.0 < ema < 1.0):
+            raise EstimatorError(f"`ema` must be a decay in (0, 1) or None; got {ema!r}.")
+        self.ema = None if ema is None else float(ema)
+        self.spectral_norm = bool(spectral_norm)
+        self.hidden = tuple(check_int("hidden", h, 1) for h in hidden)
+        self.discriminator = discriminator
+        self.site = site
+        self.optim = optim
+        self._optim().options("generator")  # unknown optimiser names fail here
+
+    def _optim(self) -> Optim:
+        groups = {
+            "generator": {"lr": self.lr_g, "betas": self.betas},
+            "discriminator": {"lr": self.lr_d, "betas": self.betas_d},
+        }
+        if self.optim not in ("adam", "adamw", "clipped_adam"):
+            groups = {k: {"lr": v["lr"]} for k, v in groups.items()}
+        return Optim(self.optim, self.lr, groups=groups)
+
+    def _total_steps(self) -> int:
+        return self.steps if self.steps is not None else 1000
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        out["betas"], out["betas_d"] = list(self.betas), list(self.betas_d)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    # ------------------------------------------------------------------ checks
+    def check(self, program: Any, info: Any) -> None:
+        super().check(program, info)
+        self.observed_site(info)
+
+    def observed_site(self, info: Any) -> str:
+        """The observed site the discriminator compares, checked against the program."""
+        if not info.observed:
+            raise EstimatorError(
+                "Adversarial needs an observed site to compare with data (an `Implicit(G(z))` "
+                "or any reparameterisable distribution with `obs=`); the program has none."
+            )
+        if self.site is not None:
+            if self.site not in info.observed:
+                raise EstimatorError(
+                    f"`site={self.site!r}` is not an observed site; the observed sites are "
+                    f"{info.observed}."
+                )
+            return self.site
+        if len(info.observed) > 1:
+            raise EstimatorError(
+                f"The program has several observed sites {info.observed}; say which one the "
+                "discriminator compares with `Adversarial(site=...)`."
+            )
+        return info.observed[0]
+
+    # ------------------------------------------------------------------ the loop contract
+    def init(self, ctx: FitContext) -> Any:
+        return ENGINES[ctx.program.backend](self, ctx)
+
+    def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
+        return state, state.step(batch["data"])
+
+    def state_dict(self, state: Any) -> dict[str, Any]:
+        return state.state_dict()
+
+    def load_state_dict(self, state: Any, sd: Mapping[str, Any]) -> Any:
+        state.load_state_dict(sd)
+        return state
+
+    def async_metrics(self, state: Any) -> bool:
+        return state.async_metrics
+
+    def abort_step(self, state: Any) -> Any:
+        state.abort_step()
+        return state
+
+    def rewind(self, state: Any) -> Any:
+        state.rewind()
+        return state
+
+    def nonfinite_sites(self, state: Any) -> list[str]:
+        return state.nonfinite()
+
+    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
+        return state.finalize(history)
+
+    def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
+        """Rebuild the generator of a loaded fit and put the saved parameters in it."""
+        ENGINES[ctx.program.backend].restore(self, ctx, fit, state)
+
+
+def _betas(name: str, betas: Any) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(b) for b in betas)
+    except (TypeError, ValueError):
+        raise EstimatorError(f"`{name}` must be a pair (beta1, beta2); got {betas!r}.") from None
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise EstimatorError(f"`{name}` must be two numbers in [0, 1); got {betas!r}.")
+    return b1, b2

@@ -1,0 +1,213 @@
+"""Generative adversarial networks as implicit programs: MLP, conditional and convolutional.
+
+Each is a Pyro program whose observed site is ``Implicit(G(z))``; fit it with
+:class:`~ppgen.inference.Adversarial` (any of its losses). Each declares a default
+``discriminator`` (see :mod:`ppgen.capabilities`) sized to its data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+
+from ppgen.distributions import Implicit
+from ppgen.errors import DataError
+from ppgen.nn import Critic, register_module
+
+__all__ = ["GAN", "ConditionalGAN", "DCGAN"]
+
+
+def _mlp(sizes: Sequence[int], act: nn.Module) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act)
+    return nn.Sequential(*layers)
+
+
+class GAN(nn.Module):
+    r"""A generator :math:`x = G(z)`, :math:`z \sim \mathcal N(0, I)`, for data of any shape.
+
+    .. math:: z_n \sim \mathcal N(0, I_{d_z}), \qquad x_n = G_\theta(z_n)\ \ (\text{Implicit})
+
+    ``G`` is an MLP (ReLU) to ``prod(x_shape)`` outputs, reshaped; ``output="tanh"`` or
+    ``"sigmoid"`` bounds them (images scaled to [-1, 1] or [0, 1]).
+
+    Arguments:
+        x_shape: the shape of one datum (an int for vectors).
+        z_dim: the noise dimension.
+        hidden_features: the generator's widths (also the default critic's).
+        output: ``"linear"``, ``"tanh"`` or ``"sigmoid"``.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> from ppgen.inference import Adversarial
+        >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+        >>> gan = GAN(2, z_dim=2, hidden_features=(16,))
+        >>> fit = ppgen.fit(gan, {"x": x}, Adversarial(steps=3))
+        >>> fit.sample(5)["x"].shape
+        (5, 64, 2)
+    """
+
+    backend: ClassVar[str] = "pyro"
+
+    def __init__(
+        self,
+        x_shape: int | Sequence[int] = 2,
+        z_dim: int = 8,
+        hidden_features: Sequence[int] = (128, 128),
+        output: str = "linear",
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        self.x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(x_shape)
+        if output not in ("linear", "tanh", "sigmoid"):
+            raise ValueError(f"`output` must be 'linear', 'tanh' or 'sigmoid'; got {output!r}.")
+        self.z_dim, self.output, self.num_classes = int(z_dim), output, int(num_classes)
+        self.hidden_features = tuple(hidden_features)
+        width = math.prod(self.x_shape)
+        self.generator = self._generator(width)
+
+    def _generator(self, width: int) -> nn.Module:
+        sizes = [self.z_dim + self.num_classes, *self.hidden_features, width]
+        return _mlp(sizes, nn.ReLU())
+
+    def _bound(self, out: Tensor) -> Tensor:
+        if self.output == "tanh":
+            return torch.tanh(out)
+        return torch.sigmoid(out) if self.output == "sigmoid" else out
+
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """``G(z)`` (with one-hot labels ``y`` appended for a conditional GAN), datum-shaped."""
+        if self.num_classes:
+            z = torch.cat([z, nn.functional.one_hot(y.long(), self.num_classes).to(z.dtype)], -1)
+        out = self._bound(self.generator(z))
+        return out.reshape(*z.shape[:-1], *self.x_shape)
+
+    def model(self, x: Tensor | None = None, y: Tensor | None = None, n: int | None = None) -> Any:
+        """The program: noise, the generator, the implicit observed site ``x``."""
+        if x is not None and tuple(x.shape[1:]) != self.x_shape:
+            raise DataError(
+                f"`x` has datum shape {tuple(x.shape[1:])}; this {type(self).__name__} was built "
+                f"for x_shape={self.x_shape}."
+            )
+        size = len(x) if x is not None else (len(y) if y is not None else int(n or 1))
+        register_module("generator", self)
+        with pyro.plate("data", size):
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
+            return pyro.sample("x", Implicit(self.generate(z, y), len(self.x_shape)), obs=x)
+
+    def discriminator(self, backend: str) -> nn.Module | None:
+        """The default critic: :class:`ppgen.nn.Critic` with the generator's widths."""
+        if backend != "pyro":
+            return None
+        width = math.prod(self.x_shape) + self.num_classes
+        classes = (self.num_classes,) if self.num_classes else ()
+        return Critic(width, self.hidden_features, classes)
+
+
+class ConditionalGAN(GAN):
+    r"""A class-conditional generator :math:`x = G(z, y)` (Mirza & Osindero 2014).
+
+    Pass the labels ``y`` (``0..num_classes-1``) with the data: the generator gets them
+    one-hot, and :class:`~ppgen.inference.Adversarial` hands them to the critic too.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> from ppgen.inference import Adversarial
+        >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+        >>> y = np.arange(64) % 3
+        >>> gan = ConditionalGAN(2, num_classes=3, z_dim=2, hidden_features=(16,))
+        >>> fit = ppgen.fit(gan, {"x": x, "y": y}, Adversarial(steps=3))
+        >>> fit.sample(2, data={"y": np.zeros(5, int)})["x"].shape
+        (2, 5, 2)
+    """
+
+    def __init__(self, x_shape: int | Sequence[int] = 2, num_classes: int = 10, **kw: Any):
+        super().__init__(x_shape, num_classes=num_classes, **kw)
+
+
+class DCGAN(GAN):
+    r"""Convolutional generator and critic for ``(C, H, W)`` images, H and W divisible by 4.
+
+    Radford et al. (arXiv:1511.06434), sized down: ``Linear -> (2c, H/4, W/4)``, two stride-2
+    transposed convolutions with batch norm and ReLU, ``tanh`` output (scale images to
+    [-1, 1]); the critic mirrors it with LeakyReLU(0.2) and no batch norm (so it also serves
+    WGAN-GP, whose penalty is per sample). Works for 8×8 digits and 28×28 images.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> from ppgen.inference import Adversarial
+        >>> x = np.zeros((16, 1, 8, 8), np.float32)
+        >>> fit = ppgen.fit(DCGAN((1, 8, 8), channels=4), {"x": x}, Adversarial(steps=2))
+        >>> fit.sample(1)["x"].shape
+        (1, 16, 1, 8, 8)
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 8, 8),
+        z_dim: int = 32,
+        channels: int = 32,
+        num_classes: int = 0,
+    ) -> None:
+        if len(x_shape) != 3 or x_shape[1] % 4 or x_shape[2] % 4:
+            raise ValueError(
+                f"`x_shape` must be (C, H, W) with H, W divisible by 4; got {x_shape}."
+            )
+        self.channels = int(channels)
+        super().__init__(x_shape, z_dim, (), "tanh", num_classes)
+
+    def _generator(self, width: int) -> nn.Module:
+        c, h, w = self.x_shape
+        k = self.channels
+        return nn.Sequential(
+            nn.Linear(self.z_dim + self.num_classes, 2 * k * (h // 4) * (w // 4)),
+            nn.Unflatten(-1, (2 * k, h // 4, w // 4)),
+            nn.BatchNorm2d(2 * k),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * k, k, 4, 2, 1),
+            nn.BatchNorm2d(k),
+            nn.ReLU(),
+            nn.ConvTranspose2d(k, c, 4, 2, 1),
+        )
+
+    def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.num_classes:
+            z = torch.cat([z, nn.functional.one_hot(y.long(), self.num_classes).to(z.dtype)], -1)
+        lead = z.shape[:-1]
+        out = torch.tanh(self.generator(z.reshape(-1, z.shape[-1])))
+        return out.reshape(*lead, *self.x_shape)
+
+    def discriminator(self, backend: str) -> nn.Module | None:
+        if backend != "pyro":
+            return None
+        return _ConvCritic(self.x_shape, self.channels, self.num_classes)
+
+
+class _ConvCritic(nn.Module):
+    def __init__(self, x_shape: Sequence[int], channels: int, num_classes: int) -> None:
+        super().__init__()
+        c, h, w = x_shape
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            nn.Conv2d(c, channels, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        self.out = nn.Linear(2 * channels * (h // 4) * (w // 4) + num_classes, 1)
+
+    def forward(self, x: Tensor, *context: Tensor) -> Tensor:
+        h = self.features(x)
+        if self.num_classes and context:
+            h = torch.cat([h, nn.functional.one_hot(context[0].long(), self.num_classes)], -1)
+        return self.out(h.to(self.out.weight.dtype)).squeeze(-1)
