@@ -48,14 +48,18 @@ def check_keys(signature: inspect.Signature | None, data: Mapping[str, Any]) -> 
 
 
 def check_values(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert array-likes to numpy and reject NaN/inf and non-numeric arrays."""
+    """Convert array-likes to numpy and reject NaN/inf and non-numeric arrays.
+
+    Python numbers pass unchanged (a scalar observation of a scalar site, or a setting); a
+    torch tensor without readable values (``meta`` device, sparse) is refused naming its key.
+    """
     out: dict[str, Any] = {}
     for k, v in data.items():
         if v is None or isinstance(v, bool | int | float | str):
             out[k] = v
             continue
         if hasattr(v, "detach"):
-            a = v.detach().cpu().numpy()
+            a = _tensor_values(k, v)
         elif hasattr(v, "__array__") or isinstance(v, list | tuple):
             try:
                 a = np.asarray(v)
@@ -81,6 +85,25 @@ def check_values(data: Mapping[str, Any]) -> dict[str, Any]:
                 )
         out[k] = a
     return out
+
+
+def _tensor_values(key: str, v: Any) -> np.ndarray:
+    """A torch tensor's values as numpy, or a DataError naming ``key`` (meta, sparse...)."""
+    device = getattr(v, "device", None)
+    if getattr(v, "is_meta", False) or getattr(device, "type", None) == "meta":
+        raise DataError(
+            f"`data[{key!r}]` is a torch tensor on the `meta` device (shape "
+            f"{tuple(v.shape)}): it has a shape but no values. Pass the tensor holding the "
+            "data (e.g. load it, or build it on device='cpu'), not a meta placeholder."
+        )
+    try:
+        return v.detach().cpu().numpy()
+    except (RuntimeError, TypeError, NotImplementedError) as e:
+        raise DataError(
+            f"`data[{key!r}]` is a {type(v).__name__} on `{device}` that cannot be read as an "
+            f"array ({type(e).__name__}: {str(e).strip()}). Pass a dense numeric array (e.g. "
+            "`x.to_dense()`, or `x.float()` for an unsupported dtype)."
+        ) from e
 
 
 def _check_shape(name: str, s: Site) -> None:
@@ -112,10 +135,34 @@ def _check_shape(name: str, s: Site) -> None:
         ) from None
 
 
+def _check_present(name: str, s: Site, ops: BackendOps) -> None:
+    """An observed site's value has entries (a ``factor``'s empty value aside), all finite."""
+    if s.dist == "Unit" or 0 in s.event_shape:  # factor: an empty value by construction
+        return
+    if 0 in s.shape:
+        raise DataError(
+            f"Observed site `{name}` has no values: its data is empty (shape {s.shape}). Pass "
+            f"at least one observation for `{name}` (an empty observation leaves only the prior "
+            "to fit)."
+        )
+    val = np.asarray(ops.to_numpy(s.value))
+    if val.dtype.kind == "f" and not np.isfinite(val).all():
+        bad = ~np.isfinite(val)
+        idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
+        raise DataError(
+            f"Observed site `{name}` gets {int(bad.sum())} non-finite value(s) ("
+            f"{np.atleast_1d(val)[idx]} at index {idx}) from the program, although the data "
+            "are finite: the program computes them (an overflow? a division by zero?). Fix "
+            "the expression passed to `obs=`, or rescale the data."
+        )
+
+
 def check_observed(info: ProgramInfo, ops: BackendOps) -> None:
-    """Each observed site's data against its plates, event shape and support."""
+    """Each observed site's data: present and finite, against its plates, event shape and
+    support."""
     for name in info.observed:
         s = info.sites[name]
+        _check_present(name, s, ops)
         _check_shape(name, s)
         if s.density != "explicit":  # Implicit / Unnormalized: support is all of R^n
             continue

@@ -235,10 +235,7 @@ def _summary(args: argparse.Namespace) -> int:
             f"`{run}` is not a ppgen run directory (expected manifest.json and "
             "inference_data.nc, as written by `ppgen fit --out DIR` or Fit.save)."
         )
-    try:
-        info = read_json(manifest)
-    except Exception as e:
-        raise CheckpointError(f"`{manifest}` is not valid JSON: {e}") from e
+    info = read_json(manifest)  # a CheckpointError naming the file when it is not JSON
     if not isinstance(info, dict) or info.get("format") != "ppgen-run":
         raise CheckpointError(f"`{run}` is not a ppgen run (its manifest has no ppgen format).")
     try:

@@ -142,8 +142,31 @@ def _json_default(o: Any) -> Any:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file that ppgen wrote (a run's manifest or history, a checkpoint's).
+
+    A missing file, or one that is not valid UTF-8 JSON (truncated, edited), raises
+    :class:`~ppgen.errors.CheckpointError` naming the file and where parsing stopped.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "manifest.json"
+        >>> _ = f.write_text('{"format": "ppgen-run", "format_v')
+        >>> try:
+        ...     read_json(f)
+        ... except CheckpointError as e:
+        ...     print("manifest.json" in str(e), "not valid JSON" in str(e))
+        True True
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"`{path}` does not exist: not a saved ppgen run?")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if hasattr(e, "lineno") else str(e)
+        raise CheckpointError(
+            f"`{path}` is not valid JSON ({where}): the file is truncated or was edited, so "
+            "the saved run or checkpoint holding it is damaged. Restore it from a backup, or "
+            "re-create it (for a run: fit and save it again)."
+        ) from e

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
 import re
 from pathlib import Path
@@ -11,13 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import CheckpointError
+from ppgen._manifest import (
+    FORMAT_VERSION,
+    build_estimator,
+    check_manifest,
+    check_program,
+    program_sites,
+    read_arrays,
+    read_checked,
+    record_file,
+    resolve_device,
+    write_arrays,
+)
+from ppgen.errors import CheckpointError, PPGenError
 from ppgen.io import atomic_dir, read_json
 from ppgen.result import Fit
 
-__all__ = ["save_fit", "load", "check_run_target", "is_run", "FORMAT_VERSION"]
-
-FORMAT_VERSION = 1
+__all__ = ["save_fit", "load", "verify_run", "check_run_target", "is_run", "FORMAT_VERSION"]
 
 
 def _versions() -> dict[str, str]:
@@ -30,27 +39,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def _save_arrays(path: Path, arrays: dict[str, Any]) -> None:
-    from safetensors.numpy import save_file
-
-    clean = {k: np.asarray(v).copy(order="C") for k, v in arrays.items()}
-    save_file(clean, str(path))
-
-
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    if not path.exists():
-        return {}
-    try:
-        return load_file(str(path))
-    except Exception as e:
-        raise CheckpointError(
-            f"Refusing to load `{path}`: not a valid safetensors file ({type(e).__name__}). "
-            "ppgen never unpickles files from a saved run."
-        ) from e
 
 
 def _check_aux_name(name: Any, where: str) -> str:
@@ -136,6 +124,13 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     and one ``aux_<name>.safetensors`` per entry of ``fit.auxiliary`` (estimator state beyond
     the model, e.g. a discriminator; ``fit.auxiliary_settings`` go into the manifest). The
     manifest records the program's kind (explicit, implicit or energy).
+
+    Run format 2 (``FORMAT_VERSION``; format 1 before it): the manifest's ``files`` section
+    records, for every other file, its sha256 and size in bytes and, for safetensors files,
+    each array's shape and dtype; :func:`load` verifies them, so a deleted, truncated, edited
+    or swapped file is refused by name. The array and netCDF files are byte-for-byte those
+    format 1 wrote. Format-1 runs still load (unverified, with a ``UserWarning``); loading one and
+    saving it again upgrades it. An older ppgen refuses format 2 and says to upgrade.
     """
     from ppgen.io import write_json
 
@@ -165,30 +160,37 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         },
         "draws": {k: list(v.shape) for k, v in fit.draws.items()},
         "program_kind": fit.info.kind,
+        "sites": program_sites(fit.info),
         "auxiliary": _auxiliary_manifest(fit),
     }
     idata = fit.to_arviz()
 
     def fill(tmp: Path) -> None:
-        write_json(tmp / "manifest.json", manifest)
+        files: dict[str, Any] = {}
+
+        def arrays_file(name: str, values: dict[str, Any]) -> None:
+            files[name] = write_arrays(tmp / name, values)
+
         write_json(tmp / "history.json", fit.history)
-        _save_arrays(tmp / "params.safetensors", fit.params)
-        _save_arrays(tmp / "draws.safetensors", fit.draws)
-        _save_arrays(tmp / "sample_stats.safetensors", fit.sample_stats)
-        _save_arrays(tmp / "data.safetensors", arrays)
+        files["history.json"] = record_file(tmp / "history.json")
+        arrays_file("params.safetensors", fit.params)
+        arrays_file("draws.safetensors", fit.draws)
+        arrays_file("sample_stats.safetensors", fit.sample_stats)
+        arrays_file("data.safetensors", arrays)
         state = fit.param_state
         if state is not None:
             raw = state["params"] if "params" in state and "constraints" in state else state
-            _save_arrays(
-                tmp / "state.safetensors",
-                {k: fit.program.ops.to_numpy(v) for k, v in raw.items()},
+            arrays_file(
+                "state.safetensors", {k: fit.program.ops.to_numpy(v) for k, v in raw.items()}
             )
         buffers = _module_buffers(fit.program)
         if buffers:
-            _save_arrays(tmp / "buffers.safetensors", buffers)
+            arrays_file("buffers.safetensors", buffers)
         for aux_name, aux_arrays in fit.auxiliary.items():
-            _save_arrays(tmp / f"aux_{aux_name}.safetensors", aux_arrays)
+            arrays_file(f"aux_{aux_name}.safetensors", aux_arrays)
         idata.to_netcdf(str(tmp / "inference_data.nc"))
+        files["inference_data.nc"] = record_file(tmp / "inference_data.nc")
+        write_json(tmp / "manifest.json", {**manifest, "files": files})  # last: lists the rest
 
     atomic_dir(path, fill)
 
@@ -227,6 +229,14 @@ def load(path: str | Path, program: Any) -> Fit:
     Auxiliary state comes back in ``fit.auxiliary``/``fit.auxiliary_settings``; an estimator
     with a ``restore_auxiliary(fit, name, arrays, settings)`` method gets each entry too.
 
+    Every file read is checked against the manifest (:func:`verify_run`). A
+    :class:`~ppgen.errors.CheckpointError` names what is wrong and what to do: a damaged run
+    (a missing, truncated, edited or swapped file; invalid JSON; a missing or unknown
+    ``format_version``, ``backend`` or ``estimator``), a run saved by a newer ppgen (upgrade),
+    or a program that differs from the fitted one (the sites whose names or shapes differ).
+    A run fitted on a CUDA device loads onto the CPU, with a ``UserWarning``, on a machine
+    without one.
+
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen, tempfile
         >>> def model(x=None):
@@ -240,46 +250,28 @@ def load(path: str | Path, program: Any) -> Fit:
         >>> bool(np.array_equal(again.draws["mu"], fit.draws["mu"]))
         True
     """
-    from ppgen.inference._base import REGISTRY, FitContext
+    from ppgen.inference._base import FitContext
     from ppgen.program import Program
 
     path = Path(path)
     manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != "ppgen-run":
-        raise CheckpointError(f"`{path}` is not a saved ppgen run (manifest has no ppgen format).")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"`{path}` was saved by a newer ppgen (format {manifest['format_version']}); upgrade."
-        )
-    name = manifest["estimator"]["name"]
-    cls = REGISTRY.get(name)
-    if cls is None:
-        raise CheckpointError(f"`{path}` used estimator {name!r}, which is not registered.")
-    settings = manifest["estimator"]["settings"]
-    sig = inspect.signature(cls.__init__).parameters
-    kwargs = {
-        k: v
-        for k, v in settings.items()
-        if k in sig and (k != "guide" or v in (None,) or isinstance(v, str) and v.islower())
-    }
-    if "steps" in kwargs and kwargs.get("epochs") is not None:
-        kwargs.pop("steps")
-    try:
-        est = cls(**kwargs)
-    except Exception as e:
-        raise CheckpointError(
-            f"`{path}` was fitted with {cls.__name__} (`method={name!r}`), but "
-            f"{cls.__name__}(**{kwargs!r}) fails with the saved settings: "
-            f"{type(e).__name__}: {str(e).rstrip('.')}. Fix `estimator.settings` in "
-            f"{path / 'manifest.json'} "
-            "(or load with the ppgen version that saved it), or refit and save again."
-        ) from e
+    files = check_manifest(path, manifest)
+    est = build_estimator(path, manifest)
     backend = manifest["backend"]
+    device = resolve_device(path, manifest, backend)
     prog = Program(program, backend=backend)
-    data = dict(_load_arrays(path / "data.safetensors"))
+    data = dict(read_arrays(path, "data.safetensors", files))
     data.update(manifest.get("data_scalars", {}))
-    device = manifest.get("device")
-    native, info = prog.validate(data, device, manifest.get("seed", 0))
+    try:
+        native, info = prog.validate(data, device, manifest.get("seed", 0))
+    except CheckpointError:
+        raise
+    except PPGenError as e:
+        raise CheckpointError(
+            f"The program passed to load does not accept the data saved with `{path}`: "
+            f"{type(e).__name__}: {str(e).rstrip('.')}. Load the run with the program it was "
+            "fitted with."
+        ) from e
     saved_kind = manifest.get("program_kind")
     if saved_kind is not None and info.kind != saved_kind:
         raise CheckpointError(
@@ -288,6 +280,8 @@ def load(path: str | Path, program: Any) -> Fit:
             + ", ".join(f"`{n}` ({info.sites[n].dist})" for n in info.observed)
             + "). Load it with the program it was fitted with."
         )
+    params = read_arrays(path, "params.safetensors", files)
+    check_program(path, manifest, info, params)
     aux = manifest.get("auxiliary") or {}
     aux_settings = {
         _check_aux_name(k, "in the manifest"): dict(v)
@@ -295,43 +289,85 @@ def load(path: str | Path, program: Any) -> Fit:
     }
     aux_arrays = {}
     for k in aux.get("arrays") or []:
-        file = path / f"aux_{_check_aux_name(k, 'in the manifest')}.safetensors"
-        if not file.exists():
+        name = f"aux_{_check_aux_name(k, 'in the manifest')}.safetensors"
+        if not (path / name).exists():
             raise CheckpointError(
-                f"`{path}` lists auxiliary state {k!r} in its manifest, but `{file.name}` is "
+                f"`{path}` lists auxiliary state {k!r} in its manifest, but `{name}` is "
                 "missing; the run is incomplete. Save the fit again."
             )
-        aux_arrays[k] = _load_arrays(file)
-    history = read_json(path / "history.json")
+        aux_arrays[k] = read_arrays(path, name, files)
+    if files is not None:
+        read_checked(path, "history.json", files)
     fit = Fit(
         program=prog,
         estimator=est,
         info=info,
         data=prog.check_values(data),
-        draws=_load_arrays(path / "draws.safetensors"),
-        params=_load_arrays(path / "params.safetensors"),
-        history=history,
+        draws=read_arrays(path, "draws.safetensors", files),
+        params=params,
+        history=read_json(path / "history.json"),
         diagnostics=manifest.get("diagnostics", {}),
-        sample_stats=_load_arrays(path / "sample_stats.safetensors"),
+        sample_stats=read_arrays(path, "sample_stats.safetensors", files),
         seed=manifest.get("seed", 0),
         device=device,
         auxiliary=aux_arrays,
         auxiliary_settings=aux_settings,
     )
-    state = _load_arrays(path / "state.safetensors")
+    state = read_arrays(path, "state.safetensors", files)
     if state and hasattr(est, "restore"):
         ctx = FitContext(
             program=prog, info=info, data=native, data_np=fit.data, seed=fit.seed, device=device
         )
-        with prog.ops.device_context(device):
-            est.restore(ctx, fit, state)
-    buffers = _load_arrays(path / "buffers.safetensors")
+        try:
+            with prog.ops.device_context(device):
+                est.restore(ctx, fit, state)
+        except (RuntimeError, ValueError, KeyError, IndexError) as e:
+            if isinstance(e, PPGenError):
+                raise
+            raise CheckpointError(
+                f"Restoring the saved parameters of `{path}` into the program passed to load "
+                f"failed ({type(e).__name__}: {e}): the program differs from the one that was "
+                "fitted. Load the run with the program (model code and constructor arguments) "
+                "it was fitted with."
+            ) from e
+    buffers = read_arrays(path, "buffers.safetensors", files)
     if buffers:
         _restore_buffers(prog, buffers)
     if hasattr(est, "restore_auxiliary"):
         for k in sorted(set(aux_arrays) | set(aux_settings)):
             est.restore_auxiliary(fit, k, aux_arrays.get(k, {}), aux_settings.get(k, {}))
     return fit
+
+
+def verify_run(path: str | Path) -> dict[str, Any]:
+    """Check every file of the run at ``path`` against its manifest; return the manifest.
+
+    :func:`load` checks the files it reads; this checks them all, ``inference_data.nc``
+    included (what ``ppgen summary`` reads). A missing, truncated, edited or swapped file
+    raises :class:`~ppgen.errors.CheckpointError` naming it. A format-1 run has no checksums
+    (a ``UserWarning`` says so) and only its manifest is checked.
+
+    Example:
+        >>> import numpy as np, pyro, pyro.distributions as dist, ppgen, tempfile
+        >>> def model(x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> run = tempfile.mkdtemp() + "/run"
+        >>> ppgen.fit(model, {"x": np.zeros(())}, ppgen.inference.SVI(steps=2)).save(run)
+        >>> sorted(verify_run(run)["files"])[:2]
+        ['data.safetensors', 'draws.safetensors']
+    """
+    path = Path(path)
+    manifest = read_json(path / "manifest.json")
+    files = check_manifest(path, manifest)
+    for name in sorted(files or {}):
+        if name.endswith(".safetensors"):
+            read_arrays(path, name, files)
+        else:
+            read_checked(path, name, files)
+    for p in sorted(path.glob("*.safetensors")) if files is not None else []:
+        read_checked(path, p.name, files)  # unlisted files are refused by name
+    return manifest
 
 
 Fit.writer = save_fit  # Fit.save writes through this module (result.py does not import it)

@@ -297,3 +297,20 @@ def test_saved_files_follow_the_umask(tmp_path, small_fit):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "run").iterdir()}
     assert modes and all(m == 0o644 for m in modes.values()), modes
+
+
+def test_save_runs_the_program_once_for_lp_and_log_likelihood(monkeypatch, small_fit):
+    from ppgen.result import Fit
+
+    small_fit._idata = None
+    calls = []
+    original = Fit.site_log_probs
+    monkeypatch.setattr(
+        Fit, "site_log_probs", lambda self, *a, **k: calls.append(a) or original(self, *a, **k)
+    )
+    idata = small_fit.to_arviz()
+    assert len(calls) == 1  # the lp pass also gives the log-likelihood group
+    np.testing.assert_array_equal(idata.log_likelihood["y"].values, small_fit.log_likelihood()["y"])
+    lps = original(small_fit, *calls[0])
+    lp = sum(v.reshape(1, 5, -1).sum(-1) for v in lps.values())
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, lp)

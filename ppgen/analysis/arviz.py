@@ -79,6 +79,12 @@ def to_inference_data(
     groups left out for want of a capability and why are in
     ``idata.attrs["ppgen_omitted_groups"]``, a JSON string ``{group: reason}``.
 
+    Cost: ``log_likelihood`` (and an SVI fit's ``sample_stats``) come from one pass of the
+    program over all draws, ``posterior_predictive`` from a second. The backend runs each pass
+    for all draws at once where the program allows; a program it cannot vectorise (e.g. a Pyro
+    program with Python control flow on sampled values) runs once per draw, which takes time
+    proportional to the number of draws.
+
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
         >>> def model(x=None):
@@ -109,6 +115,7 @@ def to_inference_data(
             omitted[group] = why
         return False
 
+    want_ll = wanted("log_likelihood", log_likelihood)
     posterior = {}
     for name, v in fit.draws.items():
         site = info.sites.get(name)
@@ -125,11 +132,14 @@ def to_inference_data(
     elif posterior and "sample_stats" in unavailable:
         omitted["sample_stats"] = unavailable["sample_stats"]
     elif posterior and info.observed:
-        # SVI / MAP: the log joint of each guide draw (importance-weight diagnostics need it)
+        # SVI / MAP: the log joint of each guide draw (importance-weight diagnostics need it);
+        # the same pass gives the log-likelihood group (one run of the program, not two)
         sites = [n for n in info.latent if n in fit.draws] + info.observed
         lps = fit.site_log_probs(sites)
         c, d = fit.num_chains, fit.num_draws
         groups["sample_stats"] = {"lp": sum(v.reshape(c, d, -1).sum(-1) for v in lps.values())}
+        if want_ll:
+            groups["log_likelihood"] = {n: lps[n] for n in info.observed}
 
     observed = {}
     for name in info.observed:
@@ -148,10 +158,10 @@ def to_inference_data(
     if const:
         groups["constant_data"] = const
 
-    if wanted("log_likelihood", log_likelihood):
-        ll = fit.log_likelihood()
-        groups["log_likelihood"] = ll
-        for name, v in ll.items():
+    if want_ll:
+        if "log_likelihood" not in groups:
+            groups["log_likelihood"] = fit.log_likelihood()
+        for name, v in groups["log_likelihood"].items():
             dims.setdefault(name, site_dims(info.sites[name], v.ndim - 2))
 
     if wanted("posterior_predictive", posterior_predictive):

@@ -66,7 +66,12 @@ class BackendOps(ABC):
 
     @abstractmethod
     def native(self, data: Mapping[str, Any], device: str | None = None) -> dict[str, Any]:
-        """Convert numpy / python values to the backend's arrays on ``device``."""
+        """Convert numpy / python values to the backend's arrays on ``device``.
+
+        A value the backend's dtype cannot hold (finite float64 beyond float32, int64 beyond
+        int32 on JAX without 64-bit mode) is converted anyway and recorded; :meth:`trace`
+        refuses it, naming the site it feeds.
+        """
 
     @abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -74,7 +79,14 @@ class BackendOps(ABC):
 
     @abstractmethod
     def trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int = 0) -> list[Site]:
-        """Run ``fn(**kwargs)`` once under a trace and return its sites in execution order."""
+        """Run ``fn(**kwargs)`` once under a trace and return its sites in execution order.
+
+        Draws come from ``seed`` (the global RNG is left alone). Raises
+        :class:`~ppgen.errors.DataError` for data :meth:`native` could not convert exactly
+        (naming the observed site) or empty data the program cannot run on (naming the key),
+        and :class:`~ppgen.errors.ProgramError` naming a site whose distribution parameter or
+        ``factor`` is invalid (NaN) on the data.
+        """
 
     @abstractmethod
     def support_violations(self, site: Site) -> np.ndarray:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from ppgen.errors import EstimatorError, ProgramError
 
@@ -14,6 +17,63 @@ PARAM_SEPARATORS = "$./_"
 def _listing(names: Any) -> str:
     names = list(names)
     return ", ".join(f"`{n}`" for n in names) if names else "(none)"
+
+
+_WRAPPERS = ("Independent", "ExpandedDistribution", "MaskedDistribution", "ScaledDistribution")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """The first site at fault in a run of a program: ``kind`` is ``"proposal"`` (the guide's
+    value is outside the model site's support), ``"nan"`` (a NaN parameter, value or factor)
+    or ``"parameter"`` (a parameter outside its constraint); ``detail`` says which, with a
+    value; ``factor`` marks a ``factor`` site."""
+
+    site: str
+    kind: str
+    detail: str
+    factor: bool = False
+
+
+def dist_name(fn: Any) -> str:
+    """A distribution's own name (``HalfNormal``), under ``.to_event``/``.expand``/``.mask``."""
+    while type(fn).__name__ in _WRAPPERS and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def show_value(x: Any) -> str:
+    """A short display of a value: a number, or the first entries of an array."""
+    a = np.asarray(x, dtype=float).reshape(-1)
+    if a.size == 1:
+        return f"{a[0]:.6g}"
+    return str([round(float(v), 6) for v in a[:4]]) + (" ..." if a.size > 4 else "")
+
+
+def proposal_fault(site: str, guide_fn: Any, model_fn: Any, value: Any, ok: Any) -> Fault | None:
+    """A :class:`Fault` when a guide's finite ``value`` for ``site`` fails the model's support
+    check ``ok`` (a boolean array, maybe reduced over event dims); ``None`` otherwise."""
+    ok, v = np.asarray(ok).astype(bool), np.asarray(value, dtype=float)
+    if ok.all() or not np.isfinite(v).all():
+        return None
+    bad = np.argwhere(~ok)
+    shown = v[tuple(bad[0])] if ok.ndim and v.ndim >= ok.ndim else v
+    return Fault(
+        site,
+        "proposal",
+        f"the guide's {dist_name(guide_fn)} proposed {show_value(shown)} for it, outside the "
+        f"support {model_fn.support} of the model's {dist_name(model_fn)}",
+    )
+
+
+def first_line(err: BaseException) -> str:
+    """An error's first line, with the values it announces (torch's "found invalid values:")."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def check_site_names(

@@ -16,15 +16,24 @@ from numpyro.infer.util import log_density
 from numpyro.primitives import Messenger
 
 from ppgen.backends._checks import (
+    Fault,
     check_rng,
     check_score_site,
     check_site_names,
     missing_latents_error,
+    proposal_fault,
     select_params,
 )
 from ppgen.errors import EstimatorError
 
-__all__ = ["log_joint", "simulate", "score", "module_params"]
+__all__ = [
+    "log_joint",
+    "simulate",
+    "score",
+    "module_params",
+    "nonfinite_sites",
+    "find_proposal_fault",
+]
 
 
 class _MissingLatent(Exception):
@@ -152,3 +161,77 @@ class ScalePlate(Messenger):
             if any(f.name == self.box.name for f in msg["cond_indep_stack"]):
                 s = msg.get("scale")
                 msg["scale"] = scale if s is None else scale * s
+
+
+def nonfinite_sites(
+    model: Callable,
+    kwargs: Mapping[str, Any],
+    guide: Callable | None = None,
+    params: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Sample sites whose log-density is NaN/inf for one draw (to name where a loss broke).
+
+    Latents come from ``guide`` (with ``params`` substituted) when given, else from their
+    priors; the model is replayed on them. Returns ``[]`` if the diagnosis itself fails.
+    """
+    import numpyro
+
+    try:
+        key = jax.random.PRNGKey(seed)
+        sub = (lambda f: handlers.substitute(f, data=dict(params))) if params else (lambda f: f)
+        gtr = {}
+        with numpyro.validation_enabled(False):  # see the values, not a validation error
+            if guide is not None:
+                gtr = handlers.trace(handlers.seed(sub(guide), key)).get_trace(**kwargs)
+            run = handlers.replay(sub(model), trace=gtr)
+            mtr = handlers.trace(handlers.seed(run, key)).get_trace(**kwargs)
+        bad: list[str] = []
+        for tr in (mtr, gtr):
+            for name, s in tr.items():
+                if s["type"] != "sample" or name in bad:
+                    continue
+                if not bool(jnp.isfinite(s["fn"].log_prob(s["value"])).all()):
+                    bad.append(name)
+        return bad
+    except Exception:  # a broken state can break the diagnosis too
+        return []
+
+
+def find_proposal_fault(
+    model: Callable,
+    guide: Callable,
+    params: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    seeds: Any = range(5),
+) -> Fault | None:
+    """The first latent site for which ``guide`` (with ``params``) proposes a value outside the
+    model site's support, over a few draws (``seeds``); ``None`` if none does or the
+    diagnosis fails. NumPyro does not validate, so such a proposal shows up as a NaN loss."""
+    import numpyro
+
+    try:
+        model, guide = (handlers.substitute(f, data=dict(params)) for f in (model, guide))
+        with numpyro.validation_enabled(False):  # see the proposal, not a validation error
+            return _first_proposal_fault(model, guide, kwargs, seeds)
+    except Exception:  # a broken state can break the diagnosis too
+        return None
+
+
+def _first_proposal_fault(
+    model: Callable, guide: Callable, kwargs: Mapping[str, Any], seeds: Any
+) -> Fault | None:
+    for seed in seeds:
+        key = jax.random.PRNGKey(seed)
+        gtr = handlers.trace(handlers.seed(guide, key)).get_trace(**kwargs)
+        run = handlers.replay(model, trace=gtr)
+        mtr = handlers.trace(handlers.seed(run, key)).get_trace(**kwargs)
+        for name, s in mtr.items():
+            g = gtr.get(name)
+            if s["type"] != "sample" or s["is_observed"] or g is None:
+                continue
+            ok = s["fn"].support(g["value"])
+            fault = proposal_fault(name, g["fn"], s["fn"], g["value"], ok)
+            if fault is not None:
+                return fault
+    return None

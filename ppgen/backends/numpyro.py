@@ -15,7 +15,43 @@ from numpyro.primitives import Messenger
 
 from ppgen.backends import _numpyro_ops as _ops
 from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
+from ppgen.backends._data import (
+    Conversions,
+    empty_inputs_error,
+    lossy_error,
+    lossy_float,
+    lossy_int,
+    nan_factor_error,
+)
 from ppgen.distributions import density_kind
+from ppgen.errors import PPGenError
+
+_X64 = (
+    "`jax.config.update('jax_enable_x64', True)` at the start of the script (before any JAX "
+    "array is made)"
+)
+
+
+def _lossy(key: str, a: np.ndarray) -> str | None:
+    """What converting ``data[key]`` to JAX's dtype for it would lose (64-bit mode off)."""
+    if jax.config.x64_enabled:
+        return None
+    if a.dtype.kind == "f":
+        fix = f", or enable 64-bit JAX: {_X64}"
+        return lossy_float(key, a, "float32", float(np.finfo(np.float32).max), fix)
+    target = jax.dtypes.canonicalize_dtype(a.dtype)
+    if a.dtype.kind in "iu" and target != a.dtype:
+        why = "JAX holds integers in 32 bits while its 64-bit mode is off"
+        return lossy_int(key, a, target, why, f"Enable 64-bit JAX with {_X64}, or rescale them.")
+    return None
+    if a.dtype.kind == "f":
+        fix = ", or " + _X64[0].lower() + _X64[1 : -len(", or rescale the values.")]
+        return lossy_float(key, a, "float32", float(np.finfo(np.float32).max), fix)
+    target = jax.dtypes.canonicalize_dtype(a.dtype)
+    if a.dtype.kind in "iu" and target != a.dtype:
+        why = "JAX holds integers in 32 bits while its 64-bit mode is off"
+        return lossy_int(key, a, target, why, _X64)
+    return None
 
 
 def _dist_name(fn: Any) -> str:
@@ -63,21 +99,31 @@ class NumPyroOps(BackendOps):
 
     name = "numpyro"
 
+    def __init__(self) -> None:
+        self.conversions = Conversions()
+
     def native(self, data: Mapping[str, Any], device: str | None = None) -> dict[str, Any]:
         dev = jax_device(device)
-        out = {}
+        out, lossy = {}, []
         for k, v in data.items():
             if isinstance(v, np.ndarray | np.generic | jax.Array) or (
                 isinstance(v, list | tuple) and v and isinstance(v[0], int | float)
             ):
                 a = np.asarray(v)
+                note = _lossy(k, a)
                 if a.dtype.kind == "f" and a.dtype != np.float32 and not jax.config.x64_enabled:
-                    a = a.astype(np.float32)
+                    with np.errstate(over="ignore"):
+                        a = a.astype(np.float32)
+                elif note:  # convert explicitly: jnp.asarray would warn, then wrap anyway
+                    a = a.astype(jax.dtypes.canonicalize_dtype(a.dtype))
                 out[k] = jax.device_put(a, dev) if dev is not None else jnp.asarray(a)
+                if note:
+                    lossy.append((k, out[k], note))
             elif hasattr(v, "detach"):  # a torch tensor handed to a NumPyro program
                 out[k] = jnp.asarray(v.detach().cpu().numpy())
             else:
                 out[k] = v
+        self.conversions.record(lossy)
         return out
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -96,6 +142,30 @@ class NumPyroOps(BackendOps):
         return fn
 
     def trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int = 0) -> list[Site]:
+        """Run ``fn`` once with draws from ``PRNGKey(seed)`` and return its sites.
+
+        Data that :meth:`native` could not convert exactly are refused here, naming the site
+        they feed; so is a run that fails on empty data (naming the key) and a ``factor``
+        that is NaN whatever the latent draws (:func:`nan_factor_error`).
+        """
+        lossy = self.conversions.among(kwargs)
+        try:
+            sites = self._trace(fn, kwargs, seed)
+        except PPGenError:
+            raise
+        except Exception as e:
+            err = lossy_error(lossy, None) if lossy else empty_inputs_error(kwargs, e)
+            if err is None:
+                raise
+            raise err from e
+        if lossy:
+            raise lossy_error(lossy, sites)
+        err = nan_factor_error(sites, lambda s: self._trace(fn, kwargs, s), seed)
+        if err is not None:
+            raise err
+        return sites
+
+    def _trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int) -> list[Site]:
         tr = handlers.trace(handlers.seed(fn, jax.random.PRNGKey(seed))).get_trace(**kwargs)
         sites = []
         for name, s in tr.items():
@@ -208,7 +278,7 @@ class NumPyroOps(BackendOps):
                 )
             return out
 
-        out = jax.vmap(one)(post)
+        out = jax.jit(jax.vmap(one))(post)  # one XLA program, not one per primitive
         return {n: np.asarray(out[n]) for n in names}
 
     def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:

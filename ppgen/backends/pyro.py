@@ -10,48 +10,31 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.messenger import Messenger
 
 from ppgen.backends import _pyro_ops as _ops
-from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
-from ppgen.backends._pyro_ops import activate_params
-from ppgen.distributions import density_kind
+from ppgen.backends._base import BackendOps, ScaleBox, Site
+from ppgen.backends._checks import first_line
+from ppgen.backends._data import (
+    Conversions,
+    empty_inputs_error,
+    lossy_error,
+    lossy_float,
+    lossy_int,
+)
+from ppgen.backends._pyro_ops import activate_params, seeded
+from ppgen.backends._pyro_trace import (
+    ObsAsFloat,
+    Uncondition,
+    fault_message,
+    find_fault,
+    sites_of,
+)
+from ppgen.backends._pyro_vmap import vmap_log_likelihood, vmap_predictive
+from ppgen.errors import PPGenError, ProgramError
 
+__all__ = ["PyroOps", "OPS", "ObsAsFloat", "Uncondition", "activate_params"]
 
-class ObsAsFloat(Messenger):
-    """Cast integer/bool observations to torch's default float dtype.
-
-    Users hand ppgen integer counts and 0/1 labels as numpy ints; torch's Bernoulli and Poisson
-    ``log_prob`` need floating values (Categorical casts back to long itself). Covariates used as
-    indices are untouched: only values at observed sample sites are cast.
-    """
-
-    def _pyro_sample(self, msg: dict) -> None:
-        v = msg["value"]
-        if msg["is_observed"] and torch.is_tensor(v) and not v.is_floating_point():
-            msg["value"] = v.to(torch.get_default_dtype())
-
-
-class Uncondition(Messenger):
-    """Sample observed sites afresh (posterior/prior predictive); keep deterministic sites.
-
-    Pyro's ``poutine.uncondition`` also turns ``pyro.deterministic`` sites into samples of a
-    ``Delta`` whose event covers the plate dims, which then get broadcast a second time.
-    """
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if msg["is_observed"] and not msg["infer"].get("_deterministic"):
-            msg["is_observed"] = False
-            msg["infer"]["was_observed"] = True
-            msg["value"] = None
-            msg["done"] = False
-
-
-def _dist_name(fn: Any) -> str:
-    base = fn
-    while hasattr(base, "base_dist"):
-        base = base.base_dist
-    return type(base).__name__
+_FLOAT64 = ", or compute in float64: call `torch.set_default_dtype(torch.float64)` before fitting"
 
 
 class PyroOps(BackendOps):
@@ -59,8 +42,12 @@ class PyroOps(BackendOps):
 
     name = "pyro"
 
+    def __init__(self) -> None:
+        self.conversions = Conversions()
+
     def native(self, data: Mapping[str, Any], device: str | None = None) -> dict[str, Any]:
-        out = {}
+        out, lossy = {}, []
+        dtype = torch.get_default_dtype()
         for k, v in data.items():
             if torch.is_tensor(v):
                 out[k] = v.to(device) if device is not None else v
@@ -69,17 +56,25 @@ class PyroOps(BackendOps):
             ):
                 a = np.asarray(v)
                 if a.dtype.kind == "f":
-                    t = torch.as_tensor(a, dtype=torch.get_default_dtype())
+                    note = lossy_float(
+                        k, a, str(dtype).split(".")[-1], torch.finfo(dtype).max, _FLOAT64
+                    )
+                    t = torch.as_tensor(a, dtype=dtype)
                 elif a.dtype.kind in "iu":
+                    why = "torch holds integer data as int64"
+                    note = lossy_int(k, a, np.int64, why, "Rescale the counts.")
                     t = torch.as_tensor(a.astype(np.int64))
                 elif a.dtype.kind == "b":
-                    t = torch.as_tensor(a)
+                    note, t = None, torch.as_tensor(a)
                 else:
                     out[k] = v
                     continue
                 out[k] = t.to(device) if device is not None else t
+                if note:
+                    lossy.append((k, out[k], note))
             else:
                 out[k] = v
+        self.conversions.record(lossy)
         return out
 
     def to_numpy(self, x: Any) -> np.ndarray:
@@ -102,48 +97,38 @@ class PyroOps(BackendOps):
         return ObsAsFloat()(fn)
 
     def trace(self, fn: Callable, kwargs: Mapping[str, Any], seed: int = 0) -> list[Site]:
+        """Run ``fn`` once (draws seeded with ``seed``; the global RNG is left as it was).
+
+        Data that :meth:`native` could not convert exactly are refused here, naming the site
+        they feed; a run that fails on empty data or on an invalid distribution parameter is
+        refused naming the data key or the site (:func:`find_fault`).
+        """
+        lossy = self.conversions.among(kwargs)
         # a scratch param store: stale params of an earlier fit (another shape) must not leak
         # into this trace, and this trace's params must not leak out
-        with pyro.get_param_store().scope():
-            tr = poutine.trace(fn).get_trace(**kwargs)
-        sites = []
-        for name, s in tr.nodes.items():
-            if s["type"] == "sample":
-                fn_ = s["fn"]
-                kind = "observed" if s["is_observed"] else "latent"
-                if type(fn_).__name__ == "_Subsample":
-                    continue
-                if s["infer"].get("_deterministic"):
-                    kind = "deterministic"
-                plates = tuple(
-                    Plate(f.name, int(f.full_size or f.size), int(f.dim))
-                    for f in s["cond_indep_stack"]
-                    if f.vectorized
-                )
-                batch, event = tuple(fn_.batch_shape), tuple(fn_.event_shape)
-                if kind == "deterministic":  # Delta(value, event_dim=value.ndim): all batch
-                    batch, event = tuple(s["value"].shape), ()
-                sites.append(
-                    Site(
-                        name=name,
-                        kind=kind,
-                        shape=tuple(s["value"].shape),
-                        batch_shape=batch,
-                        event_shape=event,
-                        dist=_dist_name(fn_),
-                        support=str(fn_.support),
-                        discrete=bool(fn_.support.is_discrete),
-                        enumerate=s["infer"].get("enumerate"),
-                        plates=plates,
-                        fn=fn_,
-                        value=s["value"],
-                        infer=dict(s["infer"]),
-                        density=density_kind(fn_),
+        try:
+            with pyro.get_param_store().scope(), seeded(seed):
+                tr = poutine.trace(fn).get_trace(**kwargs)
+        except PPGenError:
+            raise
+        except Exception as e:
+            err = lossy_error(lossy, None) if lossy else empty_inputs_error(kwargs, e)
+            if err is None and isinstance(e, ValueError):
+                with pyro.get_param_store().scope(), seeded(seed):
+                    fault = find_fault(fn, kwargs)
+                if fault is not None:
+                    msg = fault_message(
+                        fault,
+                        "when the program runs on the data (latent "
+                        f"sites drawn from their priors, seed {seed})",
                     )
-                )
-            elif s["type"] == "param":
-                v = s["value"]
-                sites.append(Site(name=name, kind="param", shape=tuple(v.shape), value=v))
+                    err = ProgramError(f"{msg} (Pyro said: {first_line(e)})")
+            if err is None:
+                raise
+            raise err from e
+        sites = sites_of(tr)
+        if lossy:
+            raise lossy_error(lossy, sites)
         return sites
 
     def support_violations(self, site: Site) -> np.ndarray:
@@ -216,14 +201,29 @@ class PyroOps(BackendOps):
         return torch.broadcast_to(value, full).reshape((n,) + shape)
 
     @staticmethod
-    def _fallback(run: Callable, post: Mapping[str, torch.Tensor], n: int) -> dict:
-        """Run ``run(samples, n)`` vectorised; if the program cannot broadcast over an extra
-        sample dim (e.g. it indexes ``locs[z]`` without ``Vindex``), loop over samples."""
+    def _fallback(
+        run: Callable,
+        post: Mapping[str, torch.Tensor],
+        n: int,
+        vmapped: Callable | None = None,
+    ) -> dict:
+        """Run ``run(samples, n)`` vectorised (an outer plate over the samples). A program that
+        cannot broadcast over an extra sample dim (``X @ w``; ``locs[z]`` without ``Vindex``)
+        runs under ``torch.func.vmap`` (``vmapped(samples)``, see ``_pyro_vmap``), which sees
+        each sample with the program's own shapes; one that vmap cannot run either (Python
+        control flow on tensor values, ``.item()``) is looped over sample by sample."""
+        errors = (RuntimeError, ValueError, IndexError, NotImplementedError)
         try:
             return run(post, n)
-        except (RuntimeError, ValueError, IndexError, NotImplementedError):
-            parts = [run({k: v[i : i + 1] for k, v in post.items()}, 1) for i in range(n)]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        except errors:
+            pass
+        if vmapped is not None and n > 1:
+            try:
+                return vmapped(post)
+            except errors:
+                pass
+        parts = [run({k: v[i : i + 1] for k, v in post.items()}, 1) for i in range(n)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def predictive(
         self,
@@ -249,6 +249,7 @@ class PyroOps(BackendOps):
                     lambda p, m: self._predict_vec(model, kwargs, p, m, guide, return_sites),
                     post,
                     n,
+                    None if guide else lambda p: vmap_predictive(model, kwargs, p, return_sites),
                 )
             try:
                 return self._predict_vec(model, kwargs, post, n, guide, return_sites)
@@ -300,7 +301,12 @@ class PyroOps(BackendOps):
         """
         post = self._samples_native(samples)
         n = next(iter(post.values())).shape[0] if post else 1
-        return self._fallback(lambda p, m: self._loglik_vec(fn, kwargs, p, m, shapes), post, n)
+        return self._fallback(
+            lambda p, m: self._loglik_vec(fn, kwargs, p, m, shapes),
+            post,
+            n,
+            lambda p: vmap_log_likelihood(fn, kwargs, p, shapes),
+        )
 
     def _loglik_vec(
         self,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ppgen.errors import EstimatorError
 
-__all__ = ["data_key", "covariate_keys", "class_counts", "input_features"]
+__all__ = ["data_key", "covariate_keys", "class_counts", "input_features", "check_critic"]
 
 
 def data_key(info: Any, site: str) -> str:
@@ -59,3 +59,23 @@ def input_features(data_np: Mapping[str, Any], key: str, covs: list[str], classe
     for k in covs:
         width += classes[k] if k in classes else math.prod(np.shape(data_np[k])[1:])
     return int(width)
+
+
+def check_critic(call: Callable[..., Any], x: Any, context: list, site: str, covs: list) -> None:
+    """Run the critic on two data points: a wrong input size or output shape fails here, named."""
+    x, context = x[:2], [c[:2] for c in context]
+    try:
+        out = call(x, *context)
+    except Exception as e:
+        raise EstimatorError(
+            f"The discriminator fails on the data of site `{site}` (datum shape "
+            f"{tuple(x.shape[1:])}"
+            + (f", covariates {covs}" if covs else "")
+            + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
+            "`discriminator=None` for a default sized from the data."
+        ) from e
+    if tuple(out.shape) not in ((len(x),), (len(x), 1)):
+        raise EstimatorError(
+            f"The discriminator must return one number per sample, shape ({len(x)},) or "
+            f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
+        )

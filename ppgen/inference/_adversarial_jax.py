@@ -11,12 +11,13 @@ import numpy as np
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import (
+    check_critic,
     class_counts,
     covariate_keys,
     data_key,
     input_features,
 )
-from ppgen.inference._svi_jax import flatten_params
+from ppgen.inference._svi_jax import JaxState, flatten_params
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
 from ppgen.result import Fit
 
@@ -90,7 +91,7 @@ def gradient_penalty_jax(apply: Callable, params: Any, real: Any, fake: Any, key
     return ((norms - 1.0) ** 2).mean()
 
 
-class JaxAdversarial:
+class JaxAdversarial(JaxState):
     """One adversarial run on a NumPyro program; one jitted function per loop step."""
 
     async_metrics = True  # metrics are JAX arrays, read one step late by the loop
@@ -188,23 +189,9 @@ class JaxAdversarial:
         )
 
     def _check_critic(self, params: Any, data: Mapping[str, Any]) -> None:
-        x = self._real(data)[:2]
-        c = [data[k][:2] for k in self.covs]
-        try:
-            out = self.apply(params, x, *c)
-        except Exception as e:
-            raise EstimatorError(
-                f"The discriminator fails on the data of site `{self.site}` (datum shape "
-                f"{tuple(x.shape[1:])}"
-                + (f", covariates {self.covs}" if self.covs else "")
-                + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
-                "`discriminator=None` for a default sized from the data."
-            ) from e
-        if tuple(out.shape) not in ((len(x),), (len(x), 1)):
-            raise EstimatorError(
-                f"The discriminator must return one number per sample, shape ({len(x)},) or "
-                f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
-            )
+        context = [data[k] for k in self.covs]
+        call = lambda x, *c: self.apply(params, x, *c)  # noqa: E731
+        check_critic(call, self._real(data), context, self.site, self.covs)
 
     def _real(self, batch: Mapping[str, Any]) -> Any:
         x = batch[self.key]
@@ -275,21 +262,7 @@ class JaxAdversarial:
     def abort_step(self) -> None:
         """A step is one jitted call: nothing half-done to undo."""
 
-    def rewind(self) -> None:
-        self.state = self.previous
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        import jax
-
-        return {"leaves": [np.asarray(x) for x in jax.tree_util.tree_leaves(self.state)]}
-
-    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        treedef = jax.tree_util.tree_structure(self.state)
-        self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
+    # rewind, state_dict, load_state_dict: JaxState's (the state is one pytree)
 
     def nonfinite(self) -> list[str]:
         import jax

@@ -12,6 +12,7 @@ from torch import nn
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import (
+    check_critic,
     class_counts,
     covariate_keys,
     data_key,
@@ -39,7 +40,7 @@ def gradient_penalty(critic: Any, real: torch.Tensor, fake: torch.Tensor, *conte
         >>> with torch.no_grad():
         ...     _ = lin.weight.fill_(3.0)
         >>> critic = lambda x: lin(x).squeeze(-1)
-        >>> round(float(gradient_penalty(critic, torch.randn(8, 1), torch.randn(8, 1))), 4)
+        >>> round(gradient_penalty(critic, torch.randn(8, 1), torch.randn(8, 1)).item(), 4)
         4.0
     """
     eps = torch.rand(
@@ -113,25 +114,9 @@ class TorchAdversarial:
         return [p for p in self.critic.parameters() if p.requires_grad]
 
     def _check_critic(self, data: Mapping[str, Any]) -> None:
-        """Run the critic on two data points: a wrong input size fails here, named."""
-        x = self._real(data)[:2]
-        c = [data[k][:2] for k in self.covs]
-        try:
-            with torch.no_grad():
-                out = self.critic(x, *c)
-        except Exception as e:
-            raise EstimatorError(
-                f"The discriminator fails on the data of site `{self.site}` (datum shape "
-                f"{tuple(x.shape[1:])}"
-                + (f", covariates {self.covs}" if self.covs else "")
-                + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
-                "`discriminator=None` for a default sized from the data."
-            ) from e
-        if tuple(out.shape) not in ((len(x),), (len(x), 1)):
-            raise EstimatorError(
-                f"The discriminator must return one number per sample, shape ({len(x)},) or "
-                f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
-            )
+        with torch.no_grad():
+            context = [data[k] for k in self.covs]
+            check_critic(self.critic, self._real(data), context, self.site, self.covs)
 
     def _real(self, data: Mapping[str, Any]) -> torch.Tensor:
         x = data[self.key]

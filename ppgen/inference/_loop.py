@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppgen.errors import CheckpointError, EstimatorError, NonFiniteError
+from ppgen.errors import CheckpointError, EstimatorError, NonFiniteError, PPGenError, ProgramError
+from ppgen.inference._step_errors import step_error
 from ppgen.io import load_tree, save_tree
 
 if TYPE_CHECKING:
@@ -21,7 +22,14 @@ if TYPE_CHECKING:
     from ppgen.program import ProgramInfo
     from ppgen.result import Fit
 
-__all__ = ["Minibatcher", "EarlyStopping", "StopTraining", "run_loop", "CHECKPOINT_NAME"]
+__all__ = [
+    "Minibatcher",
+    "EarlyStopping",
+    "StopTraining",
+    "run_loop",
+    "check_plate_follows_data",
+    "CHECKPOINT_NAME",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -90,11 +98,29 @@ class Minibatcher:
     Each epoch is a fresh permutation, so every batch is a uniform random subset and the
     scaled minibatch loss (sites inside the plate weighted ``N / B``) is an unbiased estimate
     of the full-data loss. Arrays of other lengths (covariates, constants) pass unchanged.
+    A ``batch_size`` of at least ``size`` means full batches; larger than ``size``, it is
+    probably a mistake, and one ``UserWarning`` (naming ``plate``) says so.
     """
 
-    def __init__(self, data: Mapping[str, Any], size: int, batch_size: int | None, seed: int):
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        size: int,
+        batch_size: int | None,
+        seed: int,
+        plate: str | None = None,
+    ):
         self.data = dict(data)
         self.size = size
+        if batch_size and batch_size > size:
+            where = f"plate `{plate}` spans" if plate else "the batch plate spans"
+            warnings.warn(
+                f"`batch_size={batch_size}` is larger than the data: {where} N={size} rows, so "
+                f"every step uses all {size} (full-batch training, no minibatches). Pass "
+                f"batch_size < {size} for minibatches, or leave it out.",
+                UserWarning,
+                stacklevel=3,
+            )
         self.batch_size = batch_size if batch_size and batch_size < size else None
         self.keys = [k for k, v in data.items() if _leading_len(v) == size]
         self.rng = np.random.default_rng(seed)
@@ -126,6 +152,43 @@ class Minibatcher:
         self.rng.bit_generator.state = sd["rng"]
         self.perm = None if sd["perm"] is None else np.asarray(sd["perm"])
         self.pos = int(sd["pos"])
+
+
+def check_plate_follows_data(ctx: FitContext, plate: Any, batcher: Minibatcher) -> None:
+    """Refuse, before work, a batch plate whose size does not follow the data.
+
+    The program is run once on a minibatch (the first ``batch_size`` rows): a plate that keeps
+    its full size there has a fixed size (a literal ``plate("data", 50)``, or a number passed
+    as data) and would mismatch every batch. A program that cannot run on a batch at all is
+    refused the same way, with its error.
+    """
+    b = batcher.batch_size
+    batch = dict(ctx.data)
+    for k in batcher.keys:
+        batch[k] = _take(ctx.data[k], np.arange(b))
+    fix = (
+        f"Minibatching with `batch_size={b}` needs plate `{plate.name}` to take its size from "
+        f"the data: write `plate({plate.name!r}, len(x))` with `x` the observed array (ppgen "
+        f"passes {b}-row batches and weights the plate's sites by N/B), or subsample in the "
+        f"program with `plate({plate.name!r}, {plate.size}, subsample_size={b})` and leave "
+        "`batch_size` out."
+    )
+    try:
+        sites = ctx.program.ops.trace(ctx.program.model, batch, seed=ctx.seed)
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        raise ProgramError(
+            f"Running the program on a minibatch of {b} of the {plate.size} rows of plate "
+            f"`{plate.name}` failed ({type(e).__name__}: {lines[0] if lines else ''}). {fix}"
+        ) from e
+    sizes = sorted({p.size for s in sites for p in s.plates if p.name == plate.name})
+    if sizes != [b]:
+        got = f"keeps size {sizes[0]}" if len(sizes) == 1 else f"has sizes {sizes}"
+        raise ProgramError(
+            f"Plate `{plate.name}` {got} when the program runs on a minibatch of {b} rows: "
+            f"its size is fixed (a literal such as `plate({plate.name!r}, {plate.size})`, or a "
+            f"number passed as data), not taken from the data. {fix}"
+        )
 
 
 def _take(v: Any, idx: np.ndarray) -> Any:
@@ -186,6 +249,20 @@ def _nonfinite_message(
     )
 
 
+def _step_failure(state: Any, err: ValueError, n: int) -> PPGenError | None:
+    """ppgen's error for a ``ValueError`` raised inside step ``n``, or ``None`` to re-raise it.
+
+    The engine (``state.explain_failure``, where it has one) names the site at fault; a NaN
+    that torch's argument validation caught is the NaN guard's :class:`NonFiniteError` even
+    when no engine can say more.
+    """
+    if isinstance(err, PPGenError):
+        return None
+    explain = getattr(state, "explain_failure", None)
+    out = explain(f"at step {n}", err) if explain is not None else None
+    return out if out is not None else step_error(None, f"at step {n}", err)
+
+
 def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
     info = ctx.info
@@ -193,7 +270,9 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     if est.batch_size is not None:
         plate = find_batch_plate(info, ctx.data, est.batch_plate)
     size = plate.size if plate is not None else 1
-    batcher = Minibatcher(ctx.data, size, est.batch_size, ctx.seed)
+    batcher = Minibatcher(ctx.data, size, est.batch_size, ctx.seed, plate and plate.name)
+    if plate is not None and batcher.batch_size:
+        check_plate_follows_data(ctx, plate, batcher)
     ctx.extra["batch_plate"] = plate.name if (plate is not None and batcher.batch_size) else None
     total = est.steps if est.epochs is None else est.epochs * batcher.steps_per_epoch
 
@@ -239,7 +318,9 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         values = {k: float(v) for k, v in metrics.items()}
         bad_metrics = [k for k, v in values.items() if not math.isfinite(v)]
         if bad_metrics:
-            raise NonFiniteError(_nonfinite_message(est, state, n, values, bad_metrics))
+            explain = getattr(state, "explain_failure", None)
+            err = explain(f"at step {n}") if explain is not None else None
+            raise err or NonFiniteError(_nonfinite_message(est, state, n, values, bad_metrics))
         for k, v in values.items():
             history.setdefault(k, []).append(v)
         bar.update(1)
@@ -260,7 +341,13 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
             before = batcher.state_dict()
             batch, scale = batcher.next()
             in_step = True
-            state, metrics = est.step(state, {"data": batch, "scale": scale})
+            try:
+                state, metrics = est.step(state, {"data": batch, "scale": scale})
+            except ValueError as e:  # torch's validation inside a step: name the site and step
+                err = _step_failure(state, e, step + 1)
+                if err is None:
+                    raise
+                raise err from e
             in_step = False
             step += 1
             if pending is not None:

@@ -8,16 +8,44 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen.errors import ProgramError
 from ppgen.inference._guide_fit import guide_fit, guide_latents
+from ppgen.inference._step_errors import step_error
 from ppgen.result import Fit
 
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["JaxEngine", "flatten_params", "unflatten_params"]
+__all__ = ["JaxEngine", "JaxState", "flatten_params", "unflatten_params"]
 
 
-class JaxEngine:
+class JaxState:
+    """A JAX engine's run state: one pytree ``self.state`` (its step before, ``self.previous``).
+
+    Checkpoints hold its leaves as numpy arrays; the tree's structure comes from the rebuilt
+    engine, so nothing but arrays is saved.
+    """
+
+    state: Any
+    previous: Any
+
+    def rewind(self) -> None:
+        self.state = self.previous
+
+    def state_dict(self) -> dict[str, Any]:
+        import jax
+
+        return {"leaves": [np.asarray(x) for x in jax.tree_util.tree_leaves(self.state)]}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        treedef = jax.tree_util.tree_structure(self.state)
+        self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
+
+
+class JaxEngine(JaxState):
     """NumPyro's ``SVI`` with a jitted update; state is the ``SVIState`` pytree."""
 
     async_metrics = True  # `step` returns the loss as a JAX array, possibly still computing
@@ -40,34 +68,74 @@ class JaxEngine:
         if self.optim is None:
             self.optim = est._optim_spec().numpyro(est._total_steps())
         self.svi = numpyro.infer.SVI(model, guide, self.optim, self.elbo)
-        self.state = self.svi.init(jax.random.PRNGKey(ctx.seed), **ctx.data)
+        try:
+            self.state = self.svi.init(jax.random.PRNGKey(ctx.seed), **ctx.data)
+        except RuntimeError as e:
+            if "valid initial param" not in str(e):
+                raise
+            raise self._init_error(e) from e
         self._update = jax.jit(self.svi.update)
+        self._befores: list[Any] = []
+
+    def _init_error(self, err: RuntimeError) -> ProgramError:
+        """NumPyro found no starting point for the guide: name the sites whose density is not
+        finite at prior draws of the latents."""
+        from ppgen.backends._numpyro_ops import nonfinite_sites
+
+        seed = self.ctx.seed
+        sites = nonfinite_sites(self.ctx.program.model, self.ctx.data, seed=seed)
+        where = (
+            f"the log-density is not finite at site(s) {sites} for a prior draw of the latents "
+            f"(seed {seed})"
+            if sites
+            else "the log-density is not finite wherever the guide's initialisation looked"
+        )
+        return ProgramError(
+            f"SVI cannot start: {where} (NumPyro: {err}). Check what those sites compute (a "
+            "`factor` of -inf or NaN? a likelihood whose support excludes the data?), or give "
+            "the guide an `init_loc_fn` inside the region where the model has a density."
+        )
 
     def step(self, data: Mapping[str, Any], scale: float) -> Any:
         if self.scaler:
             self.scaler.scale = scale
         self.previous = self.state  # immutable arrays: a reference, not a copy
+        # the states before the last two steps: the loop reads a loss one step late, and a
+        # NaN step is diagnosed with the parameters it started from
+        self._befores = (self._befores + [self.state])[-2:]
         self.state, loss = self._update(self.state, **data)
         return loss
 
-    def rewind(self) -> None:
-        self.state = self.previous
+    def _finite_params(self) -> Any:
+        """The newest parameters that are all finite (those a failing step started from)."""
+        for state in [self.state, *reversed(self._befores)]:
+            params = self.svi.get_params(state)
+            if all(np.isfinite(v).all() for v in flatten_params(params).values()):
+                return params
+        return self.svi.get_params(self.state)
 
-    def state_dict(self) -> dict[str, Any]:
-        import jax
+    def explain_failure(self, when: str, err: BaseException | None = None) -> Any:
+        """A named error for a non-finite loss ``when`` (``"at step 7"``): a guide proposing
+        values outside a model site's support (NumPyro does not validate, so such a proposal
+        shows as NaN); ``None`` leaves the NaN guard's own message."""
+        from ppgen.backends._numpyro_ops import find_proposal_fault
 
-        return {"leaves": [np.asarray(x) for x in jax.tree_util.tree_leaves(self.state)]}
-
-    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        treedef = jax.tree_util.tree_structure(self.state)
-        self.state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in sd["leaves"]])
+        if err is not None:
+            return None
+        params = self._finite_params()
+        fault = find_proposal_fault(self.model, self.guide, params, self.ctx.data)
+        return step_error(fault, when)
 
     def nonfinite(self) -> list[str]:
         flat = flatten_params(self.svi.get_params(self.state))
         return [k for k, v in flat.items() if not np.isfinite(v).all()]
+
+    def nonfinite_loss_sites(self) -> list[str]:
+        """Sites whose log-density is NaN/inf for a guide draw with the current parameters."""
+        from ppgen.backends._numpyro_ops import nonfinite_sites
+
+        params, seed = self._finite_params(), self.ctx.seed
+        return nonfinite_sites(self.model, self.ctx.data, self.guide, params, seed=seed)
 
     def sampler(self, jparams: Mapping[str, Any]) -> Any:
         import jax

@@ -29,8 +29,10 @@ import torch
 from pyro.infer.autoguide import AutoLaplaceApproximation
 from pyro.optim import PyroOptim
 
+from ppgen.backends._checks import Fault
+from ppgen.backends._pyro_trace import find_fault
 from ppgen.capabilities import declares
-from ppgen.errors import ProgramError
+from ppgen.errors import PPGenError, ProgramError
 from ppgen.inference._guide_fit import guide_fit, guide_latents
 from ppgen.inference._pyro import (
     constrained_params,
@@ -39,6 +41,7 @@ from ppgen.inference._pyro import (
     nonfinite_params,
     snapshot_params,
 )
+from ppgen.inference._step_errors import is_validation_error, step_error
 from ppgen.inference.objectives.reparam import NotReparameterized, ReparamELBO
 from ppgen.nn import modules_registered
 from ppgen.result import Fit
@@ -67,11 +70,18 @@ class TorchEngine:
         self.model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
         self.guide = est._resolve_guide(ctx, self.model, "pyro")
         self.scaled_guide = self.scaler(self.guide) if self.scaler else self.guide
-        with torch.no_grad():
-            # create every param now (the guide's, and the model's that the guide never
-            # touches), so checkpoints, resume and load see them all
-            gtr = poutine.trace(self.scaled_guide).get_trace(**ctx.data)
-            poutine.replay(self.model, trace=gtr)(**ctx.data)
+        self._rng_before, self._batch, self._fault = torch.get_rng_state(), ctx.data, None
+        try:
+            with torch.no_grad():
+                # create every param now (the guide's, and the model's that the guide never
+                # touches), so checkpoints, resume and load see them all
+                gtr = poutine.trace(self.scaled_guide).get_trace(**ctx.data)
+                poutine.replay(self.model, trace=gtr)(**ctx.data)
+        except ValueError as e:
+            err = self.explain_failure("before the first step (creating the parameters)", e)
+            if err is None:
+                raise
+            raise err from e
         self.path, self.loss = self._choose_objective()
         self.optim = _Optimizer(est, list(pyro.get_param_store()._params.values()))
 
@@ -120,7 +130,7 @@ class TorchEngine:
 
     # ------------------------------------------------------------------ the step
     def step(self, data: Mapping[str, Any], scale: float) -> float:
-        self._rng_before = torch.get_rng_state()
+        self._rng_before, self._batch, self._fault = torch.get_rng_state(), data, None
         if self.scaler:
             self.scaler.scale = scale
         self.optim.zero_grad()
@@ -132,9 +142,35 @@ class TorchEngine:
             if value.requires_grad:
                 value.backward()
             loss = value.item()
+        if not math.isfinite(loss):  # find the site now, while the parameters are those used
+            self._fault = self._find_fault()
         self.optim.add(pyro.get_param_store()._params.values())
         self.optim.step()
         return loss
+
+    def _find_fault(self) -> Fault | None:
+        """The site at fault in this step's run (its draws replayed), see :func:`find_fault`."""
+        rng = torch.get_rng_state()
+        torch.set_rng_state(self._rng_before)
+        try:
+            with modules_registered():
+                return find_fault(self.model, self._batch, self.scaled_guide)
+        finally:
+            torch.set_rng_state(rng)
+
+    def explain_failure(self, when: str, err: BaseException | None = None) -> PPGenError | None:
+        """A named error for a step that failed ``when`` (e.g. ``"at step 7"``), or ``None``.
+
+        ``err`` is a ``ValueError`` raised inside the step (torch's argument validation); without
+        it the step's loss was non-finite and the site found then is used. A guide proposal
+        outside the model site's support is a :class:`ProgramError`; a NaN in a validated
+        distribution is the NaN guard's :class:`NonFiniteError`.
+        """
+        if err is not None:
+            if not is_validation_error(err):
+                return None
+            self._fault = self._find_fault()
+        return step_error(self._fault, when, err)
 
     def abort_step(self) -> None:
         """Undo the random draws of a step cut short by Ctrl-C before its update."""
@@ -164,6 +200,8 @@ class TorchEngine:
         return nonfinite_params()
 
     def nonfinite_loss_sites(self) -> list[str]:
+        if self._fault is not None:  # found by the failing step itself, before its update
+            return [self._fault.site]
         return nonfinite_log_prob_sites(self.model, self.guide, self.ctx.data)
 
     # ------------------------------------------------------------------ results

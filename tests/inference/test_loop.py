@@ -271,3 +271,77 @@ def test_numpyro_nan_guard_names_the_step_when_losses_are_read_late():
             SVI(guide=lambda x=None: None, optim="sgd", lr=1.0, steps=20),
             backend="numpyro",
         )
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_batch_size_larger_than_the_data_warns_once_and_runs_full_batch(backend):
+    with pytest.warns(UserWarning) as record:
+        fit = ppgen.fit(LinearRegression(), DATA, SVI(steps=3, batch_size=500), backend=backend)
+    said = [str(w.message) for w in record if "batch_size" in str(w.message)]
+    assert len(said) == 1, said
+    for words in ("`batch_size=500`", "N=96", "full-batch", "plate `"):
+        assert words in said[0], said[0]
+    assert fit.diagnostics["steps"] == 3
+    assert fit.history["loss"][0] == fit.history["loss"][0]  # ran, on the full data
+
+
+def test_nan_caught_by_distribution_validation_is_the_nan_guard(tmp_path):
+    """Pyro's own ELBO validates arguments: a NaN scale raises ValueError inside the step; the
+    NaN guard reports it as NonFiniteError naming the step and the site, checkpoint intact."""
+    calls = {"n": 0}
+
+    def model(x=None):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        calls["n"] += 1
+        scale = torch.tensor(float("nan")) if calls["n"] > 12 else torch.tensor(1.0)
+        with pyro.plate("data", 5):
+            pyro.sample("x", dist.Normal(mu, scale), obs=x)
+
+    with pytest.raises(NonFiniteError) as info:
+        ppgen.fit(
+            model,
+            {"x": np.zeros(5)},
+            SVI(steps=20, elbo=pyro.infer.Trace_ELBO()),
+            checkpoint_dir=str(tmp_path),
+            checkpoint_every=1,
+        )
+    msg = str(info.value)
+    for words in ("became NaN at step ", "site `x`", "`scale`", "Lower the learning rate"):
+        assert words in msg, msg
+    sd = load_tree(tmp_path / CHECKPOINT_NAME)
+    assert sd["loop"]["step"] >= 1
+    for v in sd["estimator"]["params"].values():
+        assert torch.isfinite(v).all()
+
+
+def test_nan_validation_error_of_any_estimator_names_the_step():
+    """Without an engine to find the site, a NaN that torch's validation caught inside a step is
+    still the NaN guard's error, with the step."""
+    from ppgen.inference import OptimEstimator
+
+    class Broken(OptimEstimator):
+        name = "broken"
+
+        def init(self, ctx):
+            return {"n": 0}
+
+        def step(self, state, batch):
+            state["n"] += 1
+            scale = torch.tensor(float("nan") if state["n"] == 3 else 1.0)
+            return state, {"loss": float(dist.Normal(0.0, scale).log_prob(torch.tensor(0.0)))}
+
+        def state_dict(self, state):
+            return dict(state)
+
+        def load_state_dict(self, state, sd):
+            return dict(sd)
+
+        def finalize(self, ctx, state, history):  # pragma: no cover - never reached
+            raise AssertionError("the NaN step must stop the loop")
+
+    def model(x=None):
+        with pyro.plate("data", 3):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+    with pytest.raises(NonFiniteError, match="became NaN at step 3"):
+        ppgen.fit(model, {"x": np.zeros(3)}, Broken(steps=5))
