@@ -271,3 +271,41 @@ class OptimEstimator(Estimator):
     def nonfinite_loss_sites(self, state: Any) -> list[str]:
         """Sites whose log-density is NaN/inf now (only asked once the loss went NaN)."""
         return []
+
+
+class EngineEstimator(OptimEstimator):
+    """An :class:`OptimEstimator` whose loop state is one engine object per fit.
+
+    ``init`` returns the backend's engine; the loop contract then passes straight to it:
+    ``state_dict``/``load_state_dict``/``rewind``/``finalize(history)``, ``async_metrics``,
+    ``nonfinite()`` and, where the engine has them, ``abort_step``/``nonfinite_loss_sites``.
+    SVI, MLE and Adversarial are engine estimators; subclasses write ``init`` and ``step``.
+    """
+
+    def state_dict(self, state: Any) -> dict[str, Any]:
+        return state.state_dict()
+
+    def load_state_dict(self, state: Any, sd: Mapping[str, Any]) -> Any:
+        state.load_state_dict(sd)
+        return state
+
+    def async_metrics(self, state: Any) -> bool:
+        return state.async_metrics
+
+    def abort_step(self, state: Any) -> Any:
+        if hasattr(state, "abort_step"):
+            state.abort_step()
+        return state
+
+    def rewind(self, state: Any) -> Any:
+        state.rewind()
+        return state
+
+    def nonfinite_sites(self, state: Any) -> list[str]:
+        return state.nonfinite()
+
+    def nonfinite_loss_sites(self, state: Any) -> list[str]:
+        return state.nonfinite_loss_sites() if hasattr(state, "nonfinite_loss_sites") else []
+
+    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
+        return state.finalize(history)

@@ -10,7 +10,7 @@ import numpy as np
 from ppgen.errors import EstimatorError, check_int, check_positive
 from ppgen.inference._adversarial_jax import JaxAdversarial
 from ppgen.inference._adversarial_torch import TorchAdversarial
-from ppgen.inference._base import FitContext, OptimEstimator, register
+from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference.objectives.gan import check_loss
 from ppgen.inference.optim import Optim
 from ppgen.result import Fit
@@ -21,7 +21,7 @@ ENGINES = {"pyro": TorchAdversarial, "numpyro": JaxAdversarial}
 
 
 @register("adversarial", "gan")
-class Adversarial(OptimEstimator):
+class Adversarial(EngineEstimator):
     r"""Fit a program by a discriminator: the GAN family, for implicit and explicit programs.
 
     The program is the generator: its latents are drawn from their priors and its observed
@@ -186,30 +186,6 @@ class Adversarial(OptimEstimator):
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
         return state, state.step(batch["data"])
-
-    def state_dict(self, state: Any) -> dict[str, Any]:
-        return state.state_dict()
-
-    def load_state_dict(self, state: Any, sd: Mapping[str, Any]) -> Any:
-        state.load_state_dict(sd)
-        return state
-
-    def async_metrics(self, state: Any) -> bool:
-        return state.async_metrics
-
-    def abort_step(self, state: Any) -> Any:
-        state.abort_step()
-        return state
-
-    def rewind(self, state: Any) -> Any:
-        state.rewind()
-        return state
-
-    def nonfinite_sites(self, state: Any) -> list[str]:
-        return state.nonfinite()
-
-    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
-        return state.finalize(history)
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the generator of a loaded fit and put the saved parameters in it."""

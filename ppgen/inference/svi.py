@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ppgen.errors import EstimatorError, check_int
-from ppgen.inference._base import FitContext, OptimEstimator, register
+from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference._svi_jax import JaxEngine
 from ppgen.inference._svi_torch import TorchEngine
 from ppgen.inference.guides.auto import guide_class_name, make_guide
@@ -23,7 +23,7 @@ ENGINES = {"pyro": TorchEngine, "numpyro": JaxEngine}
 
 
 @register("svi", "vi")
-class SVI(OptimEstimator):
+class SVI(EngineEstimator):
     r"""Stochastic variational inference: maximise the ELBO of a guide q over the program's latents.
 
     .. math:: \mathcal{L}(\phi) = \mathbb{E}_{q_\phi(z)}[\log p(x, z) - \log q_\phi(z)]
@@ -207,34 +207,6 @@ class SVI(OptimEstimator):
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
         return state, self.metrics(state.step(batch["data"], batch["scale"]), state)
-
-    def state_dict(self, state: Any) -> dict[str, Any]:
-        return state.state_dict()
-
-    def load_state_dict(self, state: Any, sd: Mapping[str, Any]) -> Any:
-        state.load_state_dict(sd)
-        return state
-
-    def async_metrics(self, state: Any) -> bool:
-        return state.async_metrics
-
-    def abort_step(self, state: Any) -> Any:
-        if hasattr(state, "abort_step"):
-            state.abort_step()
-        return state
-
-    def rewind(self, state: Any) -> Any:
-        state.rewind()
-        return state
-
-    def nonfinite_sites(self, state: Any) -> list[str]:
-        return state.nonfinite()
-
-    def nonfinite_loss_sites(self, state: Any) -> list[str]:
-        return state.nonfinite_loss_sites() if hasattr(state, "nonfinite_loss_sites") else []
-
-    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
-        return state.finalize(history)
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the guide of a loaded fit and put the saved parameters in it."""
