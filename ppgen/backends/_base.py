@@ -232,6 +232,28 @@ class BackendOps(ABC):
             1.0
         """
 
+    def simulator(self, fn: Callable, sites: list[str]) -> Callable[..., dict[str, Any]]:
+        """:meth:`simulate` of ``sites`` as a function called once per training step.
+
+        ``simulator(fn, sites)(kwargs, **options)`` returns what
+        ``simulate(fn, kwargs, sites=sites, **options)`` returns; the first call checks the
+        site names, later calls may skip the checks and the full trace (Pyro: one small
+        handler that draws the observed sites afresh and keeps the values of ``sites``).
+
+        Example:
+            >>> import pyro, pyro.distributions as dist
+            >>> from ppgen.backends import get_backend
+            >>> def gen(x=None):
+            ...     with pyro.plate("data", 3):
+            ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            ...         pyro.sample("x", dist.Delta(z + 10.0), obs=x)
+            >>> sim = get_backend("pyro").simulator(gen, ["x", "z"])
+            >>> out = sim({"x": torch.zeros(3)})
+            >>> bool(torch.allclose(out["x"], out["z"] + 10.0))
+            True
+        """
+        return lambda kwargs, **options: self.simulate(fn, kwargs, sites=sites, **options)
+
     @abstractmethod
     def score(
         self,

@@ -19,6 +19,7 @@ from ppgen.backends._checks import (
     missing_latents_error,
     select_params,
 )
+from ppgen.backends._pyro_trace import Uncondition
 
 __all__ = ["log_joint", "simulate", "score", "module_params", "seeded"]
 
@@ -130,6 +131,50 @@ def simulate(
     if sites is not None:
         check_site_names(sites, names, argument="sites", op="simulate")
     return {n: tr.nodes[n]["value"] for n in (names if sites is None else sites)}
+
+
+VALIDATE_EVERY = 64  # simulator(): argument checks on one step in this many
+
+
+class _Draw(Uncondition):
+    """Draw observed sites afresh (``Uncondition``) and keep the values of ``sites``.
+
+    The per-step form of :func:`simulate`: no trace is built and no names are checked.
+    """
+
+    def __init__(self, sites: list[str]) -> None:
+        super().__init__()
+        self.sites = frozenset(sites)
+        self.values: dict[str, torch.Tensor] = {}
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        if msg["name"] in self.sites:
+            self.values[msg["name"]] = msg["value"]
+
+
+def simulator(fn: Callable, sites: list[str]) -> Callable[..., dict[str, torch.Tensor]]:
+    """``simulate(Uncondition(fn), kwargs, sites=sites)`` as a per-step function.
+
+    The first call is a full :func:`simulate` (site names checked); later calls without
+    ``values``/``seed``/``params`` run ``fn`` under one :class:`_Draw` handler, with Pyro's
+    distribution argument checks on one call in :data:`VALIDATE_EVERY` (they cost about a
+    third of a small generator's program; a parameter that leaves its support is still
+    refused within that many steps, and non-finite values by the fit's NaN guard).
+    """
+    calls = 0
+
+    def run(kwargs: Mapping[str, Any], **options: Any) -> dict[str, torch.Tensor]:
+        nonlocal calls
+        calls += 1
+        if calls == 1 or any(v is not None for v in options.values()):
+            return simulate(Uncondition()(fn), kwargs, sites=sites, **options)
+        draw = _Draw(sites)
+        skip = calls % VALIDATE_EVERY
+        with pyro.validation_enabled(False) if skip else contextlib.nullcontext(), draw:
+            fn(**kwargs)
+        return {n: draw.values[n] for n in sites}
+
+    return run
 
 
 def score(

@@ -377,6 +377,9 @@ class PyroOps(BackendOps):
             params=params,
         )
 
+    def simulator(self, fn: Callable, sites: list[str]) -> Callable[..., dict[str, torch.Tensor]]:
+        return _ops.simulator(fn, sites)
+
     def score(
         self,
         fn: Callable,

@@ -10,7 +10,14 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 
-__all__ = ["data_key", "covariate_keys", "class_counts", "input_features", "check_critic"]
+__all__ = [
+    "data_key",
+    "covariate_keys",
+    "class_counts",
+    "input_features",
+    "check_critic",
+    "info_term",
+]
 
 
 def data_key(info: Any, site: str) -> str:
@@ -79,3 +86,39 @@ def check_critic(call: Callable[..., Any], x: Any, context: list, site: str, cov
             f"The discriminator must return one number per sample, shape ({len(x)},) or "
             f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
         )
+
+
+def info_term(
+    nodes: Mapping[str, Any], sites: list[str], n: int, weights: Mapping[str, float]
+) -> tuple[Any, Any]:
+    r"""InfoGAN's bound :math:`\frac1n\sum_i \log q(c_i \mid x_i)` from a trace of the Q guide.
+
+    ``nodes`` are the guide's trace sites (Pyro's ``trace.nodes`` or NumPyro's trace), run
+    with the codes conditioned to the values the generator used; ``n`` is the batch size.
+    Returns ``(weighted, bound)``: the sum over code sites weighted by ``weights`` (the
+    objective's term) and unweighted (the bound reported as ``info``).
+
+    Example:
+        >>> import torch, pyro, pyro.distributions as dist
+        >>> def q(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("c", dist.Categorical(logits=torch.zeros(len(x), 4)))
+        >>> cond = pyro.poutine.condition(q, data={"c": torch.zeros(3, dtype=torch.long)})
+        >>> tr = pyro.poutine.trace(cond).get_trace(torch.zeros(3, 2))
+        >>> weighted, bound = info_term(tr.nodes, ["c"], 3, {"c": 0.5})
+        >>> round(float(bound), 4), round(float(weighted), 4)  # log(1/4), half of it
+        (-1.3863, -0.6931)
+    """
+    weighted = bound = 0.0
+    for name in sites:
+        node = nodes.get(name)
+        if node is None or node.get("type") != "sample":
+            raise EstimatorError(
+                f"InfoGAN's Q network (`guide=`) does not sample the info site `{name}`; add "
+                f"`sample({name!r}, ...)` with the code's distribution given the generated "
+                "data to the guide."
+            )
+        term = node["fn"].log_prob(node["value"]).sum() / n
+        weighted = weighted + weights[name] * term
+        bound = bound + term
+    return weighted, bound

@@ -15,6 +15,7 @@ from ppgen.inference._adversarial_common import (
     class_counts,
     covariate_keys,
     data_key,
+    info_term,
     input_features,
 )
 from ppgen.inference._svi_jax import JaxState, flatten_params
@@ -24,7 +25,47 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["JaxAdversarial", "mlp_critic", "gradient_penalty_jax"]
+__all__ = ["JaxAdversarial", "mlp_critic", "gradient_penalty_jax", "spectral_normalise"]
+
+POWER_ITERATIONS = 20
+
+
+def spectral_normalise(params: Any, iterations: int = POWER_ITERATIONS) -> Any:
+    r"""Every parameter array of rank >= 2 divided by its largest singular value.
+
+    Miyato et al.'s spectral normalisation for JAX critics (linear weights; conv kernels as
+    ``(out, in * kh * kw)`` matrices), stateless: :math:`\sigma(W)` by ``iterations`` power
+    iterations from a fixed start each call, the singular vectors held constant in the
+    gradient as in the paper. Biases (rank 1) are untouched.
+
+    Example: a diagonal matrix's largest singular value is its largest entry.
+
+        >>> import jax.numpy as jnp
+        >>> w = spectral_normalise({"w": jnp.diag(jnp.array([4.0, 2.0])), "b": jnp.ones(2)})
+        >>> [round(float(v), 4) for v in jnp.diag(w["w"])], w["b"].tolist()
+        ([1.0, 0.5], [1.0, 1.0])
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def one(w: Any) -> Any:
+        if getattr(w, "ndim", 0) < 2 or not jnp.issubdtype(w.dtype, jnp.floating):
+            return w
+        m = w.reshape(w.shape[0], -1)
+        v = jax.random.normal(jax.random.PRNGKey(0), (m.shape[1],), m.dtype)
+
+        def power(_: int, v: Any) -> Any:
+            u = m @ v
+            u = u / (jnp.linalg.norm(u) + 1e-12)
+            v = m.T @ u
+            return v / (jnp.linalg.norm(v) + 1e-12)
+
+        v = jax.lax.stop_gradient(jax.lax.fori_loop(0, iterations, power, v))
+        u = jax.lax.stop_gradient(m @ v)
+        u = u / (jnp.linalg.norm(u) + 1e-12)
+        return w / (u @ m @ v)
+
+    return jax.tree_util.tree_map(one, params)
 
 
 def mlp_critic(
@@ -103,11 +144,6 @@ class JaxAdversarial(JaxState):
 
         from ppgen.backends.numpyro import Uncondition
 
-        if est.spectral_norm:
-            raise EstimatorError(
-                "`spectral_norm=True` is available for Pyro programs only; on NumPyro use "
-                "`loss='wgan-gp'` (gradient penalty) or a critic with its own normalisation."
-            )
         self.est, self.ctx = est, ctx
         self.site = est.observed_site(ctx.info)
         self.key = data_key(ctx.info, self.site)
@@ -131,18 +167,45 @@ class JaxAdversarial(JaxState):
         self.constrain = lambda u: {n: self.transforms[n](v) for n, v in u.items()}
         ops, site = ctx.program.ops, self.site
 
-        def generate(u: Any, k: Any, batch: Mapping[str, Any]) -> Any:
+        def generate(u: Any, k: Any, batch: Mapping[str, Any]) -> tuple[Any, dict]:
             out = ops.simulate(
                 ctx.program.model,
                 {**static, **batch},
-                sites=[site],
+                sites=[site, *est.info_sites],
                 rng_key=k,
                 params=self.constrain(u),
-            )[site]
-            return out if out.dtype.kind == "f" else out.astype(float)
+            )
+            x = out.pop(site)
+            return (x if x.dtype.kind == "f" else x.astype(float)), out
 
         self.generate = generate
-        init, self.apply = self._critic(ctx)
+        if est.info_sites:  # InfoGAN: Q's parameters join the generator's (both maximise info)
+            guide = ctx.program._wrap(est.guide)
+
+            def log_q(u: Any, k: Any, batch: Mapping[str, Any], fake: Any, codes: dict) -> Any:
+                fn = handlers.condition(guide, data=jax.lax.stop_gradient(codes))
+                fn = handlers.substitute(fn, data=self.constrain(u))
+                args = {**static, **batch, self.key: fake}
+                tr = handlers.trace(handlers.seed(fn, k)).get_trace(**args)
+                return info_term(tr, est.info_sites, fake.shape[0], est.info_weights)
+
+            self.log_q = log_q
+            fake, codes = generate(unconstrained, k_init, ctx.data)
+            fn = handlers.condition(guide, data=codes)
+            tr = handlers.trace(handlers.seed(fn, k_init)).get_trace(**{**ctx.data, self.key: fake})
+            info_term(
+                tr, est.info_sites, fake.shape[0], est.info_weights
+            )  # Q samples every code, or a named error
+            for n, s in tr.items():
+                if s["type"] == "param" and n not in unconstrained:
+                    c = s["kwargs"].get("constraint", constraints.real)
+                    self.transforms[n] = biject_to(c)
+                    unconstrained[n] = self.transforms[n].inv(s["value"])
+        init, apply = self._critic(ctx)
+        if est.spectral_norm:
+            self.apply = lambda p, x, *c: apply(spectral_normalise(p), x, *c)
+        else:
+            self.apply = apply
         critic = init(k_critic)
         self._check_critic(critic, {k: ctx.data[k] for k in self.arrays})
         spec = est._optim()
@@ -225,7 +288,7 @@ class JaxAdversarial(JaxState):
             def critic_update(carry: tuple, _: Any) -> tuple:
                 d, opt_d, key, _ = carry
                 key, k_fake, k_gp = jax.random.split(key, 3)
-                fake = jax.lax.stop_gradient(generate(g, k_fake, batch))
+                fake = jax.lax.stop_gradient(generate(g, k_fake, batch)[0])
                 (total, (gp, wd)), grads = jax.value_and_grad(loss_d, has_aux=True)(d, fake, k_gp)
                 upd, opt_d = self.tx_d.update(grads, opt_d, d)
                 return (optax.apply_updates(d, upd), opt_d, key, k_fake), (total, gp, wd)
@@ -237,9 +300,14 @@ class JaxAdversarial(JaxState):
             total, gp, wd = (v[-1] for v in outs)
 
             def loss_g(u: Any) -> Any:  # the last critic update's noise, as the torch engine
-                return generator_loss(est.loss, d_out(d, generate(u, k_fake, batch), c), ops)
+                fake, codes = generate(u, k_fake, batch)
+                lg = generator_loss(est.loss, d_out(d, fake, c), ops)
+                if not est.info_sites:
+                    return lg, (lg, jnp.zeros((), lg.dtype))
+                weighted, info = self.log_q(u, k_fake, batch, fake, codes)
+                return lg - weighted, (lg, info)
 
-            lg, grads = jax.value_and_grad(loss_g)(g)
+            (_, (lg, info)), grads = jax.value_and_grad(loss_g, has_aux=True)(g)
             upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
             g = optax.apply_updates(g, upd)
             new = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "key": key}
@@ -248,6 +316,8 @@ class JaxAdversarial(JaxState):
                     lambda e, v: est.ema * e + (1.0 - est.ema) * v, state["ema"], g
                 )
             metrics = {"loss": total, "loss_d": total, "loss_g": lg}
+            if est.info_sites:
+                metrics["info"] = info
             if est.loss == "wgan-gp":
                 metrics["gp"], metrics["wasserstein"] = gp, wd
             return new, metrics

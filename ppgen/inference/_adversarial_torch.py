@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyro
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError
@@ -16,6 +18,7 @@ from ppgen.inference._adversarial_common import (
     class_counts,
     covariate_keys,
     data_key,
+    info_term,
     input_features,
 )
 from ppgen.inference._pyro import constrained_params, load_unconstrained, snapshot_params
@@ -53,8 +56,6 @@ def gradient_penalty(critic: Any, real: torch.Tensor, fake: torch.Tensor, *conte
 
 
 def _spectral(module: nn.Module) -> nn.Module:
-    from torch.nn.utils.parametrizations import spectral_norm
-
     layers = [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
     for m in layers:
         spectral_norm(m)
@@ -77,6 +78,7 @@ class TorchAdversarial:
         self.key = data_key(ctx.info, self.site)
         self.covs = covariate_keys(ctx.data_np, ctx.info, self.site)
         self.model, ops = ctx.program.model, ctx.program.ops
+        self._simulator = ops.simulator(self.model, [self.site, *est.info_sites])
         with torch.no_grad():  # creates the generator's params
             ops.simulate(self.model, ctx.data, sites=[self.site])
         store = pyro.get_param_store()
@@ -88,9 +90,32 @@ class TorchAdversarial:
             )
         self.critic = self._critic(ctx, device)
         self._check_critic(ctx.data)
-        groups = {"generator": list(self.gen.values()), "discriminator": self._critic_params()}
+        self.guide = ctx.program._wrap(est.guide) if est.info_sites else None
+        self.q = self._init_q(ctx.data) if self.guide is not None else {}
+        generator = list(self.gen.values()) + list(self.q.values())  # G and Q maximise info
+        groups = {"generator": generator, "discriminator": self._critic_params()}
         self.optim = est._optim().torch(groups, est._total_steps())
         self.ema = {k: v.detach().clone() for k, v in self.gen.items()} if est.ema else None
+
+    # ------------------------------------------------------------------ InfoGAN's Q
+    def _init_q(self, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Run Q once on simulated data (creating its parameters); check it infers the codes."""
+        with torch.no_grad():
+            fake, codes = self._simulate(data)
+        before = set(self.gen)
+        with torch.no_grad():
+            self._log_q(data, fake, codes, registered=False)  # registers Q's modules
+        store = dict(pyro.get_param_store().named_parameters())
+        return {k: v for k, v in store.items() if k not in before}
+
+    def _log_q(
+        self, data: Mapping[str, Any], fake: torch.Tensor, codes: dict, registered: bool = True
+    ) -> torch.Tensor:
+        r""":math:`\frac1n \sum_i \log q(c_i \mid x_i)` of the codes behind the generated ``x``."""
+        guide = pyro.poutine.condition(self.guide, data={k: v.detach() for k, v in codes.items()})
+        with modules_registered() if registered else contextlib.nullcontext():
+            tr = pyro.poutine.trace(guide).get_trace(**{**data, self.key: fake})
+        return info_term(tr.nodes, self.est.info_sites, len(fake), self.est.info_weights)
 
     # ------------------------------------------------------------------ the critic
     def _critic(self, ctx: FitContext, device: str) -> nn.Module:
@@ -126,10 +151,12 @@ class TorchAdversarial:
         out = self.critic(x, *context)
         return out.reshape(out.shape[0])
 
-    def _simulate(self, data: Mapping[str, Any]) -> torch.Tensor:
+    def _simulate(self, data: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A generated batch of the observed site, and the values of the info codes behind it."""
         with modules_registered():  # registered at init; the optimiser holds them
-            x = self.ctx.program.ops.simulate(self.model, data, sites=[self.site])[self.site]
-        return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+            out = self._simulator(data)
+        x = out.pop(self.site)
+        return (x if x.is_floating_point() else x.to(torch.get_default_dtype())), out
 
     # ------------------------------------------------------------------ the step
     def step(self, data: Mapping[str, Any]) -> dict[str, float]:
@@ -140,11 +167,11 @@ class TorchAdversarial:
         for i in range(est.n_critic):
             last = i == est.n_critic - 1
             if last:
-                fake = self._simulate(data)  # kept with its graph for the generator's update
+                fake, codes = self._simulate(data)  # kept with its graph for G's update
                 fake_d = fake.detach()
             else:
                 with torch.no_grad():
-                    fake_d = self._simulate(data)
+                    fake_d, _ = self._simulate(data)
             d_real, d_fake = self._d(real, context), self._d(fake_d, context)
             loss_d = discriminator_loss(est.loss, d_real, d_fake, _OPS)
             total = loss_d
@@ -159,8 +186,12 @@ class TorchAdversarial:
             p.requires_grad_(False)
         try:
             loss_g = generator_loss(est.loss, self._d(fake, context), _OPS)
+            objective = loss_g
+            if self.guide is not None:
+                weighted, info = self._log_q(data, fake, codes)
+                objective = loss_g - weighted
             opt.zero_grad()
-            loss_g.backward()
+            objective.backward()
         finally:
             for p in critic_params:
                 p.requires_grad_(True)
@@ -172,6 +203,8 @@ class TorchAdversarial:
                     self.ema[k].lerp_(v.detach(), 1.0 - est.ema)
         metrics["loss"] = metrics["loss_d"] = total.item()
         metrics["loss_g"] = loss_g.item()
+        if self.guide is not None:
+            metrics["info"] = info.item()
         if est.loss == "wgan-gp":
             metrics["gp"] = gp.item()
             metrics["wasserstein"] = (d_real.mean() - d_fake.mean()).item()
@@ -191,7 +224,7 @@ class TorchAdversarial:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         sd = {
-            "params": {k: v.detach().clone() for k, v in self.gen.items()},
+            "params": {k: v.detach().clone() for k, v in {**self.gen, **self.q}.items()},
             "discriminator": {k: v.detach().clone() for k, v in self.critic.state_dict().items()},
             "optim": self.optim.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -214,7 +247,7 @@ class TorchAdversarial:
             torch.cuda.set_rng_state_all(sd["cuda_rng"])
 
     def nonfinite(self) -> list[str]:
-        bad = [k for k, v in self.gen.items() if not torch.isfinite(v).all()]
+        bad = [k for k, v in {**self.gen, **self.q}.items() if not torch.isfinite(v).all()]
         bad += [
             f"discriminator.{k}"
             for k, v in self.critic.named_parameters()
@@ -249,5 +282,9 @@ class TorchAdversarial:
         pyro.clear_param_store()
         with torch.no_grad():
             ctx.program.ops.simulate(ctx.program.model, ctx.data, sites=None, seed=ctx.seed)
-        load_unconstrained(state)
+        store = pyro.get_param_store().get_state()["params"]
+        # an InfoGAN's Q weights stay in fit.params; sampling needs the generator's only
+        load_unconstrained(
+            {k: v for k, v in state.items() if k in store} if est.info_sites else state
+        )
         fit.param_state = snapshot_params()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,10 +53,24 @@ class Adversarial(EngineEstimator):
         betas, betas_d: Adam's betas of the generator and of the discriminator (default
             (0.5, 0.999), or (0.0, 0.9) for ``wgan-gp``; ``betas_d`` defaults to ``betas``).
         optim: optimiser name (:data:`~ppgen.inference.optim.OPTIMIZERS`).
-        spectral_norm: spectral normalisation of the discriminator's linear and conv layers.
+        spectral_norm: spectral normalisation of the discriminator's linear and conv layers
+            (Pyro: torch's parametrisation, one power iteration per step with persistent
+            vectors; NumPyro: :func:`~ppgen.inference._adversarial_jax.spectral_normalise`
+            on every weight array, 20 power iterations per call).
         ema: decay of an exponential moving average of the generator's parameters; the fit's
             parameters are the average (``None``: the last iterate).
         hidden: hidden widths of the default discriminator.
+        info_sites, guide, info_weight: **InfoGAN** as a composition. ``info_sites`` names
+            latent code sites of the program (e.g. a categorical ``c`` fed to the generator);
+            ``guide`` is the auxiliary network :math:`Q` written as a guide over just those
+            sites, called with the data arguments and the *generated* value of the observed
+            site. The generator and :math:`Q` together maximise
+            :math:`\lambda\, \mathbb E \log q(c \mid G(z, c))`, a lower bound on the mutual
+            information :math:`I(c; G(z, c))` minus :math:`H(c)` (Chen et al.), with
+            :math:`\lambda` = ``info_weight``: one number, or one per code site (the paper
+            weighs continuous codes less, e.g. ``{"c": 1.0, "u": 0.1}``);
+            ``fit.history["info"]`` holds it per step and ``fit.params`` holds :math:`Q`'s
+            weights beside the generator's.
         steps / epochs / batch_size / batch_plate: the length of the run and minibatching.
 
     The fit holds the generator's parameters (``fit.params``), no posterior (latents are
@@ -70,6 +84,7 @@ class Adversarial(EngineEstimator):
         Gulrajani et al., Improved Training of Wasserstein GANs, arXiv:1704.00028.
         Miyato et al., Spectral Normalization for GANs, arXiv:1802.05957.
         Heusel et al., Two Time-Scale Update Rule, arXiv:1706.08500.
+        Chen et al., InfoGAN, arXiv:1606.03657.
 
     Example: a location-scale generator learns the data's mean.
 
@@ -107,6 +122,9 @@ class Adversarial(EngineEstimator):
         spectral_norm: bool = False,
         ema: float | None = None,
         hidden: tuple[int, ...] = (128, 128),
+        info_sites: Sequence[str] | None = None,
+        guide: Callable[..., Any] | None = None,
+        info_weight: float | Mapping[str, float] = 1.0,
         steps: int | None = 1000,
         epochs: int | None = None,
         batch_size: int | None = None,
@@ -134,7 +152,26 @@ class Adversarial(EngineEstimator):
         self.discriminator = discriminator
         self.site = site
         self.optim = optim
+        self.info_sites = _info_sites(info_sites)
+        if guide is not None and not callable(guide):
+            raise EstimatorError(
+                "`guide` of Adversarial is InfoGAN's Q network: a Pyro/NumPyro guide function "
+                f"sampling the `info_sites`; got {type(guide).__name__}."
+            )
+        if guide is not None and not self.info_sites:
+            raise EstimatorError(
+                "`guide=` was given without `info_sites=`: name the latent code sites the guide "
+                "infers (e.g. `info_sites=['c']`), or drop the guide."
+            )
+        self.guide = guide
+        self.info_weight = _info_weight(info_weight, self.info_sites)
         self._optim().options("generator")  # unknown optimiser names fail here
+
+    @property
+    def info_weights(self) -> dict[str, float]:
+        """The weight of each info site's term."""
+        w = self.info_weight
+        return dict(w) if isinstance(w, dict) else {s: w for s in self.info_sites}
 
     def _optim(self) -> Optim:
         groups = {
@@ -152,12 +189,27 @@ class Adversarial(EngineEstimator):
         out = super().settings()
         out["betas"], out["betas_d"] = list(self.betas), list(self.betas_d)
         out["hidden"] = list(self.hidden)
+        out["info_weight"] = self.info_weight  # a number, or {site: weight}
+        out.pop("guide", None)  # code: not saved (a loaded fit samples without it)
+        out["info_guide"] = None if self.guide is None else getattr(self.guide, "__name__", "Q")
         return out
 
     # ------------------------------------------------------------------ checks
     def check(self, program: Any, info: Any) -> None:
         super().check(program, info)
         self.observed_site(info)
+        if self.info_sites:
+            if self.guide is None:
+                raise EstimatorError(
+                    f"`info_sites={self.info_sites}` needs `guide=`: InfoGAN's Q network, a "
+                    "guide sampling those sites from the generated data."
+                )
+            bad = [s for s in self.info_sites if s not in info.latent]
+            if bad:
+                raise EstimatorError(
+                    f"`info_sites` {bad} are not latent sample sites of the program; its latent "
+                    f"sites are {info.latent}."
+                )
 
     def observed_site(self, info: Any) -> str:
         """The observed site the discriminator compares, checked against the program."""
@@ -190,6 +242,37 @@ class Adversarial(EngineEstimator):
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the generator of a loaded fit and put the saved parameters in it."""
         ENGINES[ctx.program.backend].restore(self, ctx, fit, state)
+
+
+def _info_weight(weight: Any, sites: list[str]) -> float | dict[str, float]:
+    def one(name: str, w: Any) -> float:
+        try:
+            w = float(w)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if not (np.isfinite(w) and w >= 0):
+            raise EstimatorError(f"`{name}` must be a finite number >= 0; got {weight!r}.")
+        return w
+
+    if isinstance(weight, Mapping):
+        if set(weight) != set(sites):
+            raise EstimatorError(
+                f"`info_weight` as a dict needs one weight per info site {sites}; got keys "
+                f"{sorted(weight)}."
+            )
+        return {k: one(f"info_weight[{k!r}]", v) for k, v in weight.items()}
+    return one("info_weight", weight)
+
+
+def _info_sites(sites: Any) -> list[str]:
+    if sites is None:
+        return []
+    if isinstance(sites, str):
+        sites = [sites]
+    out = list(sites)
+    if not all(isinstance(s, str) for s in out):
+        raise EstimatorError(f"`info_sites` must be site names (strings); got {sites!r}.")
+    return out
 
 
 def _betas(name: str, betas: Any) -> tuple[float, float]:

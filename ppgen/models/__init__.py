@@ -4,6 +4,7 @@ from ppgen.models._base import Model, deterministic
 from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
 from ppgen.models.gan import DCGAN, GAN, ConditionalGAN
 from ppgen.models.hierarchical import EightSchools
+from ppgen.models.infogan import InfoGAN
 from ppgen.models.lda import LDA, AmortizedLDA
 from ppgen.models.mixture import (
     BernoulliMixture,
@@ -44,6 +45,7 @@ __all__ = [
     "GAN",
     "ConditionalGAN",
     "DCGAN",
+    "InfoGAN",
     "LinearRegression",
     "LogisticRegression",
 ]
