@@ -1,6 +1,7 @@
 """ppgen: one Pyro/NumPyro program, pluggable estimators, one Fit, ArviZ out."""
 
 from ppgen import data, distributions, inference
+from ppgen.analysis.evaluate import evaluate
 from ppgen.fit import fit
 from ppgen.persist import load
 from ppgen.program import Program
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "fit",
     "load",
+    "evaluate",
     "Fit",
     "Program",
     "data",

@@ -26,6 +26,7 @@ __all__ = [
     "load_data",
     "make_estimator",
     "summary_table",
+    "load_run",
 ]
 
 # Hamiltonian samplers get 2 chains (so r_hat is reported) of 300 warm-up + 500 kept draws:
@@ -271,6 +272,66 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_run(run: str | Path, model: str | None = None) -> Any:
+    """The saved run at ``run`` as a :class:`~ppgen.result.Fit`, for ``ppgen evaluate``.
+
+    ``model`` is a zoo name or ``module:attr`` (as ``ppgen fit MODEL``) building the fitted
+    program. Without it, zoo models of the class the manifest names are tried with their
+    default arguments (so a run of ``ppgen fit eight_schools`` loads by itself); a run of any
+    other program needs ``model``. A :class:`~ppgen.errors.CheckpointError` says what to do.
+    """
+    import ppgen
+    from ppgen.io import read_json
+    from ppgen.persist import is_run
+
+    run = Path(run)
+    if not is_run(run):
+        raise CheckpointError(
+            f"`{run}` is not a ppgen run directory (expected a manifest.json written by "
+            "`ppgen fit --out DIR` or Fit.save)."
+        )
+    if model is not None:
+        return ppgen.load(run, load_model(model))
+    program = str(read_json(run / "manifest.json").get("program", ""))
+    errors = []
+    for name, (factory, _, _) in ZOO.items():
+        obj = factory(argparse.Namespace(K=3))
+        if type(obj).__name__ != program.split(".")[0]:
+            continue
+        try:
+            return ppgen.load(run, obj)
+        except CheckpointError as e:
+            errors.append(f"{name}: {e}")
+    tried = f" (the zoo models of that class did not load: {'; '.join(errors)})" if errors else ""
+    raise CheckpointError(
+        f"`{run}` holds a fit of `{program}`{tried}. Pass --model MODEL, the zoo name or "
+        "module:attr that builds the fitted model (with its constructor arguments)."
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ppgen.analysis.evaluate import evaluate
+    from ppgen.data import DATASETS
+    from ppgen.io import write_json
+
+    if args.data is not None and args.data not in DATASETS and not Path(args.data).is_file():
+        raise DataError(
+            f"`--data {args.data!r}` is neither a built-in dataset ({sorted(DATASETS)}) nor an "
+            "existing .csv or .npz file."
+        )
+    run = Path(args.run)
+    fit = load_run(run, args.model)
+    result = evaluate(
+        fit, args.data, num_samples=args.num_samples, modes=args.modes, seed=args.seed
+    )
+    out = run / "evaluation.json"
+    options = {"data": args.data, "modes": args.modes, "num_samples": args.num_samples}
+    write_json(out, {**result.as_dict(), "options": {**options, "seed": args.seed}})
+    print(result.table())
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from ppgen.data import DATASETS
 
@@ -290,6 +351,20 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive int; got {text}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an int >= 2; got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an int in [0, 2**32 - 1]; got {text}")
     return value
 
 
@@ -358,6 +433,41 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print the ArviZ summary of a saved run")
     s.add_argument("dir", metavar="DIR", help="a run directory written by `ppgen fit`")
     s.set_defaults(func=_summary)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score a saved run on data; write evaluation.json",
+        description="Score the saved run RUN with what applies to it (ppgen.evaluate): test "
+        "log-likelihood per datum and WAIC/LOO for fits with a likelihood; MMD, mode coverage "
+        "(ring8/grid25) and Frechet classifier distance (8x8 digits) for implicit fits. Prints "
+        "the table and writes RUN/evaluation.json.",
+        epilog="example: ppgen evaluate runs/gan --model mymodels:gan --data ring8",
+    )
+    e.add_argument("run", metavar="RUN", help="a run directory written by `ppgen fit` or Fit.save")
+    e.add_argument(
+        "--data",
+        metavar="NAME|FILE",
+        help="built-in dataset name, file.csv or file.npz (default: the run's training data)",
+    )
+    e.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="zoo name or module:attr building the fitted model (default: the zoo model the "
+        "run names, with its default arguments)",
+    )
+    e.add_argument("--modes", choices=("ring8", "grid25"), help="mode benchmark for mode coverage")
+    e.add_argument(
+        "-n",
+        "--num-samples",
+        type=_at_least_two,
+        default=2500,
+        metavar="N",
+        help="generated points for sample-based metrics (default 2500)",
+    )
+    e.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the samples and data subset (default 0)"
+    )
+    e.set_defaults(func=_evaluate)
     sub.add_parser("datasets", help="list built-in datasets").set_defaults(func=_datasets)
     sub.add_parser("models", help="list zoo model names").set_defaults(func=_models)
     return p

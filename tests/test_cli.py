@@ -295,3 +295,124 @@ def test_console_module_runs_a_fit(tmp_path):
     assert {"manifest.json", "summary.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
     assert not (tmp_path / "run" / "loss.png").exists()  # --no-plots
     assert "Traceback" not in proc.stderr and "it/s" not in proc.stderr  # no bar off a TTY
+
+
+# ---------------------------------------------------------------------- ppgen evaluate
+GAN_MODULE = "from ppgen.models import GAN\nmodel = GAN(2, z_dim=2, hidden_features=(16,))\n"
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    from ppgen.data.modes2d import ring8
+    from ppgen.inference import Adversarial
+    from ppgen.models import GAN
+
+    root = tmp_path_factory.mktemp("evaluate")
+    (root / "eval_gan_models.py").write_text(GAN_MODULE)
+    gan = GAN(2, z_dim=2, hidden_features=(16,))
+    fit = ppgen.fit(gan, {"x": ring8(1000, seed=0)}, Adversarial(steps=20, batch_size=128))
+    fit.save(root / "gan")
+    return root, fit
+
+
+def test_evaluate_a_gan_run_matches_the_python_api(gan_run, monkeypatch):
+    from ppgen.models import GAN
+
+    root, fit = gan_run
+    monkeypatch.chdir(root)
+    argv = ["evaluate", "gan", "--model", "eval_gan_models:model", "--data", "ring8"]
+    rc, stdout, err = run_cli(argv + ["-n", "1000", "--seed", "2"])
+    assert rc == 0, err
+    saved = json.loads((root / "gan" / "evaluation.json").read_text())
+    assert saved["kind"] == "samples" and saved["details"]["modes"] == "ring8"
+    assert saved["options"] == {"data": "ring8", "modes": None, "num_samples": 1000, "seed": 2}
+    loaded = ppgen.load(root / "gan", GAN(2, z_dim=2, hidden_features=(16,)))
+    api = ppgen.evaluate(loaded, "ring8", num_samples=1000, seed=2).as_dict()
+    assert saved["metrics"] == api["metrics"]  # the same numbers, bit for bit
+    assert set(saved["metrics"]) == {"mmd2", "mmd_bandwidth", "modes_covered", "n_modes"} | {
+        "high_quality_rate",
+        "reverse_kl",
+    }
+    in_memory = ppgen.evaluate(fit, "ring8", num_samples=1000, seed=2).as_dict()["metrics"]
+    for k, v in in_memory.items():  # None: NaN (no sample near a mode after 20 steps)
+        assert saved["metrics"][k] == (None if v is None else pytest.approx(v, rel=1e-5)), k
+    rows = summary_rows(stdout)
+    assert rows["mmd2"] == [f"{api['metrics']['mmd2']:.6g}"]
+    assert rows["modes_covered"] == [str(api["metrics"]["modes_covered"])]
+    assert not [p for p in (root / "gan").iterdir() if p.name.endswith(".tmp")]
+    assert ppgen.persist.verify_run(root / "gan")  # evaluation.json does not break the run
+
+
+def test_evaluate_an_exact_run_on_held_out_data_matches_the_python_api(tmp_path):
+    from ppgen.models import NormalNormal
+
+    rng = np.random.default_rng(5)
+    train, test = rng.normal(0.5, 1.0, (40, 2)), rng.normal(0.5, 1.0, (100, 2))
+    fit = ppgen.fit(NormalNormal(), {"x": train}, ppgen.inference.Exact(num_draws=500))
+    fit.save(tmp_path / "run")
+    np.savez(tmp_path / "test.npz", x=test)
+    argv = ["evaluate", str(tmp_path / "run"), "--model", "ppgen.models:NormalNormal"]
+    rc, stdout, err = run_cli(argv + ["--data", str(tmp_path / "test.npz")])
+    assert rc == 0, err
+    saved = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    api = ppgen.evaluate(ppgen.load(tmp_path / "run", NormalNormal()), {"x": test})
+    assert saved["metrics"] == api.as_dict()["metrics"]
+    assert saved["metrics"]["n_data"] == 100 and "elpd_loo" in saved["metrics"]
+    mean, sd = NormalNormal().posterior(train)  # the posterior predictive, per 2-D datum
+    want = norm_logpdf(test, mean, np.sqrt(1.0 + sd**2)).sum(1).mean()
+    assert saved["metrics"]["log_lik_per_datum"] == pytest.approx(want, abs=0.01)
+    assert summary_rows(stdout)["n_data"] == ["100"]
+
+
+def norm_logpdf(x: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return -0.5 * ((x - loc) / scale) ** 2 - np.log(scale) - 0.5 * np.log(2 * np.pi)
+
+
+def test_evaluate_finds_the_zoo_model_of_a_cli_run(svi_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "schools"
+    shutil.copytree(svi_run[1], run)
+    rc, stdout, err = run_cli(["evaluate", str(run)])  # no --model: EightSchools, by its name
+    assert rc == 0, err
+    saved = json.loads((run / "evaluation.json").read_text())
+    assert saved["kind"] == "likelihood" and saved["metrics"]["n_data"] == 8
+    assert {"log_lik_per_datum", "elpd_waic", "elpd_loo", "p_loo"} <= set(saved["metrics"])
+    assert "elpd_loo" in summary_rows(stdout)
+    assert f"wrote {run / 'evaluation.json'}" in err
+
+
+def test_evaluate_bad_inputs_exit_2_and_write_nothing(svi_run, gan_run, tmp_path):
+    rc, _, err = run_cli(["evaluate", str(tmp_path / "nowhere")])
+    _one_line_error(rc, err, "not a ppgen run directory", str(tmp_path / "nowhere"))
+    rc, _, err = run_cli(["evaluate", str(svi_run[1]), "--data", "nosuch.csv"])
+    _one_line_error(rc, err, "`--data 'nosuch.csv'`", "built-in dataset")
+    assert not (svi_run[1] / "evaluation.json").exists()
+    gan_json = gan_run[0] / "gan" / "evaluation.json"
+    before = gan_json.read_bytes() if gan_json.exists() else None
+    rc, _, err = run_cli(["evaluate", str(gan_json.parent)])  # a GAN: not a zoo model
+    _one_line_error(rc, err, "GAN.model", "--model")
+    rc, _, err = run_cli(["evaluate", str(svi_run[1]), "--modes", "ring8"])
+    _one_line_error(rc, err, "`modes`", "likelihood")
+    assert main(["evaluate", str(svi_run[1]), "-n", "1"]) == 2  # argparse: N >= 2
+    assert not (svi_run[1] / "evaluation.json").exists()
+    assert (gan_json.read_bytes() if gan_json.exists() else None) == before
+
+
+def test_evaluation_json_is_never_half_written(gan_run, monkeypatch):
+    root, _ = gan_run
+    monkeypatch.chdir(root)
+    out = root / "gan" / "evaluation.json"
+    out.write_text('{"old": true}')
+
+    def broken_dump(obj, f, **kwargs):
+        f.write('{"metrics": ')
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", broken_dump)
+    argv = ["evaluate", "gan", "--model", "eval_gan_models:model", "-n", "200"]
+    with pytest.raises(OSError, match="disk full"):
+        run_cli(argv)
+    monkeypatch.undo()
+    assert json.loads(out.read_text()) == {"old": True}
+    assert not [p for p in (root / "gan").iterdir() if p.name.endswith(".tmp")]

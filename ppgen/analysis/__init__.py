@@ -1,6 +1,7 @@
 """Analysis: the ArviZ hand-off, metrics and plots."""
 
 from ppgen.analysis.arviz import site_dims, to_inference_data
+from ppgen.analysis.evaluate import Evaluation, evaluate
 from ppgen.analysis.metrics import (
     align_labels,
     hungarian_match,
@@ -13,6 +14,8 @@ from ppgen.analysis.metrics import (
 __all__ = [
     "to_inference_data",
     "site_dims",
+    "evaluate",
+    "Evaluation",
     "align_labels",
     "hungarian_match",
     "npmi_coherence",
