@@ -105,7 +105,9 @@ def test_sample_stats_are_kept(backend):
     fit = ppgen.fit(
         EightSchools(centered=True),
         ppgen.data.load("eight_schools"),
-        NUTS(num_samples=100, num_warmup=100, num_chains=2, jit=False),
+        # depth 6: the centred funnel's trees hit depth 10 in warmup (68 s on Pyro for 400
+        # draws); the statistics kept are the same whatever the cap
+        NUTS(num_samples=100, num_warmup=100, num_chains=2, jit=False, max_tree_depth=6),
         backend=backend,
         seed=0,
     )
@@ -115,7 +117,7 @@ def test_sample_stats_are_kept(backend):
         assert np.isfinite(st[k].astype(float)).all(), k
     assert st["diverging"].dtype == bool
     assert (st["acceptance_rate"] >= 0).all() and (st["acceptance_rate"] <= 1 + 1e-6).all()
-    assert (st["tree_depth"] >= 1).all() and (st["tree_depth"] <= 10).all()
+    assert (st["tree_depth"] >= 1).all() and (st["tree_depth"] <= 6).all()
     assert (st["n_steps"] >= 1).all()
     assert fit.diagnostics["divergences"] == int(st["diverging"].sum())
     # BFMI needs a real energy trace: it is computable and positive
