@@ -68,7 +68,9 @@ def to_inference_data(
     ``posterior_predictive``, ``observed_data``, ``constant_data`` (other numeric inputs) and,
     with ``prior=True``, ``prior`` / ``prior_predictive``. Dimensions are named after plates
     (``plate("data", N)`` gives a ``data`` dimension); other axes are ``{site}_dim_{i}``.
-    A program with no latent sites (MLE fits) has no ``posterior``.
+    A fit with no posterior (``Adversarial``, MLE) has no ``posterior`` group; its
+    ``sample_stats`` are the training curves of ``fit.history`` (e.g. ``loss_d``, ``loss_g``),
+    one chain with one draw per step.
 
     Only the groups the fit can build are built (:meth:`~ppgen.result.Fit.unavailable_groups`):
     an implicit program (``Implicit`` observed site) has no ``log_likelihood``; an energy
@@ -140,6 +142,11 @@ def to_inference_data(
         groups["sample_stats"] = {"lp": sum(v.reshape(c, d, -1).sum(-1) for v in lps.values())}
         if want_ll:
             groups["log_likelihood"] = {n: lps[n] for n in info.observed}
+    elif not posterior and fit.history:
+        # an optimisation-only fit (Adversarial, MLE): the training curves, one step per draw
+        curves = {k: np.asarray(v, float) for k, v in fit.history.items() if len(v)}
+        if curves and len({len(v) for v in curves.values()}) == 1:
+            groups["sample_stats"] = {k: v[None] for k, v in curves.items()}
 
     observed = {}
     for name in info.observed:

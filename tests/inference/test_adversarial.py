@@ -260,7 +260,12 @@ def test_save_and_load_reproduce_samples(tmp_path, backend):
     again = ppgen.load(tmp_path / "run", prog)
     np.testing.assert_array_equal(again.sample(5, seed=1)["x"], fit.sample(5, seed=1)["x"])
     assert again.auxiliary["discriminator"].keys() == fit.auxiliary["discriminator"].keys()
-    assert "log_likelihood" not in fit.to_arviz().groups()
+    idata = again.to_arviz()
+    assert "log_likelihood" not in idata.groups()
+    # the training curves are the sample_stats: one chain, one draw per step, as fit.history
+    assert idata.sample_stats["loss_g"].shape == (1, 20)
+    np.testing.assert_array_equal(idata.sample_stats["loss_d"].values[0], fit.history["loss_d"])
+    np.testing.assert_array_equal(idata.posterior_predictive["x"].shape[-1], 256)
 
 
 # ------------------------------------------------------------------ refusals, before work
