@@ -49,6 +49,7 @@ class FitCapabilities:
     sample_stats: dict[str, np.ndarray]
     posterior_sampler: Callable[[int, int], dict[str, np.ndarray]] | None
     data_sampler: Callable[..., Any] | None
+    history: dict[str, list[float]]
 
     @property
     def kind(self) -> str:
@@ -67,8 +68,11 @@ class FitCapabilities:
 
     @property
     def has_sample_stats(self) -> bool:
-        """MCMC statistics are stored, or each draw has a log joint (explicit programs)."""
-        return bool(self.sample_stats) or (bool(self.draws) and self.has_likelihood)
+        """MCMC statistics are stored, each draw has a log joint (explicit programs), or an
+        optimisation-only fit has training curves (``history``, one value per step)."""
+        if self.sample_stats or (self.draws and self.has_likelihood):
+            return True
+        return not self.has_posterior and bool(self.history)
 
     @property
     def can_sample(self) -> bool:

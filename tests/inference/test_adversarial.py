@@ -263,7 +263,7 @@ def test_save_and_load_reproduce_samples(tmp_path, backend):
     idata = again.to_arviz()
     assert "log_likelihood" not in idata.groups()
     # the training curves are the sample_stats: one chain, one draw per step, as fit.history
-    assert idata.sample_stats["loss_g"].shape == (1, 20)
+    assert idata.sample_stats["loss_g"].shape == (1, 20) and again.has_sample_stats
     np.testing.assert_array_equal(idata.sample_stats["loss_d"].values[0], fit.history["loss_d"])
     np.testing.assert_array_equal(idata.posterior_predictive["x"].shape[-1], 256)
 
