@@ -136,8 +136,8 @@ def jax_case(loss: str, steps: int, x: np.ndarray, seed: int) -> tuple[float, fl
     import numpyro.distributions as ndist
     import optax
 
-    from ppgen.inference._adversarial_jax import gradient_penalty_jax, mlp_critic
-    from ppgen.inference.guides._numpyro_nets import mlp
+    from ppgen.inference._adversarial_jax import gradient_penalty_jax
+    from ppgen.nn_jax import mlp, mlp_critic
 
     n_critic = 5 if loss == "wgan-gp" else 1
     b1, b2 = (0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["JaxAdversarial", "mlp_critic", "gradient_penalty_jax", "spectral_normalise"]
+__all__ = ["JaxAdversarial", "gradient_penalty_jax", "spectral_normalise"]
 
 POWER_ITERATIONS = 20
 
@@ -66,49 +65,6 @@ def spectral_normalise(params: Any, iterations: int = POWER_ITERATIONS) -> Any:
         return w / (u @ m @ v)
 
     return jax.tree_util.tree_map(one, params)
-
-
-def mlp_critic(
-    in_features: int, hidden: tuple[int, ...], num_classes: list[int | None]
-) -> tuple[Callable, Callable]:
-    """The default critic on JAX: ``(init(key) -> params, apply(params, x, *context))``.
-
-    The twin of :class:`ppgen.nn.Critic` (LeakyReLU 0.2, ``torch.nn.Linear`` initialisation).
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> init, apply = mlp_critic(3, (8,), [])
-        >>> apply(init(jax.random.PRNGKey(0)), jnp.zeros((5, 3))).shape
-        (5,)
-    """
-    import jax
-    import jax.numpy as jnp
-
-    sizes = [in_features, *hidden, 1]
-
-    def init(key: Any) -> list[tuple[Any, Any]]:
-        params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-            key, kw, kb = jax.random.split(key, 3)
-            bound = 1.0 / math.sqrt(fan_in)
-            w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
-            b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
-            params.append((w, b))
-        return params
-
-    def apply(params: Any, x: Any, *context: Any) -> Any:
-        n = x.shape[0]
-        parts = [x.reshape(n, -1)]
-        for c, k in zip(context, num_classes, strict=False):
-            parts.append(jax.nn.one_hot(c.reshape(n), k, dtype=x.dtype) if k else c.reshape(n, -1))
-        h = jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0]
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i < len(params) - 1:
-                h = jax.nn.leaky_relu(h, 0.2)
-        return h[:, 0]
-
-    return init, apply
 
 
 def gradient_penalty_jax(apply: Callable, params: Any, real: Any, fake: Any, key: Any, *ctx: Any):
@@ -232,6 +188,8 @@ class JaxAdversarial(JaxState):
         if critic is None:
             classes = class_counts(ctx.data_np, self.covs)
             width = input_features(ctx.data_np, self.key, self.covs, classes)
+            from ppgen.nn_jax import mlp_critic  # JAX only when a NumPyro fit runs
+
             return mlp_critic(width, est.hidden, [classes.get(k) for k in self.covs])
         if isinstance(critic, tuple) and len(critic) == 2 and all(map(callable, critic)):
             init, apply = critic

@@ -1,15 +1,17 @@
 """Generative adversarial networks as implicit programs: MLP, conditional and convolutional.
 
-Each is a Pyro program whose observed site is ``Implicit(G(z))``; fit it with
+Each is a program whose observed site is ``Implicit(G(z))``; fit it with
 :class:`~ppgen.inference.Adversarial` (any of its losses). Each declares a default
-``discriminator`` (see :mod:`ppgen.capabilities`) sized to its data.
+``discriminator`` (see :mod:`ppgen.capabilities`) sized to its data. :class:`GAN` and
+:class:`ConditionalGAN` run on Pyro (torch networks, the default) or on NumPyro
+(``backend="numpyro"``: ``numpyro.param`` weights, a JAX critic); :class:`DCGAN` is Pyro only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -20,7 +22,39 @@ from ppgen.distributions import Implicit
 from ppgen.errors import DataError
 from ppgen.nn import Critic, register_module
 
-__all__ = ["GAN", "ConditionalGAN", "DCGAN"]
+__all__ = ["GAN", "ConditionalGAN", "DCGAN", "jax_critic"]
+
+_BACKENDS = ("pyro", "numpyro")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"`backend` must be 'pyro' or 'numpyro'; got {backend!r}.")
+    return backend
+
+
+def jax_critic(
+    in_features: int, hidden_features: Sequence[int], num_classes: int = 0
+) -> tuple[Any, Any]:
+    """An MLP critic for NumPyro programs, as the ``(init, apply)`` pair Adversarial takes.
+
+    ``init(key, x, *labels) -> params``; ``apply(params, x, *labels)`` flattens each datum of
+    ``x`` to ``in_features`` numbers, appends the one-hot ``labels`` (when ``num_classes``)
+    and returns one number per datum: :func:`ppgen.nn_jax.mlp_critic`, the twin of
+    :class:`ppgen.nn.Critic`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> init, apply = jax_critic(4, (8,), num_classes=3)
+        >>> x, y = jnp.ones((5, 2, 2)), jnp.arange(5) % 3
+        >>> apply(init(jax.random.PRNGKey(0), x, y), x, y).shape
+        (5,)
+    """
+    from ppgen import nn_jax  # JAX is imported only when a NumPyro GAN is built
+
+    classes = [int(num_classes)] if num_classes else []
+    init, apply = nn_jax.mlp_critic(int(in_features) + int(num_classes), hidden_features, classes)
+    return (lambda key, *_: init(key)), apply
 
 
 def _mlp(sizes: Sequence[int], act: nn.Module) -> nn.Sequential:
@@ -45,6 +79,9 @@ class GAN(nn.Module):
         z_dim: the noise dimension.
         hidden_features: the generator's widths (also the default critic's).
         output: ``"linear"``, ``"tanh"`` or ``"sigmoid"``.
+        backend: ``"pyro"`` (a torch MLP, registered with ``pyro.module``) or ``"numpyro"``
+            (the same MLP from ``numpyro.param`` sites ``generator.{i}.weight/bias``, and a
+            JAX default critic, :func:`jax_critic`).
 
     Example:
         >>> import numpy as np, ppgen
@@ -54,9 +91,16 @@ class GAN(nn.Module):
         >>> fit = ppgen.fit(gan, {"x": x}, Adversarial(steps=3))
         >>> fit.sample(5)["x"].shape
         (5, 64, 2)
+
+        The same on NumPyro:
+
+        >>> gan = GAN(2, z_dim=2, hidden_features=(16,), backend="numpyro")
+        >>> fit = ppgen.fit(gan, {"x": x}, Adversarial(steps=3))
+        >>> fit.program.backend, fit.sample(5)["x"].shape
+        ('numpyro', (5, 64, 2))
     """
 
-    backend: ClassVar[str] = "pyro"
+    backend: str = "pyro"  # per instance: the constructor's ``backend``
 
     def __init__(
         self,
@@ -65,15 +109,17 @@ class GAN(nn.Module):
         hidden_features: Sequence[int] = (128, 128),
         output: str = "linear",
         num_classes: int = 0,
+        backend: str = "pyro",
     ) -> None:
         super().__init__()
+        self.backend = _check_backend(backend)
         self.x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(x_shape)
         if output not in ("linear", "tanh", "sigmoid"):
             raise ValueError(f"`output` must be 'linear', 'tanh' or 'sigmoid'; got {output!r}.")
         self.z_dim, self.output, self.num_classes = int(z_dim), output, int(num_classes)
         self.hidden_features = tuple(hidden_features)
         width = math.prod(self.x_shape)
-        self.generator = self._generator(width)
+        self.generator = self._generator(width) if self.backend == "pyro" else None
 
     def _generator(self, width: int) -> nn.Module:
         sizes = [self.z_dim + self.num_classes, *self.hidden_features, width]
@@ -85,10 +131,33 @@ class GAN(nn.Module):
         return torch.sigmoid(out) if self.output == "sigmoid" else out
 
     def generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """``G(z)`` (with one-hot labels ``y`` appended for a conditional GAN), datum-shaped."""
+        """``G(z)`` (with one-hot labels ``y`` appended for a conditional GAN), datum-shaped.
+
+        On NumPyro ``z`` and ``y`` are JAX arrays and the weights are ``numpyro.param``
+        sites, so call it inside a NumPyro program (or a ``handlers.seed``/``substitute``).
+        """
+        if self.backend == "numpyro":
+            return self._generate_jax(z, y)
         if self.num_classes:
             z = torch.cat([z, nn.functional.one_hot(y.long(), self.num_classes).to(z.dtype)], -1)
         out = self._bound(self.generator(z))
+        return out.reshape(*z.shape[:-1], *self.x_shape)
+
+    def _generate_jax(self, z: Any, y: Any = None) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        from ppgen import nn_jax
+
+        if self.num_classes:
+            onehot = jax.nn.one_hot(y, self.num_classes, dtype=z.dtype)
+            onehot = jnp.broadcast_to(onehot, (*z.shape[:-1], self.num_classes))
+            z = jnp.concatenate([z, onehot], -1)
+        out = nn_jax.mlp("generator", z, self.hidden_features, math.prod(self.x_shape))
+        if self.output == "tanh":
+            out = jnp.tanh(out)
+        elif self.output == "sigmoid":
+            out = jax.nn.sigmoid(out)
         return out.reshape(*z.shape[:-1], *self.x_shape)
 
     def model(self, x: Tensor | None = None, y: Tensor | None = None, n: int | None = None) -> Any:
@@ -98,19 +167,45 @@ class GAN(nn.Module):
                 f"`x` has datum shape {tuple(x.shape[1:])}; this {type(self).__name__} was built "
                 f"for x_shape={self.x_shape}."
             )
+        if self.num_classes and y is None:
+            raise DataError(
+                f"This {type(self).__name__} is conditional: pass the labels `y` "
+                f"(0..{self.num_classes - 1}, one per datum) with the data."
+            )
         size = len(x) if x is not None else (len(y) if y is not None else int(n or 1))
+        if self.backend == "numpyro":
+            import jax.numpy as jnp
+            import numpyro
+            import numpyro.distributions as ndist
+
+            with numpyro.plate("data", size):
+                z = numpyro.sample("z", ndist.Normal(jnp.zeros(self.z_dim), 1.0).to_event(1))
+                gen = Implicit(self.generate(z, y), len(self.x_shape))
+                return numpyro.sample("x", gen, obs=x)
         register_module("generator", self)
         with pyro.plate("data", size):
             z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
             return pyro.sample("x", Implicit(self.generate(z, y), len(self.x_shape)), obs=x)
 
-    def discriminator(self, backend: str) -> nn.Module | None:
-        """The default critic: :class:`ppgen.nn.Critic` with the generator's widths."""
+    def discriminator(self, backend: str) -> Any:
+        """The default critic with the generator's widths, for ``backend``.
+
+        Pyro: :class:`ppgen.nn.Critic`; NumPyro: the ``(init, apply)`` pair of
+        :func:`jax_critic`. Both take the one-hot labels of a conditional GAN.
+
+        Example:
+            >>> type(GAN(2, hidden_features=(8,)).discriminator("pyro")).__name__
+            'Critic'
+            >>> len(GAN(2, hidden_features=(8,)).discriminator("numpyro"))
+            2
+        """
+        width = math.prod(self.x_shape)
+        if backend == "numpyro":
+            return jax_critic(width, self.hidden_features, self.num_classes)
         if backend != "pyro":
             return None
-        width = math.prod(self.x_shape) + self.num_classes
         classes = (self.num_classes,) if self.num_classes else ()
-        return Critic(width, self.hidden_features, classes)
+        return Critic(width + self.num_classes, self.hidden_features, classes)
 
 
 class ConditionalGAN(GAN):
@@ -128,6 +223,14 @@ class ConditionalGAN(GAN):
         >>> fit = ppgen.fit(gan, {"x": x, "y": y}, Adversarial(steps=3))
         >>> fit.sample(2, data={"y": np.zeros(5, int)})["x"].shape
         (2, 5, 2)
+
+        On NumPyro, ``backend="numpyro"``:
+
+        >>> gan = ConditionalGAN(2, num_classes=3, z_dim=2, hidden_features=(16,),
+        ...                      backend="numpyro")
+        >>> fit = ppgen.fit(gan, {"x": x, "y": y}, Adversarial(steps=3))
+        >>> fit.sample(2, data={"y": np.zeros(5, int)})["x"].shape
+        (2, 5, 2)
     """
 
     def __init__(self, x_shape: int | Sequence[int] = 2, num_classes: int = 10, **kw: Any):
@@ -141,6 +244,10 @@ class DCGAN(GAN):
     transposed convolutions with batch norm and ReLU, ``tanh`` output (scale images to
     [-1, 1]); the critic mirrors it with LeakyReLU(0.2) and no batch norm (so it also serves
     WGAN-GP, whose penalty is per sample). Works for 8×8 digits and 28×28 images.
+
+    Pyro only: its batch norm keeps running statistics, state that the NumPyro engine of
+    :class:`~ppgen.inference.Adversarial` does not carry (it trains ``param`` sites only);
+    on NumPyro use :class:`GAN` with ``output="tanh"`` on flattened images.
 
     Example:
         >>> import numpy as np, ppgen
@@ -157,7 +264,14 @@ class DCGAN(GAN):
         z_dim: int = 32,
         channels: int = 32,
         num_classes: int = 0,
+        backend: str = "pyro",
     ) -> None:
+        if _check_backend(backend) != "pyro":
+            raise ValueError(
+                "DCGAN runs on Pyro only (its batch norm keeps running statistics, which the "
+                "NumPyro engine does not carry); on NumPyro use GAN(..., output='tanh', "
+                "backend='numpyro') on flattened images."
+            )
         if len(x_shape) != 3 or x_shape[1] % 4 or x_shape[2] % 4:
             raise ValueError(
                 f"`x_shape` must be (C, H, W) with H, W divisible by 4; got {x_shape}."

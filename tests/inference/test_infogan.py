@@ -61,7 +61,7 @@ def numpyro_programs():
     import numpyro
     import numpyro.distributions as dist
 
-    from ppgen.inference.guides._numpyro_nets import mlp
+    from ppgen.nn_jax import mlp
 
     def gen(x=None):
         with numpyro.plate("data", len(x)):

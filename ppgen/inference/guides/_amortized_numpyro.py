@@ -15,8 +15,9 @@ from numpyro import handlers
 from ppgen.errors import DataError, ProgramError
 from ppgen.inference.guides._encode_numpyro import posterior_means
 from ppgen.inference.guides._numpyro_flows import check_flow_args, conditional_iaf
-from ppgen.inference.guides._numpyro_nets import _float, _linear, _split, mlp
+from ppgen.inference.guides._numpyro_nets import _float, _split
 from ppgen.inference.guides._sites import find_plate, split_latents
+from ppgen.nn_jax import _linear, mlp
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 

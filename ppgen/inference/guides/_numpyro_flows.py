@@ -16,7 +16,7 @@ from numpyro.distributions.flows import InverseAutoregressiveTransform
 from numpyro.distributions.transforms import PermuteTransform
 
 from ppgen.errors import ProgramError
-from ppgen.inference.guides._numpyro_nets import _uniform
+from ppgen.nn_jax import _uniform
 
 __all__ = ["ConditionalIAF", "check_flow_args", "conditional_iaf", "flow_mean", "made_masks"]
 
