@@ -53,6 +53,8 @@ class Adversarial(EngineEstimator):
         betas, betas_d: Adam's betas of the generator and of the discriminator (default
             (0.5, 0.999), or (0.0, 0.9) for ``wgan-gp``; ``betas_d`` defaults to ``betas``).
         optim: optimiser name (:data:`~ppgen.inference.optim.OPTIMIZERS`).
+        lr_decay: both learning rates fall exponentially to ``lr_decay`` times their start
+            over the run (``None``: constant), as :class:`~ppgen.inference.optim.Optim`'s.
         spectral_norm: spectral normalisation of the discriminator's linear and conv layers
             (Pyro: torch's parametrisation, one power iteration per step with persistent
             vectors; NumPyro: :func:`~ppgen.inference._adversarial_jax.spectral_normalise`
@@ -119,6 +121,7 @@ class Adversarial(EngineEstimator):
         betas: tuple[float, float] | None = None,
         betas_d: tuple[float, float] | None = None,
         optim: str = "adam",
+        lr_decay: float | None = None,
         spectral_norm: bool = False,
         ema: float | None = None,
         hidden: tuple[int, ...] = (128, 128),
@@ -152,6 +155,9 @@ class Adversarial(EngineEstimator):
         self.discriminator = discriminator
         self.site = site
         self.optim = optim
+        self.lr_decay = (
+            None if lr_decay is None else check_positive("lr_decay", lr_decay, upper=1.0)
+        )
         self.info_sites = _info_sites(info_sites)
         if guide is not None and not callable(guide):
             raise EstimatorError(
@@ -180,7 +186,7 @@ class Adversarial(EngineEstimator):
         }
         if self.optim not in ("adam", "adamw", "clipped_adam"):
             groups = {k: {"lr": v["lr"]} for k, v in groups.items()}
-        return Optim(self.optim, self.lr, groups=groups)
+        return Optim(self.optim, self.lr, groups=groups, lr_decay=self.lr_decay)
 
     def _total_steps(self) -> int:
         return self.steps if self.steps is not None else 1000

@@ -339,3 +339,18 @@ def test_spectral_norm_bounds_every_critic_layer_and_the_generator_still_learns(
         ]
     assert len(norms) == 3  # two hidden layers and the output
     np.testing.assert_allclose(norms, 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_lr_decay_slows_both_networks_over_the_run(backend):
+    """With the learning rates falling to 1e-9 of their start (1/8 of it a tenth of the way
+    in), the generator's location moves a small part of the way the constant-rate run moves."""
+    moved = []
+    for decay in (None, 1e-9):
+        est = Adversarial(loss="ns", steps=200, lr=0.02, hidden=(16,), lr_decay=decay)
+        fit = ppgen.fit(location_scale(backend), {"x": X1[:512]}, est, backend=backend, seed=0)
+        moved.append(abs(float(fit.params["loc"])))
+    assert moved[0] > 1.0, moved  # from 0 towards the data's 2
+    assert moved[1] < 0.3 * moved[0], moved
+    with pytest.raises(EstimatorError, match="lr_decay"):
+        Adversarial(lr_decay=1.5)
