@@ -16,7 +16,15 @@ from torch import Tensor, nn
 from ppgen.flows.builders import build_flow
 from ppgen.flows.posterior import FlowPosterior
 
-__all__ = ["MLP", "Critic", "PosteriorHead", "Family", "register_module", "modules_registered"]
+__all__ = [
+    "MLP",
+    "Critic",
+    "PosteriorHead",
+    "Family",
+    "mlp_layers",
+    "register_module",
+    "modules_registered",
+]
 
 Family = Literal["normal", "lowrank", "mvn", "flow"]
 
@@ -56,6 +64,26 @@ def modules_registered() -> Iterator[None]:
         yield
     finally:
         _STATE.skip_modules = before
+
+
+def mlp_layers(sizes: Sequence[int], act: nn.Module | None = None) -> nn.Sequential:
+    """``Linear`` layers through ``sizes`` with ``act`` (default ReLU) between, none after.
+
+    Example:
+        >>> mlp_layers([3, 8, 2])
+        Sequential(
+          (0): Linear(in_features=3, out_features=8, bias=True)
+          (1): ReLU()
+          (2): Linear(in_features=8, out_features=2, bias=True)
+        )
+    """
+    act = nn.ReLU() if act is None else act
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act)
+    return nn.Sequential(*layers)
 
 
 class MLP(nn.Module):

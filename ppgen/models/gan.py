@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
-from ppgen.nn import Critic, register_module
+from ppgen.nn import Critic, mlp_layers, register_module
 
 __all__ = ["GAN", "ConditionalGAN", "DCGAN", "jax_critic"]
 
@@ -55,15 +55,6 @@ def jax_critic(
     classes = [int(num_classes)] if num_classes else []
     init, apply = nn_jax.mlp_critic(int(in_features) + int(num_classes), hidden_features, classes)
     return (lambda key, *_: init(key)), apply
-
-
-def _mlp(sizes: Sequence[int], act: nn.Module) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(act)
-    return nn.Sequential(*layers)
 
 
 class GAN(nn.Module):
@@ -123,7 +114,7 @@ class GAN(nn.Module):
 
     def _generator(self, width: int) -> nn.Module:
         sizes = [self.z_dim + self.num_classes, *self.hidden_features, width]
-        return _mlp(sizes, nn.ReLU())
+        return mlp_layers(sizes, nn.ReLU())
 
     def _bound(self, out: Tensor) -> Tensor:
         if self.output == "tanh":

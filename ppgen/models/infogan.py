@@ -23,18 +23,9 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
-from ppgen.nn import Critic, register_module
+from ppgen.nn import Critic, mlp_layers, register_module
 
 __all__ = ["InfoGAN"]
-
-
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class InfoGAN(nn.Module):
@@ -91,8 +82,8 @@ class InfoGAN(nn.Module):
         self.z_dim, self.hidden_features = int(z_dim), tuple(hidden_features)
         width = math.prod(self.x_shape)
         codes = self.num_categories + self.continuous_codes
-        self.generator = _mlp([self.z_dim + codes, *self.hidden_features, width])
-        self.recogniser = _mlp([width, *self.hidden_features, codes + self.continuous_codes])
+        self.generator = mlp_layers([self.z_dim + codes, *self.hidden_features, width])
+        self.recogniser = mlp_layers([width, *self.hidden_features, codes + self.continuous_codes])
 
     @property
     def info_sites(self) -> list[str]:
