@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = ppgen.data.load("eight_schools")
     model = EightSchools()  # non-centred; written once with pyroapi
-    n = 150 if args.tiny else 1000
-    steps = 1000 if args.tiny else 5000
+    n = 100 if args.tiny else 1000
+    steps = 600 if args.tiny else 5000
     runs = {
         "nuts_pyro": dict(method=NUTS(num_samples=n, num_warmup=n, num_chains=2), backend="pyro"),
         "nuts_numpyro": dict(

@@ -108,7 +108,10 @@ def test_svi_sample_stats_lp_is_the_log_joint():
 @pytest.mark.filterwarnings(PARETO)
 def test_compare_svi_and_nuts_fits():
     centered = ppgen.fit(
-        EightSchools(centered=True), SCHOOLS, NUTS(num_samples=100, num_warmup=100, jit=False)
+        EightSchools(centered=True),
+        SCHOOLS,
+        NUTS(num_samples=100, num_warmup=100),
+        backend="numpyro",  # compared across backends too: the fits share the program
     )
     noncentered = ppgen.fit(EightSchools(), SCHOOLS, SVI(steps=300, num_draws=200))
     table = az.compare({"centered_nuts": centered.to_arviz(), "svi": noncentered.to_arviz()})
