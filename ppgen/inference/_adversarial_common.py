@@ -1,4 +1,5 @@
-"""What both adversarial engines read from a program's data: the matched key and covariates."""
+"""What both adversarial engines read from a program's data: the matched key, covariates and
+PacGAN's packing of the discriminator's inputs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ __all__ = [
     "covariate_keys",
     "class_counts",
     "input_features",
+    "pack",
+    "check_pack",
     "check_critic",
     "info_term",
 ]
@@ -68,23 +71,84 @@ def input_features(data_np: Mapping[str, Any], key: str, covs: list[str], classe
     return int(width)
 
 
-def check_critic(call: Callable[..., Any], x: Any, context: list, site: str, covs: list) -> None:
-    """Run the critic on two data points: a wrong input size or output shape fails here, named."""
-    x, context = x[:2], [c[:2] for c in context]
+def pack(x: Any, m: int) -> Any:
+    """PacGAN's packing: ``B`` data to ``B // m`` rows, each ``m`` flattened data side by side.
+
+    Row ``j`` is the concatenation of data ``j*m, ..., j*m + m - 1``, each flattened (shape
+    ``(B // m, m * prod(x.shape[1:]))``); a remainder of fewer than ``m`` data (the short last
+    minibatch of an epoch) is dropped. ``m = 1`` returns ``x`` unchanged. Works on numpy,
+    torch and JAX arrays alike (a reshape), integer labels included.
+
+    Example:
+        >>> x = np.arange(12).reshape(6, 2)
+        >>> pack(x, 2).tolist()
+        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+        >>> pack(np.arange(5), 2).tolist()  # scalar data; the odd one out is dropped
+        [[0, 1], [2, 3]]
+    """
+    if m == 1:
+        return x
+    n = (x.shape[0] // m) * m
+    return x[:n].reshape(n // m, -1)
+
+
+def check_pack(m: int, rows: int, batch_size: int | None) -> None:
+    """Refuse, before work, a full batch of ``rows`` data that ``pack=m`` does not divide, or
+    minibatches whose short last one (``rows % batch_size`` data) packs to nothing."""
+    if m == 1:
+        return
+    if batch_size is not None and batch_size < rows:  # batch_size % m: checked at construction
+        last = rows % batch_size
+        if 0 < last < m:
+            raise EstimatorError(
+                f"With `batch_size={batch_size}` the last minibatch of each epoch holds "
+                f"{last} of the N={rows} data, fewer than `pack={m}`: it would give the "
+                f"discriminator no input. Pass a batch_size (a multiple of {m}) that leaves no "
+                f"remainder or one of at least {m} data."
+            )
+        return
+    if rows % m:
+        raise EstimatorError(
+            f"`pack={m}` needs the batch size divisible by {m}, but the full batch has "
+            f"{rows} data (no `batch_size` below N={rows} is set). Pass a `batch_size` "
+            f"divisible by {m} (e.g. {max(m, rows // m * m)}), or a data set whose size is."
+        )
+
+
+def check_critic(
+    call: Callable[..., Any], x: Any, context: list, site: str, covs: list, m: int = 1
+) -> None:
+    """Run the critic on two (packed) inputs: a wrong input size or output shape fails here,
+    named with the input width the critic must accept."""
+    x, context = pack(x[: 2 * m], m), [pack(c[: 2 * m], m) for c in context]
+    width = math.prod(tuple(x.shape[1:]))
+    widths = [math.prod(tuple(c.shape[1:])) for c in context]
     try:
         out = call(x, *context)
     except Exception as e:
+        if m == 1:
+            what = (
+                f"The discriminator fails on the data of site `{site}` (datum shape "
+                f"{tuple(x.shape[1:])}, input width {width}"
+                + (f", covariates {covs} of widths {widths}" if covs else "")
+            )
+        else:
+            what = (
+                f"The discriminator fails on the packed data of site `{site}`: with `pack={m}` "
+                f"it sees {m} data side by side, inputs of shape (n, {width}) ({m} flattened "
+                "data)"
+                + (f", covariates {covs} packed the same way to widths {widths}" if covs else "")
+            )
         raise EstimatorError(
-            f"The discriminator fails on the data of site `{site}` (datum shape "
-            f"{tuple(x.shape[1:])}"
-            + (f", covariates {covs}" if covs else "")
-            + f"): {type(e).__name__}: {e}. Size its input to the data, or leave "
-            "`discriminator=None` for a default sized from the data."
+            f"{what}: {type(e).__name__}: {e}. Size its input to the data (input width "
+            f"{width}), or leave `discriminator=None` for a default sized from the data."
         ) from e
     if tuple(out.shape) not in ((len(x),), (len(x), 1)):
         raise EstimatorError(
-            f"The discriminator must return one number per sample, shape ({len(x)},) or "
-            f"({len(x)}, 1) for {len(x)} samples; it returned {tuple(out.shape)}."
+            "The discriminator must return one number per "
+            + ("sample" if m == 1 else f"packed input of {m} samples")
+            + f", shape ({len(x)},) or ({len(x)}, 1) for {len(x)} inputs; it returned "
+            f"{tuple(out.shape)}."
         )
 
 

@@ -16,6 +16,7 @@ from ppgen.inference._adversarial_common import (
     data_key,
     info_term,
     input_features,
+    pack,
 )
 from ppgen.inference._svi_jax import JaxState, flatten_params
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
@@ -86,6 +87,23 @@ def gradient_penalty_jax(apply: Callable, params: Any, real: Any, fake: Any, key
     grad = jax.grad(lambda m: apply(params, m, *ctx).sum())(mixed)
     norms = jnp.sqrt((grad.reshape(grad.shape[0], -1) ** 2).sum(1))
     return ((norms - 1.0) ** 2).mean()
+
+
+def _packed_labels(critic: tuple[Callable, Callable], counts: list) -> tuple[Callable, Callable]:
+    """A default critic for packed integer covariates: ``(n, m)`` labels one-hot to ``m * K``."""
+    import jax
+
+    init, apply = critic
+
+    def packed(params: Any, x: Any, *context: Any) -> Any:
+        n = x.shape[0]
+        context = [
+            jax.nn.one_hot(c.reshape(n, -1), k, dtype=x.dtype).reshape(n, -1) if k else c
+            for c, k in zip(context, counts, strict=False)
+        ]
+        return apply(params, x, *context)
+
+    return init, packed
 
 
 class JaxAdversarial(JaxState):
@@ -187,15 +205,19 @@ class JaxAdversarial(JaxState):
             critic = obj.discriminator("numpyro")
         if critic is None:
             classes = class_counts(ctx.data_np, self.covs)
-            width = input_features(ctx.data_np, self.key, self.covs, classes)
+            width = est.pack * input_features(ctx.data_np, self.key, self.covs, classes)
             from ppgen.nn_jax import mlp_critic  # JAX only when a NumPyro fit runs
 
-            return mlp_critic(width, est.hidden, [classes.get(k) for k in self.covs])
+            counts = [classes.get(k) for k in self.covs]
+            if est.pack == 1 or not any(counts):
+                return mlp_critic(width, est.hidden, counts)
+            return _packed_labels(mlp_critic(width, est.hidden, [None] * len(counts)), counts)
         if isinstance(critic, tuple) and len(critic) == 2 and all(map(callable, critic)):
             init, apply = critic
-            x = ctx.data[self.key]
-            c = [ctx.data[k] for k in self.covs]
-            return (lambda key: init(key, x[:2], *(v[:2] for v in c))), apply
+            m = est.pack  # the packed shapes the critic will see
+            x = pack(ctx.data[self.key][: 2 * m], m)
+            c = [pack(ctx.data[k][: 2 * m], m) for k in self.covs]
+            return (lambda key: init(key, x, *c)), apply
         try:
             import equinox as eqx
         except ImportError:  # pragma: no cover - equinox is a dependency
@@ -212,7 +234,7 @@ class JaxAdversarial(JaxState):
     def _check_critic(self, params: Any, data: Mapping[str, Any]) -> None:
         context = [data[k] for k in self.covs]
         call = lambda x, *c: self.apply(params, x, *c)  # noqa: E731
-        check_critic(call, self._real(data), context, self.site, self.covs)
+        check_critic(call, self._real(data), context, self.site, self.covs, self.est.pack)
 
     def _real(self, batch: Mapping[str, Any]) -> Any:
         x = batch[self.key]
@@ -232,7 +254,8 @@ class JaxAdversarial(JaxState):
             return out.reshape(out.shape[0])
 
         def step(state: dict, batch: dict) -> tuple[dict, dict]:
-            real, c = self._real(batch), [batch[k] for k in self.covs]
+            m = est.pack  # PacGAN: the critic sees packed inputs (m data side by side)
+            real, c = pack(self._real(batch), m), [pack(batch[k], m) for k in self.covs]
             g, d, opt_d, key = state["g"], state["d"], state["opt_d"], state["key"]
 
             def loss_d(p: Any, fake: Any, k_gp: Any) -> Any:
@@ -246,7 +269,7 @@ class JaxAdversarial(JaxState):
             def critic_update(carry: tuple, _: Any) -> tuple:
                 d, opt_d, key, _ = carry
                 key, k_fake, k_gp = jax.random.split(key, 3)
-                fake = jax.lax.stop_gradient(generate(g, k_fake, batch)[0])
+                fake = pack(jax.lax.stop_gradient(generate(g, k_fake, batch)[0]), m)
                 (total, (gp, wd)), grads = jax.value_and_grad(loss_d, has_aux=True)(d, fake, k_gp)
                 upd, opt_d = self.tx_d.update(grads, opt_d, d)
                 return (optax.apply_updates(d, upd), opt_d, key, k_fake), (total, gp, wd)
@@ -259,7 +282,7 @@ class JaxAdversarial(JaxState):
 
             def loss_g(u: Any) -> Any:  # the last critic update's noise, as the torch engine
                 fake, codes = generate(u, k_fake, batch)
-                lg = generator_loss(est.loss, d_out(d, fake, c), ops)
+                lg = generator_loss(est.loss, d_out(d, pack(fake, m), c), ops)
                 if not est.info_sites:
                     return lg, (lg, jnp.zeros((), lg.dtype))
                 weighted, info = self.log_q(u, k_fake, batch, fake, codes)

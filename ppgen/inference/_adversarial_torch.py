@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyro
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ppgen.capabilities import declares
@@ -20,6 +21,7 @@ from ppgen.inference._adversarial_common import (
     data_key,
     info_term,
     input_features,
+    pack,
 )
 from ppgen.inference._pyro import constrained_params, load_unconstrained, snapshot_params
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
@@ -29,7 +31,7 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["TorchAdversarial", "gradient_penalty"]
+__all__ = ["PackedCritic", "TorchAdversarial", "gradient_penalty"]
 
 _OPS = array_ops("pyro")
 
@@ -53,6 +55,27 @@ def gradient_penalty(critic: Any, real: torch.Tensor, fake: torch.Tensor, *conte
     (grad,) = torch.autograd.grad(critic(mixed, *context).sum(), mixed, create_graph=True)
     norms = grad.reshape(grad.shape[0], -1).norm(2, dim=1)
     return ((norms - 1.0) ** 2).mean()
+
+
+class PackedCritic(Critic):
+    """The default critic of ``Adversarial(pack=m)``: :class:`~ppgen.nn.Critic` on packed inputs.
+
+    An integer covariate arrives packed as ``(n, m)`` labels, one-hot encoded to ``m * K``
+    features; everything else is as :class:`~ppgen.nn.Critic` (same layers and weights).
+
+    Example:
+        >>> c = PackedCritic(2 * (1 + 3), (8,), num_classes=(3,))
+        >>> c(torch.zeros(4, 2), torch.tensor([[0, 1], [2, 1], [0, 0], [1, 2]])).shape
+        torch.Size([4])
+    """
+
+    def forward(self, x: torch.Tensor, *context: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        parts = [x.reshape(n, -1)]
+        for c, k in zip(context, self.num_classes, strict=False):
+            c = F.one_hot(c.long().reshape(n, -1), k) if k else c
+            parts.append(c.reshape(n, -1).to(x.dtype))
+        return self.net(torch.cat(parts, -1)).squeeze(-1)
 
 
 def _spectral(module: nn.Module) -> nn.Module:
@@ -125,8 +148,9 @@ class TorchAdversarial:
             critic = obj.discriminator("pyro")
         if critic is None:
             classes = class_counts(ctx.data_np, self.covs)
-            width = input_features(ctx.data_np, self.key, self.covs, classes)
-            critic = Critic(width, est.hidden, [classes.get(k) for k in self.covs])
+            width = est.pack * input_features(ctx.data_np, self.key, self.covs, classes)
+            cls = Critic if est.pack == 1 else PackedCritic
+            critic = cls(width, est.hidden, [classes.get(k) for k in self.covs])
         if not isinstance(critic, nn.Module):
             raise EstimatorError(
                 "`discriminator` of a Pyro program must be a torch.nn.Module returning one "
@@ -141,7 +165,8 @@ class TorchAdversarial:
     def _check_critic(self, data: Mapping[str, Any]) -> None:
         with torch.no_grad():
             context = [data[k] for k in self.covs]
-            check_critic(self.critic, self._real(data), context, self.site, self.covs)
+            x = self._real(data)
+            check_critic(self.critic, x, context, self.site, self.covs, self.est.pack)
 
     def _real(self, data: Mapping[str, Any]) -> torch.Tensor:
         x = data[self.key]
@@ -162,7 +187,8 @@ class TorchAdversarial:
     def step(self, data: Mapping[str, Any]) -> dict[str, float]:
         est, opt = self.est, self.optim
         self._rng_before = torch.get_rng_state()
-        real, context = self._real(data), [data[k] for k in self.covs]
+        m = est.pack  # PacGAN: the critic sees packed inputs (m data side by side)
+        real, context = pack(self._real(data), m), [pack(data[k], m) for k in self.covs]
         metrics: dict[str, float] = {}
         for i in range(est.n_critic):
             last = i == est.n_critic - 1
@@ -172,6 +198,7 @@ class TorchAdversarial:
             else:
                 with torch.no_grad():
                     fake_d, _ = self._simulate(data)
+            fake_d = pack(fake_d, m)
             d_real, d_fake = self._d(real, context), self._d(fake_d, context)
             loss_d = discriminator_loss(est.loss, d_real, d_fake, _OPS)
             total = loss_d
@@ -185,7 +212,7 @@ class TorchAdversarial:
         for p in critic_params:
             p.requires_grad_(False)
         try:
-            loss_g = generator_loss(est.loss, self._d(fake, context), _OPS)
+            loss_g = generator_loss(est.loss, self._d(pack(fake, m), context), _OPS)
             objective = loss_g
             if self.guide is not None:
                 weighted, info = self._log_q(data, fake, codes)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import EstimatorError, check_int, check_positive
+from ppgen.inference._adversarial_common import check_pack, data_key
 from ppgen.inference._adversarial_jax import JaxAdversarial
 from ppgen.inference._adversarial_torch import TorchAdversarial
 from ppgen.inference._base import EngineEstimator, FitContext, register
@@ -62,6 +63,18 @@ class Adversarial(EngineEstimator):
         ema: decay of an exponential moving average of the generator's parameters; the fit's
             parameters are the average (``None``: the last iterate).
         hidden: hidden widths of the default discriminator.
+        pack: **PacGAN**'s packing (Lin et al.): the discriminator judges ``pack`` = m
+            samples at once, all real or all generated, so a generator that drops modes
+            (whose samples lack diversity) is easier to tell apart. Each minibatch of B real
+            and B generated data becomes B/m inputs, each m flattened data side by side
+            (:func:`~ppgen.inference._adversarial_common.pack`; covariates of a conditional
+            GAN are packed the same way); the gradient penalty of ``wgan-gp`` is taken at
+            interpolates of packed inputs. ``batch_size`` (or N, without one) must be
+            divisible by m; a short last minibatch of an epoch drops its remainder. The
+            default discriminator is sized to m times the datum (and covariate) width; your
+            own ``discriminator`` (or the program's) must accept that packed width. The
+            paper's PacGAN2 / PacGAN4 are ``pack=2`` / ``4``; the default 1 is a plain GAN.
+            Sampling is unaffected (packing only concerns the discriminator).
         info_sites, guide, info_weight: **InfoGAN** as a composition. ``info_sites`` names
             latent code sites of the program (e.g. a categorical ``c`` fed to the generator);
             ``guide`` is the auxiliary network :math:`Q` written as a guide over just those
@@ -87,6 +100,8 @@ class Adversarial(EngineEstimator):
         Miyato et al., Spectral Normalization for GANs, arXiv:1802.05957.
         Heusel et al., Two Time-Scale Update Rule, arXiv:1706.08500.
         Chen et al., InfoGAN, arXiv:1606.03657.
+        Lin, Khetan, Fanti & Oh, PacGAN: The Power of Two Samples in Generative Adversarial
+        Networks, NeurIPS 2018, arXiv:1712.04086.
 
     Example: a location-scale generator learns the data's mean.
 
@@ -102,6 +117,13 @@ class Adversarial(EngineEstimator):
         ...                                             hidden=(16,)))
         >>> bool(abs(float(fit.params["loc"]) - 2.0) < 0.3)
         True
+
+    PacGAN2: the discriminator sees pairs of samples, so its first layer takes 2 inputs.
+
+        >>> fit2 = ppgen.fit(gen, {"x": x}, Adversarial(loss="ns", steps=20, pack=2,
+        ...                                              hidden=(16,)))
+        >>> fit2.auxiliary["discriminator"]["net.0.weight"].shape
+        (16, 2)
     """
 
     name = "adversarial"
@@ -125,6 +147,7 @@ class Adversarial(EngineEstimator):
         spectral_norm: bool = False,
         ema: float | None = None,
         hidden: tuple[int, ...] = (128, 128),
+        pack: int = 1,
         info_sites: Sequence[str] | None = None,
         guide: Callable[..., Any] | None = None,
         info_weight: float | Mapping[str, float] = 1.0,
@@ -152,6 +175,7 @@ class Adversarial(EngineEstimator):
         self.ema = None if ema is None else float(ema)
         self.spectral_norm = bool(spectral_norm)
         self.hidden = tuple(check_int("hidden", h, 1) for h in hidden)
+        self.pack = _pack(pack, batch_size)
         self.discriminator = discriminator
         self.site = site
         self.optim = optim
@@ -240,6 +264,8 @@ class Adversarial(EngineEstimator):
 
     # ------------------------------------------------------------------ the loop contract
     def init(self, ctx: FitContext) -> Any:
+        key = data_key(ctx.info, self.observed_site(ctx.info))
+        check_pack(self.pack, int(np.shape(ctx.data_np[key])[0]), self.batch_size)
         return ENGINES[ctx.program.backend](self, ctx)
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
@@ -248,6 +274,21 @@ class Adversarial(EngineEstimator):
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the generator of a loaded fit and put the saved parameters in it."""
         ENGINES[ctx.program.backend].restore(self, ctx, fit, state)
+
+
+def _pack(pack: Any, batch_size: int | None) -> int:
+    if isinstance(pack, bool) or not isinstance(pack, int | np.integer) or pack < 1:
+        raise EstimatorError(
+            f"`pack` is the number of samples the discriminator sees at once (PacGAN): an "
+            f"int >= 1; got {pack!r}."
+        )
+    if batch_size is not None and batch_size % pack:
+        raise EstimatorError(
+            f"`batch_size={batch_size}` is not divisible by `pack={pack}`: each minibatch is cut "
+            f"into inputs of {pack} samples. Pass a batch_size that is a multiple of {pack} "
+            f"(e.g. {max(pack, batch_size // pack * pack)}), or another pack."
+        )
+    return int(pack)
 
 
 def _info_weight(weight: Any, sites: list[str]) -> float | dict[str, float]:

@@ -223,8 +223,16 @@ def test_conditional_gan_learns_each_class(backend):
 # ------------------------------------------------------------------ resume and guards
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_exact_resume_with_two_optimisers(tmp_path, backend):
+    # with PacGAN's packing (pack=2): the packed critic is checkpointed state like any other
     make = lambda steps: Adversarial(  # noqa: E731
-        loss="wgan-gp", n_critic=2, steps=steps, lr=0.01, hidden=(8,), batch_size=128, ema=0.9
+        loss="wgan-gp",
+        n_critic=2,
+        steps=steps,
+        lr=0.01,
+        hidden=(8,),
+        batch_size=128,
+        ema=0.9,
+        pack=2,
     )
     data = {"x": X1[:512]}
     full = ppgen.fit(location_scale(backend), data, make(15), seed=3)
@@ -255,9 +263,10 @@ def test_nan_guard_names_the_discriminator(backend):
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_save_and_load_reproduce_samples(tmp_path, backend):
     prog = location_scale(backend)
-    fit = ppgen.fit(prog, {"x": X1[:256]}, Adversarial(steps=20, hidden=(8,)))
+    fit = ppgen.fit(prog, {"x": X1[:256]}, Adversarial(steps=20, hidden=(8,), pack=2))
     fit.save(tmp_path / "run")
     again = ppgen.load(tmp_path / "run", prog)
+    assert again.estimator.pack == 2  # the settings come back with the run
     np.testing.assert_array_equal(again.sample(5, seed=1)["x"], fit.sample(5, seed=1)["x"])
     assert again.auxiliary["discriminator"].keys() == fit.auxiliary["discriminator"].keys()
     idata = again.to_arviz()
