@@ -1,8 +1,15 @@
-"""Networks for NumPyro programs with no neural-network library: ``numpyro.param`` MLPs and
-an MLP critic, shared by the zoo (:mod:`ppgen.models`) and the estimators."""
+"""Networks for NumPyro programs with no neural-network library, shared by the zoo
+(:mod:`ppgen.models`) and the estimators: ``numpyro.param`` layers (:func:`mlp`,
+:func:`linear`, :func:`conv2d`, :func:`conv_transpose2d`, :func:`group_norm`) and critics as
+``(init, apply)`` pairs (:func:`mlp_critic`, :func:`conv_critic`).
+
+Images are ``NCHW`` and conv weights are laid out and initialised as torch's (``Conv2d``:
+``(out, in, kh, kw)``; ``ConvTranspose2d``: ``(in, out, kh, kw)``), so a layer here computes
+what the torch layer with the same weights computes."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,7 +18,15 @@ import jax
 import jax.numpy as jnp
 import numpyro
 
-__all__ = ["mlp", "mlp_critic"]
+__all__ = [
+    "conv2d",
+    "conv_critic",
+    "conv_transpose2d",
+    "group_norm",
+    "linear",
+    "mlp",
+    "mlp_critic",
+]
 
 
 # The pure pieces are jitted: NumPyro runs a guide eagerly once (``SVI.init``), where every
@@ -37,6 +52,154 @@ def _linear(name: str, x: jax.Array, out_features: int, relu: bool = False) -> j
     w = numpyro.param(f"{name}.weight", _uniform(bound, (fan_in, out_features), x.dtype))
     b = numpyro.param(f"{name}.bias", _uniform(bound, (out_features,), x.dtype))
     return (_relu_affine if relu else _affine)(x, w, b)
+
+
+def linear(name: str, x: jax.Array, out_features: int) -> jax.Array:
+    """``x @ W + b`` over the last axis, from ``numpyro.param`` sites ``{name}.weight`` (shape
+    ``(in, out)``: torch's transposed) and ``{name}.bias``, initialised like
+    ``torch.nn.Linear`` (uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`).
+
+    Example:
+        >>> from numpyro import handlers
+        >>> f = handlers.seed(lambda x: linear("out", x, 3), rng_seed=0)
+        >>> f(jnp.ones((5, 4))).shape
+        (5, 3)
+    """
+    return _linear(name, x, int(out_features))
+
+
+# ---------------------------------------------------------------------- convolutions (NCHW)
+_CONV_DIMS = ("NCHW", "OIHW", "NCHW")
+
+
+@functools.partial(jax.jit, static_argnames=("stride", "padding"))
+def _conv(x: jax.Array, w: jax.Array, b: jax.Array, stride: int, padding: int) -> jax.Array:
+    """torch's ``Conv2d``: ``x`` ``(N, C, H, W)``, ``w`` ``(out, in, kh, kw)``."""
+    pad = [(padding, padding), (padding, padding)]
+    out = jax.lax.conv_general_dilated(x, w, (stride, stride), pad, dimension_numbers=_CONV_DIMS)
+    return out + b[:, None, None]
+
+
+@functools.partial(jax.jit, static_argnames=("stride", "padding"))
+def _conv_t(x: jax.Array, w: jax.Array, b: jax.Array, stride: int, padding: int) -> jax.Array:
+    """torch's ``ConvTranspose2d``: ``x`` ``(N, C, H, W)``, ``w`` ``(in, out, kh, kw)``.
+
+    The transpose (gradient) of the stride-``stride`` convolution whose kernel is ``w`` read
+    as ``(out=in, in=out)``: the input dilated by ``stride``, padded by ``k - 1 - padding`` on
+    each side, convolved with ``w`` flipped in space and with its channel axes swapped.
+    """
+    kh, kw = w.shape[-2:]
+    pad = [(kh - 1 - padding, kh - 1 - padding), (kw - 1 - padding, kw - 1 - padding)]
+    out = jax.lax.conv_transpose(
+        x, w, (stride, stride), pad, dimension_numbers=_CONV_DIMS, transpose_kernel=True
+    )
+    return out + b[:, None, None]
+
+
+def _images(x: jax.Array) -> tuple[tuple[int, ...], jax.Array]:
+    """The leading (batch) axes of ``(..., C, H, W)`` and ``x`` as ``(N, C, H, W)``."""
+    if x.ndim < 3:
+        raise ValueError(f"expected images shaped (..., C, H, W); got shape {x.shape}.")
+    lead = x.shape[:-3]
+    return lead, x.reshape(-1, *x.shape[-3:])
+
+
+def conv2d(
+    name: str,
+    x: jax.Array,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+) -> jax.Array:
+    """``torch.nn.Conv2d(C, out_channels, kernel_size, stride, padding)`` on ``(..., C, H, W)``.
+
+    ``numpyro.param`` sites ``{name}.weight`` (torch's layout ``(out, in, k, k)``) and
+    ``{name}.bias``, initialised like torch: uniform in :math:`\\pm 1/\\sqrt{C k^2}`.
+    Leading axes are batch axes; the output is ``(..., out_channels, H', W')`` with
+    ``H' = (H + 2 padding - k) // stride + 1``.
+
+    Example:
+        >>> from numpyro import handlers
+        >>> f = handlers.seed(lambda x: conv2d("conv", x, 4, 4, stride=2, padding=1), 0)
+        >>> f(jnp.ones((2, 5, 1, 8, 8))).shape
+        (2, 5, 4, 4, 4)
+    """
+    lead, x4 = _images(x)
+    k, cin, cout = int(kernel_size), x4.shape[1], int(out_channels)
+    bound = 1.0 / math.sqrt(cin * k * k)
+    w = numpyro.param(f"{name}.weight", _uniform(bound, (cout, cin, k, k), x.dtype))
+    b = numpyro.param(f"{name}.bias", _uniform(bound, (cout,), x.dtype))
+    out = _conv(x4, w, b, int(stride), int(padding))
+    return out.reshape(*lead, *out.shape[1:])
+
+
+def conv_transpose2d(
+    name: str,
+    x: jax.Array,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+) -> jax.Array:
+    """``torch.nn.ConvTranspose2d(C, out_channels, kernel_size, stride, padding)``.
+
+    On ``(..., C, H, W)``, to ``(..., out_channels, H', W')`` with
+    ``H' = (H - 1) stride - 2 padding + k`` (``k=4, stride=2, padding=1`` doubles ``H``).
+    ``numpyro.param`` sites ``{name}.weight`` (torch's layout ``(in, out, k, k)``) and
+    ``{name}.bias``, initialised like torch, which counts the fan-in of a transposed
+    convolution as ``out_channels * k * k``: uniform in
+    :math:`\\pm 1/\\sqrt{\\text{out} \\cdot k^2}`.
+
+    Example:
+        >>> from numpyro import handlers
+        >>> f = handlers.seed(lambda x: conv_transpose2d("up", x, 3, 4, 2, 1), rng_seed=0)
+        >>> f(jnp.ones((5, 8, 2, 2))).shape
+        (5, 3, 4, 4)
+    """
+    lead, x4 = _images(x)
+    k, cin, cout = int(kernel_size), x4.shape[1], int(out_channels)
+    bound = 1.0 / math.sqrt(cout * k * k)
+    w = numpyro.param(f"{name}.weight", _uniform(bound, (cin, cout, k, k), x.dtype))
+    b = numpyro.param(f"{name}.bias", _uniform(bound, (cout,), x.dtype))
+    out = _conv_t(x4, w, b, int(stride), int(padding))
+    return out.reshape(*lead, *out.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnames=("groups", "eps"))
+def _group_norm(x: jax.Array, w: jax.Array, b: jax.Array, groups: int, eps: float) -> jax.Array:
+    n, c, h, wd = x.shape
+    g = x.reshape(n, groups, -1)
+    mean = g.mean(-1, keepdims=True)
+    var = ((g - mean) ** 2).mean(-1, keepdims=True)  # biased, as torch's
+    g = (g - mean) * jax.lax.rsqrt(var + eps)
+    return g.reshape(n, c, h, wd) * w[:, None, None] + b[:, None, None]
+
+
+def group_norm(name: str, x: jax.Array, groups: int = 1, eps: float = 1e-5) -> jax.Array:
+    """``torch.nn.GroupNorm(groups, C)`` on ``(..., C, H, W)``: per-sample, no running state.
+
+    Each datum's channels, in ``groups`` groups, are normalised to mean 0 and variance 1
+    over the group's channels and pixels, then scaled and shifted per channel by
+    ``numpyro.param`` sites ``{name}.weight`` (init 1) and ``{name}.bias`` (init 0). One
+    group is a layer norm over ``(C, H, W)`` with a per-channel affine. It uses no batch
+    statistics, so it computes the same at training and sampling time for any batch size.
+
+    Example:
+        >>> from numpyro import handlers
+        >>> x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 2, 2)) * 5.0 + 2.0
+        >>> y = handlers.seed(lambda x: group_norm("norm", x), rng_seed=0)(x)
+        >>> [round(float(v), 3) for v in (y[0].mean(), y[0].std())]
+        [0.0, 1.0]
+    """
+    lead, x4 = _images(x)
+    c = x4.shape[1]
+    if c % int(groups):
+        raise ValueError(f"`groups={groups}` must divide the {c} channels.")
+    w = numpyro.param(f"{name}.weight", lambda _: jnp.ones((c,), x.dtype))
+    b = numpyro.param(f"{name}.bias", lambda _: jnp.zeros((c,), x.dtype))
+    out = _group_norm(x4, w, b, int(groups), float(eps))
+    return out.reshape(*lead, *out.shape[1:])
 
 
 def mlp(
@@ -103,5 +266,80 @@ def mlp_critic(
             if i < len(params) - 1:
                 h = jax.nn.leaky_relu(h, 0.2)
         return h[:, 0]
+
+    return init, apply
+
+
+def _conv_out(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+def conv_critic(
+    x_shape: Sequence[int],
+    channels: Sequence[int] = (32, 64),
+    num_classes: int = 0,
+    kernel_size: int = 4,
+    stride: int = 2,
+    padding: int = 1,
+) -> tuple[Callable, Callable]:
+    """A convolutional critic for ``(C, H, W)`` images: ``(init(key, ...), apply(params, x, *c))``.
+
+    ``Conv2d(kernel_size, stride, padding) -> LeakyReLU(0.2)`` for each width of
+    ``channels`` (no normalisation, so a gradient penalty stays per sample), flatten, append
+    the one-hot ``c[0]`` when ``num_classes``, ``Linear`` to one number per datum. Weights are
+    laid out and initialised as torch's (``Conv2d`` ``(out, in, k, k)``), the twin of the
+    Pyro DCGAN's critic; ``params`` is a list of ``(weight, bias)``. ``init`` ignores any
+    arguments after the key, so the pair is a discriminator for
+    :class:`~ppgen.inference.Adversarial` on NumPyro as it is.
+
+    Example:
+        >>> init, apply = conv_critic((1, 8, 8), (4, 8), num_classes=3)
+        >>> params = init(jax.random.PRNGKey(0))
+        >>> [w.shape for w, _ in params]
+        [(4, 1, 4, 4), (8, 4, 4, 4), (35, 1)]
+        >>> apply(params, jnp.zeros((5, 1, 8, 8)), jnp.arange(5) % 3).shape
+        (5,)
+    """
+    shape = tuple(int(v) for v in x_shape)
+    c, h, w = shape
+    k, s, p = int(kernel_size), int(stride), int(padding)
+    widths = [c, *(int(v) for v in channels)]
+    for _ in channels:
+        h, w = _conv_out(h, k, s, p), _conv_out(w, k, s, p)
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"images of shape {tuple(x_shape)} are too small for {len(channels)} convs."
+        )
+    features = widths[-1] * h * w + int(num_classes)
+
+    def init(key: Any, *_: Any) -> list[tuple[Any, Any]]:
+        params = []
+        shapes = [(o, i, k, k) for i, o in zip(widths[:-1], widths[1:], strict=True)]
+        shapes.append((features, 1))
+        for dims in shapes:  # torch's Conv2d / Linear initialisation: ±1/sqrt(fan-in)
+            key, kw, kb = jax.random.split(key, 3)
+            fan_in = math.prod(dims[1:]) if len(dims) == 4 else dims[0]
+            bound = 1.0 / math.sqrt(fan_in)
+            out = dims[0] if len(dims) == 4 else dims[1]
+            wt = jax.random.uniform(kw, dims, minval=-bound, maxval=bound)
+            params.append((wt, jax.random.uniform(kb, (out,), minval=-bound, maxval=bound)))
+        return params
+
+    def apply(params: Any, x: Any, *context: Any) -> Any:
+        n = x.shape[0]
+        if math.prod(x.shape[1:]) != math.prod(shape):
+            raise ValueError(
+                f"this conv critic was built for images of shape {shape}; got inputs of shape "
+                f"{tuple(x.shape)} (PacGAN's packed inputs need a critic built for them)."
+            )
+        out = x.reshape(n, *shape)
+        for wt, b in params[:-1]:
+            out = jax.nn.leaky_relu(_conv(out, wt, b, s, p), 0.2)
+        out = out.reshape(n, -1)
+        if num_classes and context:
+            onehot = jax.nn.one_hot(context[0].reshape(n), int(num_classes), dtype=out.dtype)
+            out = jnp.concatenate([out, onehot], -1)
+        wt, b = params[-1]
+        return (out @ wt + b)[:, 0]
 
     return init, apply

@@ -7,14 +7,16 @@ generates ``x = G(z, one_hot(c), u)``; :meth:`InfoGAN.q` is the auxiliary networ
     Adversarial(info_sites=gan.info_sites, guide=gan.q, info_weight=gan.info_weight)
 
 There is no InfoGAN estimator: the mutual-information term is a setting any program with
-code sites and a Q guide can use.
+code sites and a Q guide can use. It runs on Pyro (torch networks, the default) or on NumPyro
+(``backend="numpyro"``: the same MLPs from ``numpyro.param`` sites of :mod:`ppgen.nn_jax`, a
+JAX critic); JAX is imported only when a NumPyro InfoGAN is built or run.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
+from ppgen.models.gan import _check_backend, jax_critic
 from ppgen.nn import Critic, mlp_layers, register_module
 
 __all__ = ["InfoGAN"]
@@ -45,6 +48,10 @@ class InfoGAN(nn.Module):
         continuous_codes: :math:`d_u`, the number of continuous codes (0: none).
         z_dim: the noise dimension.
         hidden_features: widths of the generator, of Q and of the default critic.
+        backend: ``"pyro"`` (torch MLPs registered with ``pyro.module``) or ``"numpyro"`` (the
+            same MLPs, ``torch.nn.Linear``-initialised, from ``numpyro.param`` sites
+            ``generator.{i}.weight/bias`` and ``recogniser.{i}.weight/bias``, and the JAX
+            default critic :func:`~ppgen.models.gan.jax_critic`).
 
     Example: the code picks one of four clusters.
 
@@ -58,9 +65,20 @@ class InfoGAN(nn.Module):
         >>> fit = ppgen.fit(gan, {"x": x}, est)
         >>> sorted(fit.history)
         ['info', 'loss', 'loss_d', 'loss_g']
+
+        The same on NumPyro (Q's weights are kept in the fit beside the generator's):
+
+        >>> gan = InfoGAN(2, num_categories=4, continuous_codes=1, hidden_features=(16,),
+        ...               backend="numpyro")
+        >>> est = Adversarial(
+        ...     steps=3, info_sites=gan.info_sites, guide=gan.q, info_weight=gan.info_weight
+        ... )
+        >>> fit = ppgen.fit(gan, {"x": x}, est)
+        >>> fit.program.backend, sorted({k.split(".")[0] for k in fit.params})
+        ('numpyro', ['generator', 'recogniser'])
     """
 
-    backend: ClassVar[str] = "pyro"
+    backend: str = "pyro"  # per instance: the constructor's ``backend``
 
     def __init__(
         self,
@@ -69,8 +87,10 @@ class InfoGAN(nn.Module):
         continuous_codes: int = 2,
         z_dim: int = 16,
         hidden_features: Sequence[int] = (128, 128),
+        backend: str = "pyro",
     ) -> None:
         super().__init__()
+        self.backend = _check_backend(backend)
         self.x_shape = (int(x_shape),) if isinstance(x_shape, int) else tuple(x_shape)
         self.num_categories, self.continuous_codes = int(num_categories), int(continuous_codes)
         if self.num_categories < 0 or self.continuous_codes < 0:
@@ -82,8 +102,12 @@ class InfoGAN(nn.Module):
         self.z_dim, self.hidden_features = int(z_dim), tuple(hidden_features)
         width = math.prod(self.x_shape)
         codes = self.num_categories + self.continuous_codes
-        self.generator = mlp_layers([self.z_dim + codes, *self.hidden_features, width])
-        self.recogniser = mlp_layers([width, *self.hidden_features, codes + self.continuous_codes])
+        if self.backend == "pyro":
+            self.generator = mlp_layers([self.z_dim + codes, *self.hidden_features, width])
+            q_sizes = [width, *self.hidden_features, codes + self.continuous_codes]
+            self.recogniser = mlp_layers(q_sizes)
+        else:  # NumPyro: the weights are `numpyro.param` sites of the program and of `q`
+            self.generator = self.recogniser = None
 
     @property
     def info_sites(self) -> list[str]:
@@ -108,18 +132,44 @@ class InfoGAN(nn.Module):
         return torch.cat(parts, -1)
 
     def generate(self, z: Tensor, c: Tensor | None = None, u: Tensor | None = None) -> Tensor:
-        """``G(z, c, u)``, datum-shaped."""
+        """``G(z, c, u)``, datum-shaped.
+
+        On NumPyro ``z``, ``c`` and ``u`` are JAX arrays and the weights are ``numpyro.param``
+        sites, so call it inside a NumPyro program (or a ``handlers.seed``/``substitute``).
+        """
+        if self.backend == "numpyro":
+            return self._generate_jax(z, c, u)
         out = self.generator(torch.cat([z, self._codes(c, u, z)], -1))
         return out.reshape(*z.shape[:-1], *self.x_shape)
 
-    def model(self, x: Tensor | None = None, n: int | None = None) -> Any:
-        """The program: noise, codes, the generator, the implicit observed site ``x``."""
+    def _generate_jax(self, z: Any, c: Any = None, u: Any = None) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        from ppgen import nn_jax
+
+        parts = [z]
+        if self.num_categories:
+            parts.append(jax.nn.one_hot(c, self.num_categories, dtype=z.dtype))
+        if self.continuous_codes:
+            parts.append(u)
+        h = jnp.concatenate(parts, -1)
+        out = nn_jax.mlp("generator", h, self.hidden_features, math.prod(self.x_shape))
+        return out.reshape(*z.shape[:-1], *self.x_shape)
+
+    def _check_data(self, x: Any) -> None:
         if x is not None and tuple(x.shape[1:]) != self.x_shape:
             raise DataError(
                 f"`x` has datum shape {tuple(x.shape[1:])}; this InfoGAN was built for "
                 f"x_shape={self.x_shape}."
             )
+
+    def model(self, x: Tensor | None = None, n: int | None = None) -> Any:
+        """The program: noise, codes, the generator, the implicit observed site ``x``."""
+        self._check_data(x)
         size = len(x) if x is not None else int(n or 1)
+        if self.backend == "numpyro":
+            return self._model_jax(x, size)
         register_module("generator", self.generator)
         c = u = None
         with pyro.plate("data", size):
@@ -131,8 +181,27 @@ class InfoGAN(nn.Module):
                 u = pyro.sample("u", box.to_event(1))
             return pyro.sample("x", Implicit(self.generate(z, c, u), len(self.x_shape)), obs=x)
 
+    def _model_jax(self, x: Any, size: int) -> Any:
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as ndist
+
+        c = u = None
+        with numpyro.plate("data", size):
+            z = numpyro.sample("z", ndist.Normal(jnp.zeros(self.z_dim), 1.0).to_event(1))
+            if self.num_categories:
+                logits = jnp.zeros(self.num_categories)
+                c = numpyro.sample("c", ndist.Categorical(logits=logits))
+            if self.continuous_codes:
+                box = ndist.Uniform(-jnp.ones(self.continuous_codes), 1.0)
+                u = numpyro.sample("u", box.to_event(1))
+            gen = Implicit(self.generate(z, c, u), len(self.x_shape))
+            return numpyro.sample("x", gen, obs=x)
+
     def q(self, x: Tensor | None = None, n: int | None = None) -> None:
         """The Q network as a guide over the codes, reading the (generated) ``x``."""
+        if self.backend == "numpyro":
+            return self._q_jax(x)
         register_module("recogniser", self.recogniser)
         h = self.recogniser(x.reshape(len(x), -1))
         k, d = self.num_categories, self.continuous_codes
@@ -142,9 +211,40 @@ class InfoGAN(nn.Module):
             if d:
                 loc, log_scale = h[..., k : k + d], h[..., k + d :]
                 pyro.sample("u", dist.Normal(loc, log_scale.clamp(-5, 2).exp()).to_event(1))
+        return None
 
-    def discriminator(self, backend: str) -> nn.Module | None:
-        """The default critic: :class:`ppgen.nn.Critic` with the generator's widths."""
+    def _q_jax(self, x: Any) -> None:
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as ndist
+
+        from ppgen import nn_jax
+
+        k, d = self.num_categories, self.continuous_codes
+        h = nn_jax.mlp("recogniser", x.reshape(len(x), -1), self.hidden_features, k + 2 * d)
+        with numpyro.plate("data", len(x)):
+            if k:
+                numpyro.sample("c", ndist.Categorical(logits=h[..., :k]))
+            if d:
+                loc, log_scale = h[..., k : k + d], h[..., k + d :]
+                scale = jnp.exp(jnp.clip(log_scale, -5, 2))
+                numpyro.sample("u", ndist.Normal(loc, scale).to_event(1))
+
+    def discriminator(self, backend: str) -> Any:
+        """The default critic with the generator's widths, for ``backend``.
+
+        Pyro: :class:`ppgen.nn.Critic`; NumPyro: the ``(init, apply)`` pair of
+        :func:`~ppgen.models.gan.jax_critic`.
+
+        Example:
+            >>> type(InfoGAN(2, hidden_features=(8,)).discriminator("pyro")).__name__
+            'Critic'
+            >>> len(InfoGAN(2, hidden_features=(8,), backend="numpyro").discriminator("numpyro"))
+            2
+        """
+        width = math.prod(self.x_shape)
+        if backend == "numpyro":
+            return jax_critic(width, self.hidden_features)
         if backend != "pyro":
             return None
-        return Critic(math.prod(self.x_shape), self.hidden_features, ())
+        return Critic(width, self.hidden_features, ())
