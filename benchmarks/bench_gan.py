@@ -14,7 +14,9 @@ Usage, from the repository root: python -m benchmarks.bench_gan [--steps N] [--r
    losses kept as device arrays and read at the end.
 
 Both on the ring of 8 Gaussians (radius 1, sigma 0.01), batch 256, generator and critic MLPs
-2 -> 128 -> 128, for ``ns`` and ``wgan-gp`` (n_critic 5). Repetitions are interleaved; the
+2 -> 128 -> 128, for ``ns`` and ``wgan-gp`` (n_critic 5). Torch also on scikit-learn's 8x8
+digits (``dcgan``): the zoo DCGAN's layers written as a user's own torch modules (generator
+with batch norm, z 32, 32 channels; conv critic), batch 64. Repetitions are interleaved; the
 ratio is ppgen's steps/s over the baseline's (the goal is >= 0.95).
 """
 
@@ -70,21 +72,67 @@ def mlp_g() -> torch.nn.Module:
     )
 
 
-def torch_case(loss: str, steps: int, x: np.ndarray, seed: int) -> tuple[float, float]:
+def conv_g(z_dim: int = 32, k: int = 32) -> torch.nn.Module:
+    """A DCGAN generator for 8x8 images, as a user writes it (the zoo's DCGAN's layers)."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Linear(z_dim, 2 * k * 2 * 2),
+        nn.Unflatten(-1, (2 * k, 2, 2)),
+        nn.BatchNorm2d(2 * k),
+        nn.ReLU(),
+        nn.ConvTranspose2d(2 * k, k, 4, 2, 1),
+        nn.BatchNorm2d(k),
+        nn.ReLU(),
+        nn.ConvTranspose2d(k, 1, 4, 2, 1),
+        nn.Tanh(),
+    )
+
+
+def conv_d(k: int = 32) -> torch.nn.Module:
+    """The matching convolutional critic: one number per image."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, k, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(k, 2 * k, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        nn.Linear(2 * k * 2 * 2, 1),
+        nn.Flatten(0),
+    )
+
+
+#: the torch cases: generator and critic constructors, noise size, batch size
+TORCH_CASES = {"ring": (mlp_g, lambda: Critic(2, H), 2, B), "dcgan": (conv_g, conv_d, 32, 64)}
+
+
+def digits_images() -> np.ndarray:
+    """scikit-learn's 1,797 8x8 digits as (N, 1, 8, 8) images in [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images.astype(np.float32) / 8.0 - 1.0
+    return x[:, None]
+
+
+def torch_case(
+    loss: str, steps: int, x: np.ndarray, seed: int, case: str = "ring"
+) -> tuple[float, float]:
     """(ppgen steps/s, hand loop steps/s) from the same initial networks."""
+    make_g, make_d, z_dim, batch = TORCH_CASES[case]
     torch.manual_seed(seed)
-    g0, d0 = mlp_g(), Critic(2, H)
+    g0, d0 = make_g(), make_d()
     n_critic = 5 if loss == "wgan-gp" else 1
     betas = (0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999)
     g = copy.deepcopy(g0)
+    event = x.ndim - 1
 
     def program(x=None):
         net = pyro.module("G", g)
         with pyro.plate("data", len(x)):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-            pyro.sample("x", Implicit(net(z), 1), obs=x)
+            z = pyro.sample("z", dist.Normal(torch.zeros(z_dim), 1.0).to_event(1))
+            pyro.sample("x", Implicit(net(z), event), obs=x)
 
-    est = Adversarial(copy.deepcopy(d0), loss, lr=1e-3, betas=betas, batch_size=B, steps=steps)
+    est = Adversarial(copy.deepcopy(d0), loss, lr=1e-3, betas=betas, batch_size=batch, steps=steps)
     clock = Clock()
     ppgen.fit(program, {"x": x}, est, seed=seed, callbacks=[clock])
 
@@ -97,17 +145,17 @@ def torch_case(loss: str, steps: int, x: np.ndarray, seed: int) -> tuple[float, 
     for step in range(steps):
         if step == WARM:
             t = time.perf_counter()
-        if pos + B > len(x):
+        if pos + batch > len(x):
             perm, pos = rng.permutation(len(x)), 0
-        real = xt[torch.as_tensor(perm[pos : pos + B])]
-        pos += B
+        real = xt[torch.as_tensor(perm[pos : pos + batch])]
+        pos += batch
         for i in range(n_critic):
             if i == n_critic - 1:
-                fake = g(torch.randn(B, 2))
+                fake = g(torch.randn(batch, z_dim))
                 fd = fake.detach()
             else:
                 with torch.no_grad():
-                    fd = g(torch.randn(B, 2))
+                    fd = g(torch.randn(batch, z_dim))
             dr, df = d(real), d(fd)
             if loss == "ns":
                 ld = F.softplus(-dr).mean() + F.softplus(df).mean()
@@ -227,18 +275,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cases", nargs="*", default=["torch", "dcgan", "jax"], help="torch dcgan jax")
     args = ap.parse_args()
     print("\n".join(machine()))
-    x = ring8(8192)
-    print(f"steps={args.steps} batch={B} reps={args.reps} (interleaved; median steps/s)")
-    print(f"{'case':<22}{'ppgen':>10}{'baseline':>10}{'ratio':>8}")
-    for name, case in (("torch", torch_case), ("jax", jax_case)):
+    print(f"steps={args.steps} reps={args.reps} (interleaved; median steps/s)")
+    print(f"{'case':<26}{'ppgen':>10}{'baseline':>10}{'ratio':>8}")
+    ring = ring8(8192)
+    cases = {
+        "torch": ("torch", lambda loss, s, seed: torch_case(loss, s, ring, seed), "hand"),
+        "dcgan": (
+            "torch dcgan",
+            lambda loss, s, seed: torch_case(loss, s, digits_images(), seed, "dcgan"),
+            "hand",
+        ),
+        "jax": ("jax", lambda loss, s, seed: jax_case(loss, s, ring, seed), "raw jax"),
+    }
+    for key in args.cases:
+        label, case, base = cases[key]
         for loss in ("ns", "wgan-gp"):
-            runs = [case(loss, args.steps, x, seed) for seed in range(args.reps)]
+            runs = [case(loss, args.steps, seed) for seed in range(args.reps)]
             a = statistics.median(r[0] for r in runs)
             b = statistics.median(r[1] for r in runs)
-            base = "hand" if name == "torch" else "raw jax"
-            print(f"{name + ' ' + loss + ' vs ' + base:<22}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
+            print(f"{label + ' ' + loss + ' vs ' + base:<26}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
 
 
 if __name__ == "__main__":

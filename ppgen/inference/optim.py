@@ -252,9 +252,16 @@ class TorchOptimizer:
         else:
             self.optimizer.add_param_group(entry)
 
-    def zero_grad(self) -> None:
-        if self.optimizer is not None:
+    def zero_grad(self, groups: Iterable[str] | None = None) -> None:
+        """Clear the gradients of all groups, or only of ``groups`` (the ones about to step)."""
+        if self.optimizer is None:
+            return
+        if groups is None:
             self.optimizer.zero_grad(set_to_none=True)
+            return
+        for name in groups:
+            for p in self.group_params.get(name, ()):
+                p.grad = None
 
     def step(self, groups: Iterable[str] | None = None) -> None:
         """Clip and step all groups, then advance the schedule; or only ``groups`` (e.g. a GAN's
