@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_adversarial import location_scale  # the same generator program
 
 import ppgen
 from ppgen.errors import EstimatorError
@@ -15,39 +16,6 @@ from ppgen.inference import Adversarial
 from ppgen.inference._adversarial_common import pack
 
 X1 = np.random.default_rng(0).normal(2.0, 0.5, 2048).astype(np.float32)
-
-
-def location_scale(backend, dim=0):
-    """x = loc + exp(log_s) z, z ~ N(0, I) (as in test_adversarial): scalars or d-vectors."""
-    shape, ev = ((dim,), 1) if dim else ((), 0)
-    if backend == "pyro":
-        import pyro
-        import pyro.distributions as dist
-
-        from ppgen.distributions import Implicit
-
-        def gen(x=None):
-            loc = pyro.param("loc", torch.zeros(shape))
-            log_s = pyro.param("log_s", torch.tensor(0.0))
-            with pyro.plate("data", len(x)):
-                z = pyro.sample("z", dist.Normal(torch.zeros(shape), 1.0).to_event(ev))
-                pyro.sample("x", Implicit(loc + log_s.exp() * z, ev), obs=x)
-
-        return gen
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as ndist
-
-    from ppgen.distributions import Implicit
-
-    def gen_np(x=None):
-        loc = numpyro.param("loc", jnp.zeros(shape))
-        log_s = numpyro.param("log_s", 0.0)
-        with numpyro.plate("data", len(x)):
-            z = numpyro.sample("z", ndist.Normal(jnp.zeros(shape), 1.0).to_event(ev))
-            numpyro.sample("x", Implicit(loc + jnp.exp(log_s) * z, ev), obs=x)
-
-    return gen_np
 
 
 def conditional(backend):
