@@ -1,4 +1,4 @@
-"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial; the base classes of estimators."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial, AVB; the base classes of estimators."""
 
 import warnings as _warnings
 
@@ -6,6 +6,7 @@ from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was h
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.adversarial import Adversarial
+from ppgen.inference.avb import AVB
 from ppgen.inference.exact import Exact
 from ppgen.inference.guides import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
@@ -33,6 +34,7 @@ __all__ = [
     "MLE",
     "Exact",
     "Adversarial",
+    "AVB",
     "Amortized",
     "FlowGuide",
     "ReparamELBO",

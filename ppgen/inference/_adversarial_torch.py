@@ -23,7 +23,15 @@ from ppgen.inference._adversarial_common import (
     input_features,
     pack,
 )
-from ppgen.inference._pyro import constrained_params, load_unconstrained, snapshot_params
+from ppgen.inference._pyro import (
+    SyncTorchEngine,
+    constrained_params,
+    load_rng_state,
+    load_unconstrained,
+    rng_state,
+    snapshot_params,
+    start_run,
+)
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
 from ppgen.nn import Critic, modules_registered
 from ppgen.result import Fit
@@ -85,18 +93,12 @@ def _spectral(module: nn.Module) -> nn.Module:
     return module
 
 
-class TorchAdversarial:
+class TorchAdversarial(SyncTorchEngine):
     """One adversarial run on a Pyro program (see :class:`~ppgen.inference.Adversarial`)."""
-
-    async_metrics = False
 
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
-        pyro.clear_param_store()
-        pyro.set_rng_seed(ctx.seed)
-        device = ctx.device or "cpu"
-        if ctx.program.module is not None:
-            ctx.program.module.to(device)
+        device = start_run(ctx)
         self.site = est.observed_site(ctx.info)
         self.key = data_key(ctx.info, self.site)
         self.covs = covariate_keys(ctx.data_np, ctx.info, self.site)
@@ -116,7 +118,8 @@ class TorchAdversarial:
         self.guide = ctx.program._wrap(est.guide) if est.info_sites else None
         self.q = self._init_q(ctx.data) if self.guide is not None else {}
         generator = list(self.gen.values()) + list(self.q.values())  # G and Q maximise info
-        groups = {"generator": generator, "discriminator": self._critic_params()}
+        self._critic_list = self._critic_params()
+        groups = {"generator": generator, "discriminator": self._critic_list}
         self.optim = est._optim().torch(groups, est._total_steps())
         self.ema = {k: v.detach().clone() for k, v in self.gen.items()} if est.ema else None
 
@@ -205,10 +208,10 @@ class TorchAdversarial:
             if est.loss == "wgan-gp":
                 gp = gradient_penalty(self._d_any, real, fake_d, context)
                 total = loss_d + est.gp_weight * gp
-            opt.zero_grad()
+            opt.zero_grad(["discriminator"])
             total.backward()
             opt.step(["discriminator"])
-        critic_params = self._critic_params()
+        critic_params = self._critic_list  # frozen for G's backward pass, as a hand loop does
         for p in critic_params:
             p.requires_grad_(False)
         try:
@@ -217,7 +220,7 @@ class TorchAdversarial:
             if self.guide is not None:
                 weighted, info = self._log_q(data, fake, codes)
                 objective = loss_g - weighted
-            opt.zero_grad()
+            opt.zero_grad(["generator"])
             objective.backward()
         finally:
             for p in critic_params:
@@ -240,26 +243,16 @@ class TorchAdversarial:
     def _d_any(self, x: torch.Tensor, context: list[Any]) -> torch.Tensor:
         return self._d(x, context)
 
-    def abort_step(self) -> None:
-        """Undo the random draws of a step cut short by Ctrl-C."""
-        torch.set_rng_state(self._rng_before)
-        self.optim.zero_grad()
-
-    def rewind(self) -> None:
-        raise NotImplementedError("Adversarial's torch engine reads metrics synchronously.")
-
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         sd = {
             "params": {k: v.detach().clone() for k, v in {**self.gen, **self.q}.items()},
             "discriminator": {k: v.detach().clone() for k, v in self.critic.state_dict().items()},
             "optim": self.optim.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            **rng_state(),
         }
         if self.ema is not None:
             sd["ema"] = {k: v.clone() for k, v in self.ema.items()}
-        if torch.cuda.is_available():
-            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
@@ -269,9 +262,7 @@ class TorchAdversarial:
         if self.ema is not None:
             for k, v in sd["ema"].items():
                 self.ema[k].copy_(v)
-        torch.set_rng_state(sd["torch_rng"])
-        if sd.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(sd["cuda_rng"])
+        load_rng_state(sd)
 
     def nonfinite(self) -> list[str]:
         bad = [k for k, v in {**self.gen, **self.q}.items() if not torch.isfinite(v).all()]

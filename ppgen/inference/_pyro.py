@@ -14,12 +14,60 @@ from ppgen.backends.pyro import activate_params
 from ppgen.errors import EstimatorError
 
 __all__ = [
+    "SyncTorchEngine",
+    "start_run",
+    "rng_state",
+    "load_rng_state",
     "snapshot_params",
     "activate_params",
     "constrained_params",
     "load_unconstrained",
     "nonfinite_params",
 ]
+
+
+def start_run(ctx: Any) -> str:
+    """A fresh run of an engine: empty param store, seeded RNGs, the program's module moved
+    to the fit's device (returned, ``"cpu"`` by default)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(ctx.seed)
+    device = ctx.device or "cpu"
+    if ctx.program.module is not None:
+        ctx.program.module.to(device)
+    return device
+
+
+class SyncTorchEngine:
+    """What a torch engine of the shared loop has in common: metrics read at once (no async
+    dispatch), and a step cut short by Ctrl-C undone from ``self._rng_before`` (the RNG state
+    the step started from) and ``self.optim``."""
+
+    async_metrics = False
+    _rng_before: torch.Tensor
+    optim: Any
+
+    def abort_step(self) -> None:
+        """Undo the random draws of a step cut short by Ctrl-C before its update."""
+        torch.set_rng_state(self._rng_before)
+        self.optim.zero_grad()
+
+    def rewind(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} reads metrics synchronously.")
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's RNG state (and CUDA's, where present), for a checkpoint."""
+    sd = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        sd["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return sd
+
+
+def load_rng_state(sd: Mapping[str, Any]) -> None:
+    """Put back the RNG state :func:`rng_state` saved (a resumed run draws the same numbers)."""
+    torch.set_rng_state(sd["torch_rng"])
+    if sd.get("cuda_rng"):
+        torch.cuda.set_rng_state_all(sd["cuda_rng"])
 
 
 def snapshot_params() -> dict[str, Any]:

@@ -35,11 +35,15 @@ from ppgen.capabilities import declares
 from ppgen.errors import PPGenError, ProgramError
 from ppgen.inference._guide_fit import guide_fit, guide_latents
 from ppgen.inference._pyro import (
+    SyncTorchEngine,
     constrained_params,
+    load_rng_state,
     load_unconstrained,
     nonfinite_log_prob_sites,
     nonfinite_params,
+    rng_state,
     snapshot_params,
+    start_run,
 )
 from ppgen.inference._step_errors import is_validation_error, step_error
 from ppgen.inference.objectives.reparam import NotReparameterized, ReparamELBO
@@ -54,17 +58,12 @@ __all__ = ["TorchEngine", "REPARAM_OBJECTIVES"]
 REPARAM_OBJECTIVES = ("trace", "meanfield", "renyi", "iwae")
 
 
-class TorchEngine:
+class TorchEngine(SyncTorchEngine):
     """One SVI run on a Pyro program (see the module docstring for the objective paths)."""
-
-    async_metrics = False
 
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
-        pyro.clear_param_store()
-        pyro.set_rng_seed(ctx.seed)
-        if ctx.program.module is not None:
-            ctx.program.module.to(ctx.device or "cpu")
+        start_run(ctx)
         plate = ctx.extra.get("batch_plate")
         self.scaler = ctx.program.ops.scale_box(plate) if plate else None
         self.model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
@@ -172,29 +171,20 @@ class TorchEngine:
             self._fault = self._find_fault()
         return step_error(self._fault, when, err)
 
-    def abort_step(self) -> None:
-        """Undo the random draws of a step cut short by Ctrl-C before its update."""
-        torch.set_rng_state(self._rng_before)
-        self.optim.zero_grad()
-
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         params = pyro.get_param_store().get_state()["params"]
         sd = {
             "params": {k: v.detach().clone() for k, v in params.items()},
             "optim": self.optim.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            **rng_state(),
         }
-        if torch.cuda.is_available():
-            sd["cuda_rng"] = torch.cuda.get_rng_state_all()
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
         load_unconstrained(sd["params"])
         self.optim.load_state_dict(sd["optim"])
-        torch.set_rng_state(sd["torch_rng"])
-        if sd.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(sd["cuda_rng"])
+        load_rng_state(sd)
 
     def nonfinite(self) -> list[str]:
         return nonfinite_params()
