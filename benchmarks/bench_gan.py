@@ -8,7 +8,9 @@ Usage, from the repository root: python -m benchmarks.bench_gan [--steps N] [--r
    weights), the same loss, batch size and Adam settings, two fused Adam optimisers, one
    generator pass per step (the critic sees it detached, the generator update reuses it), the
    critic frozen during the generator's backward pass, and both losses read with ``.item()``
-   every step (ppgen keeps them in ``fit.history``).
+   every step (ppgen keeps them in ``fit.history``). And against the raw library: the same
+   loop drawing each fake batch from the user's Pyro program (``poutine.trace`` of
+   ``poutine.uncondition(program)``), which isolates ppgen's own overhead from Pyro's.
 2. JAX: ppgen on a NumPyro program (generator from ``numpyro.param`` weights) against a raw
    JAX/optax loop: the same MLPs as pure functions, one ``jax.jit`` step, two optax Adams,
    losses kept as device arrays and read at the end.
@@ -102,6 +104,9 @@ def conv_d(k: int = 32) -> torch.nn.Module:
     )
 
 
+#: the torch baselines: pure torch (G on noise), and the same loop drawing from the Pyro program
+TORCH_BASES = ("hand", "pyro loop")
+
 #: the torch cases: generator and critic constructors, noise size, batch size
 TORCH_CASES = {"ring": (mlp_g, lambda: Critic(2, H), 2, B), "dcgan": (conv_g, conv_d, 32, 64)}
 
@@ -116,12 +121,11 @@ def digits_images() -> np.ndarray:
 
 def torch_case(
     loss: str, steps: int, x: np.ndarray, seed: int, case: str = "ring"
-) -> tuple[float, float]:
-    """(ppgen steps/s, hand loop steps/s) from the same initial networks."""
+) -> tuple[float, ...]:
+    """(ppgen, hand loop, raw Pyro loop) steps/s from the same initial networks."""
     make_g, make_d, z_dim, batch = TORCH_CASES[case]
     torch.manual_seed(seed)
     g0, d0 = make_g(), make_d()
-    n_critic = 5 if loss == "wgan-gp" else 1
     betas = (0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999)
     g = copy.deepcopy(g0)
     event = x.ndim - 1
@@ -136,7 +140,39 @@ def torch_case(
     clock = Clock()
     ppgen.fit(program, {"x": x}, est, seed=seed, callbacks=[clock])
 
-    g, d = copy.deepcopy(g0), copy.deepcopy(d0)
+    hand = hand_loop(copy.deepcopy(g0), copy.deepcopy(d0), loss, steps, x, seed, z_dim, batch)
+    # the raw library: the same loop drawing each fake batch from the same Pyro program, as a
+    # Pyro user writes it (a trace of the unconditioned program)
+    g = copy.deepcopy(g0)
+    pyro.clear_param_store()
+
+    def pyro_draw(real: torch.Tensor, g_net: torch.nn.Module) -> torch.Tensor:
+        tr = pyro.poutine.trace(pyro.poutine.uncondition(program)).get_trace(x=real)
+        return tr.nodes["x"]["value"]
+
+    raw = hand_loop(g, copy.deepcopy(d0), loss, steps, x, seed, z_dim, batch, pyro_draw)
+    return clock.rate(steps), hand, raw
+
+
+def hand_loop(
+    g: torch.nn.Module,
+    d: torch.nn.Module,
+    loss: str,
+    steps: int,
+    x: np.ndarray,
+    seed: int,
+    z_dim: int,
+    batch: int,
+    draw: object = None,
+) -> float:
+    """Steps/s of the hand-written loop; ``draw(real, g)`` makes a fake batch (default G(noise))."""
+    n_critic = 5 if loss == "wgan-gp" else 1
+    betas = (0.0, 0.9) if loss == "wgan-gp" else (0.5, 0.999)
+    if draw is None:
+
+        def draw(real: torch.Tensor, g_net: torch.nn.Module) -> torch.Tensor:
+            return g_net(torch.randn(len(real), z_dim))
+
     opt_g = torch.optim.Adam(g.parameters(), 1e-3, betas=betas, fused=True)
     opt_d = torch.optim.Adam(d.parameters(), 1e-3, betas=betas, fused=True)
     xt = torch.as_tensor(x)
@@ -151,11 +187,11 @@ def torch_case(
         pos += batch
         for i in range(n_critic):
             if i == n_critic - 1:
-                fake = g(torch.randn(batch, z_dim))
+                fake = draw(real, g)
                 fd = fake.detach()
             else:
                 with torch.no_grad():
-                    fd = g(torch.randn(batch, z_dim))
+                    fd = draw(real, g)
             dr, df = d(real), d(fd)
             if loss == "ns":
                 ld = F.softplus(-dr).mean() + F.softplus(df).mean()
@@ -174,7 +210,7 @@ def torch_case(
             p.requires_grad_(True)
         opt_g.step()
         hist.append((ld.item(), lg.item()))
-    return clock.rate(steps), (steps - WARM) / (time.perf_counter() - t)
+    return (steps - WARM) / (time.perf_counter() - t)
 
 
 def jax_case(loss: str, steps: int, x: np.ndarray, seed: int) -> tuple[float, float]:
@@ -279,24 +315,26 @@ def main() -> None:
     args = ap.parse_args()
     print("\n".join(machine()))
     print(f"steps={args.steps} reps={args.reps} (interleaved; median steps/s)")
-    print(f"{'case':<26}{'ppgen':>10}{'baseline':>10}{'ratio':>8}")
+    print(f"{'case':<32}{'ppgen':>10}{'baseline':>10}{'ratio':>8}")
     ring = ring8(8192)
     cases = {
-        "torch": ("torch", lambda loss, s, seed: torch_case(loss, s, ring, seed), "hand"),
+        "torch": ("torch", lambda loss, s, seed: torch_case(loss, s, ring, seed), TORCH_BASES),
         "dcgan": (
             "torch dcgan",
             lambda loss, s, seed: torch_case(loss, s, digits_images(), seed, "dcgan"),
-            "hand",
+            TORCH_BASES,
         ),
-        "jax": ("jax", lambda loss, s, seed: jax_case(loss, s, ring, seed), "raw jax"),
+        "jax": ("jax", lambda loss, s, seed: jax_case(loss, s, ring, seed), ("raw jax",)),
     }
     for key in args.cases:
-        label, case, base = cases[key]
+        label, case, bases = cases[key]
         for loss in ("ns", "wgan-gp"):
             runs = [case(loss, args.steps, seed) for seed in range(args.reps)]
             a = statistics.median(r[0] for r in runs)
-            b = statistics.median(r[1] for r in runs)
-            print(f"{label + ' ' + loss + ' vs ' + base:<26}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
+            for j, base in enumerate(bases, start=1):
+                b = statistics.median(r[j] for r in runs)
+                name = f"{label} {loss} vs {base}"
+                print(f"{name:<32}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
 
 
 if __name__ == "__main__":
