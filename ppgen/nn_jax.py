@@ -22,6 +22,7 @@ __all__ = [
     "conv2d",
     "conv_critic",
     "conv_transpose2d",
+    "dense",
     "group_norm",
     "linear",
     "mlp",
@@ -227,6 +228,41 @@ def mlp(
     return x
 
 
+def dense(
+    sizes: Sequence[int], activation: Callable[[jax.Array], jax.Array] = jax.nn.relu
+) -> tuple[Callable, Callable]:
+    """Fully connected layers through ``sizes``: ``(init(key) -> params, apply(params, x))``.
+
+    ``activation`` between layers, none after the last; ``params`` is a list of ``(w, b)``
+    initialised like ``torch.nn.Linear`` (uniform in plus or minus 1 / sqrt(fan-in)).
+
+    Example:
+        >>> init, apply = dense([4, 8, 3])
+        >>> apply(init(jax.random.PRNGKey(0)), jnp.ones((5, 4))).shape
+        (5, 3)
+    """
+    sizes = [int(s) for s in sizes]
+
+    def init(key: Any) -> list[tuple[Any, Any]]:
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+            key, kw, kb = jax.random.split(key, 3)
+            bound = 1.0 / math.sqrt(fan_in)
+            w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
+            b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
+            params.append((w, b))
+        return params
+
+    def apply(params: Any, h: Any) -> Any:
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = activation(h)
+        return h
+
+    return init, apply
+
+
 def mlp_critic(
     in_features: int, hidden: tuple[int, ...], num_classes: list[int | None]
 ) -> tuple[Callable, Callable]:
@@ -243,17 +279,7 @@ def mlp_critic(
         >>> apply(init(jax.random.PRNGKey(0)), jnp.zeros((5, 3))).shape
         (5,)
     """
-    sizes = [in_features, *hidden, 1]
-
-    def init(key: Any) -> list[tuple[Any, Any]]:
-        params = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-            key, kw, kb = jax.random.split(key, 3)
-            bound = 1.0 / math.sqrt(fan_in)
-            w = jax.random.uniform(kw, (fan_in, fan_out), minval=-bound, maxval=bound)
-            b = jax.random.uniform(kb, (fan_out,), minval=-bound, maxval=bound)
-            params.append((w, b))
-        return params
+    init, net = dense([in_features, *hidden, 1], lambda h: jax.nn.leaky_relu(h, 0.2))
 
     def apply(params: Any, x: Any, *context: Any) -> Any:
         n = x.shape[0]
@@ -261,11 +287,7 @@ def mlp_critic(
         for c, k in zip(context, num_classes, strict=False):
             parts.append(jax.nn.one_hot(c.reshape(n), k, dtype=x.dtype) if k else c.reshape(n, -1))
         h = jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0]
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i < len(params) - 1:
-                h = jax.nn.leaky_relu(h, 0.2)
-        return h[:, 0]
+        return net(params, h)[:, 0]
 
     return init, apply
 

@@ -15,7 +15,7 @@ from torch.distributions import biject_to
 from torch.nn import functional as F
 
 from ppgen.backends._pyro_vmap import vmap_predictive
-from ppgen.errors import EstimatorError
+from ppgen.inference._avb_jax import check_guide_size
 from ppgen.inference._guide_fit import guide_fit
 from ppgen.inference._pyro import (
     SyncTorchEngine,
@@ -259,6 +259,19 @@ class TorchAVB(SyncTorchEngine):
         load_unconstrained(state)
         fit.param_state = snapshot_params()
 
+    @staticmethod
+    def restore_sampler(
+        est: Any, fit: Fit, arrays: Mapping[str, np.ndarray], settings: Mapping[str, Any]
+    ) -> None:
+        """Rebuild a loaded fit's posterior sampler from its saved guide network."""
+        with torch.no_grad(), pyro.get_param_store().scope():
+            trace = poutine.trace(fit.model_callable()).get_trace(**fit._native(None))
+        layout = Layout(trace, est.latent_sites(fit.info))
+        check_guide_size(layout.dim, settings)
+        net = mlp_layers([int(settings["noise_dim"]), *est.hidden, layout.dim])
+        net.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
+        fit.posterior_sampler = make_sampler(net, layout, int(settings["noise_dim"]), "cpu")
+
     # ------------------------------------------------------------------ results
     def sampler(self) -> Callable[[int, int], dict[str, np.ndarray]]:
         """``sample(n, seed)``: n posterior draws of every latent, constrained, as numpy."""
@@ -298,20 +311,3 @@ def make_sampler(
         return {k: v.cpu().numpy() for k, v in values.items()}
 
     return sample
-
-
-def restore_sampler(est: Any, fit: Fit, arrays: Mapping[str, np.ndarray], settings: dict) -> None:
-    """Rebuild a loaded AVB fit's posterior sampler from its saved guide network."""
-    model = fit.model_callable()
-    native = fit._native(None)
-    with torch.no_grad(), pyro.get_param_store().scope():
-        trace = poutine.trace(model).get_trace(**native)
-    layout = Layout(trace, est.latent_sites(fit.info))
-    if layout.dim != settings.get("dim"):
-        raise EstimatorError(
-            f"The saved AVB guide draws {settings.get('dim')} unconstrained numbers, but the "
-            f"program passed to load has {layout.dim}; load with the program that was fitted."
-        )
-    net = mlp_layers([int(settings["noise_dim"]), *est.hidden, layout.dim])
-    net.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
-    fit.posterior_sampler = make_sampler(net, layout, int(settings["noise_dim"]), "cpu")

@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import EstimatorError, check_int, check_positive
-from ppgen.inference._avb_torch import TorchAVB, restore_sampler
+from ppgen.inference._avb_jax import JaxAVB
+from ppgen.inference._avb_torch import TorchAVB
 from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference.optim import Optim
 from ppgen.result import Fit
 
 __all__ = ["AVB"]
 
-ENGINES = {"pyro": TorchAVB}
+ENGINES = {"pyro": TorchAVB, "numpyro": JaxAVB}
 
 
 @register("avb")
@@ -49,10 +50,13 @@ class AVB(EngineEstimator):
     :math:`T` on them, one ELBO update of the guide (and of the program's own ``param``
     sites, so hyperparameters are fitted by maximum marginal likelihood as with SVI).
 
-    Scope: Pyro programs whose latents are continuous and global (a posterior over all of
-    them jointly, as for eight schools or a regression); the data are used whole every step
-    (no minibatching). The amortised form (an encoder :math:`g(x, \varepsilon)` per datum)
-    and the NumPyro engine are not built yet.
+    Scope: Pyro and NumPyro programs whose latents are continuous and global (a posterior
+    over all of them jointly, as for eight schools or a regression); the data are used whole
+    every step (no minibatching). On Pyro the particles go through the program in one
+    ``torch.func.vmap`` pass (one run per particle where vmap cannot run the program); on
+    NumPyro the whole step is one ``jax.jit`` (``jax.vmap`` over particles, ``lax.scan`` over
+    critic updates). The amortised form (an encoder :math:`g(x, \varepsilon)` per datum) is
+    not built yet.
 
     The fit has a ``posterior`` group of ``num_draws`` guide draws (one chain), so
     ``az.summary`` works, and the usual ``log_likelihood`` group: the *program* has a
@@ -98,7 +102,6 @@ class AVB(EngineEstimator):
     """
 
     name = "avb"
-    backends = ("pyro",)
     kinds = ("explicit",)
 
     def __init__(
@@ -188,4 +191,4 @@ class AVB(EngineEstimator):
     ) -> None:
         """A loaded fit draws new posterior samples from its saved guide network."""
         if name == "guide":
-            restore_sampler(self, fit, arrays, settings)
+            ENGINES[fit.backend].restore_sampler(self, fit, arrays, settings)
