@@ -13,6 +13,7 @@ import numpy as np
 from ppgen.analysis.sample_quality import (
     DigitsFeatures,
     ModeCoverage,
+    c2st,
     frechet_classifier_distance,
     frechet_distance,
     gaussian_frechet_distance,
@@ -28,6 +29,7 @@ __all__ = [
     "hungarian_match",
     "align_labels",
     "relabel",
+    "c2st",
     "DigitsFeatures",
     "ModeCoverage",
     "frechet_classifier_distance",
