@@ -139,12 +139,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--draws", type=int, default=2000, help="draws per method for c2st")
-    ap.add_argument("--smoke", action="store_true", help="tiny: few steps and draws")
+    ap.add_argument("--smoke", action="store_true", help="tiny: the banana, few steps and draws")
     ap.add_argument("--speed", action="store_true", help="only the steps/s comparison")
+    ap.add_argument("--only", default="", help="run only the programs whose name has this")
     args = ap.parse_args()
     if args.speed or args.smoke:
         print("\n".join(machine()))
-        speed(60 if args.smoke else 1000, 1 if args.smoke else 3)
+        speed(40 if args.smoke else 1000, 1 if args.smoke else 3)
         if args.speed:
             return
     steps, n, warm = (30, 200, 50) if args.smoke else (args.steps, args.draws, 1000)
@@ -154,6 +155,8 @@ def main() -> None:
     print(f"steps={steps} draws={n} (c2st vs NUTS, 5-fold MLP; 0.5 is ideal)")
     print(f"{'program':<15}{'method':<22}{'seconds':>9}{'c2st':>8}")
     for label, prog, data, sites in problems(args.smoke):
+        if args.only not in label or (args.smoke and label != "banana"):
+            continue
         t = time.perf_counter()
         ref = ppgen.fit(prog, data, NUTS(num_samples=n, num_warmup=warm, num_chains=2), seed=1)
         ref_s = time.perf_counter() - t
