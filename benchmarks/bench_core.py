@@ -131,12 +131,9 @@ def nuts_ppgen(zoo: Any, data: dict, backend: str, warmup: int, samples: int) ->
 def nuts_raw_pyro(model: Callable, data: dict, warmup: int, samples: int) -> tuple:
     from pyro.infer import MCMC
     from pyro.infer import NUTS as PyroNUTS
-    from pyro.infer.autoguide.initialization import init_to_median
 
     pyro.set_rng_seed(SEED)
-    kernel = PyroNUTS(
-        model, jit_compile=True, ignore_jit_warnings=True, init_strategy=init_to_median
-    )
+    kernel = PyroNUTS(model, jit_compile=True, ignore_jit_warnings=True)
     mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, disable_progbar=True)
     mcmc.run(**data)
     return {k: v.detach().numpy()[None] for k, v in mcmc.get_samples().items()}, 0.0
@@ -147,10 +144,9 @@ def nuts_raw_numpyro(
 ) -> tuple:
     from numpyro.infer import MCMC
     from numpyro.infer import NUTS as JaxNUTS
-    from numpyro.infer.initialization import init_to_median
 
     c0 = _COMPILE[0]
-    kernel = JaxNUTS(model, init_strategy=init_to_median)
+    kernel = JaxNUTS(model)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, progress_bar=False)
     mcmc.run(jax.random.PRNGKey(SEED), extra_fields=fields, **data)
     draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}

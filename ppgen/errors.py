@@ -15,6 +15,7 @@ __all__ = [
     "CapabilityError",
     "ImplicitDensityError",
     "EnergySamplingError",
+    "SamplerWarning",
     "check_int",
     "check_positive",
 ]
@@ -54,6 +55,20 @@ class ImplicitDensityError(CapabilityError):
 
 class EnergySamplingError(CapabilityError):
     """Forward samples of an ``Unnormalized`` (energy) site were asked for: it has no sampler."""
+
+
+class SamplerWarning(UserWarning):
+    """An MCMC fit finished with signs its draws should not be trusted as they are.
+
+    Divergent transitions, transitions that hit the maximum tree depth, R-hat > 1.01, bulk or
+    tail ESS < 100 per chain, or a chain that never moved: one warning per fit lists them all,
+    with the counts and what to do; ``fit.diagnostics`` holds the same numbers. Silence it with
+    ``warnings.filterwarnings("ignore", category=SamplerWarning)``.
+
+    Example:
+        >>> issubclass(SamplerWarning, UserWarning)
+        True
+    """
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

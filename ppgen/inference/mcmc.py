@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError, check_int, check_positive
+from ppgen.errors import EstimatorError, SamplerWarning, check_int, check_positive
 from ppgen.inference import _mcmc_checkpoint
 from ppgen.inference._base import Estimator, FitContext, register
-from ppgen.inference._mcmc_stats import stats_kernel
+from ppgen.inference._mcmc_stats import (
+    caller_stacklevel,
+    health_message,
+    mcmc_health,
+    stats_kernel,
+)
 from ppgen.result import Fit
 
 __all__ = ["NUTS", "HMC", "MCMC"]
@@ -44,7 +50,18 @@ class MCMC(Estimator):
     Per-draw ``sample_stats`` follow ArviZ's names: ``diverging``, ``energy``, ``step_size``,
     ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``. On Pyro, ``energy`` is the
     Hamiltonian at the start of each transition and ``tree_depth`` is
-    ``ceil(log2(n_steps + 1))``.
+    ``ceil(log2(n_steps + 1))`` (on both backends the number of trajectory doublings).
+
+    Health checks: after every fit (both backends, checkpointed or not) ppgen counts divergent
+    transitions (per chain), NUTS transitions that hit ``max_tree_depth``, and computes ArviZ's
+    rank-normalised R-hat (two or more chains) and bulk/tail ESS over every scalar component of
+    the latent sites. ``fit.diagnostics`` holds ``divergences``, ``divergences_per_chain``,
+    ``max_tree_depth_hits``, ``rhat_max``, ``ess_bulk_min``, ``ess_tail_min`` (with the
+    component in ``..._site``), ``stuck_chains`` and ``health_warnings``; when any divergence,
+    tree-depth hit, R-hat > 1.01, ESS < 100 per chain or stuck chain shows, one
+    :class:`~ppgen.errors.SamplerWarning` lists them all with what to do (see
+    :func:`~ppgen.inference._mcmc_stats.mcmc_health`). ``None`` marks a check that could not
+    run (R-hat with one chain, tree depth on HMC).
 
     Checkpoints (``ppgen.fit(..., checkpoint_dir=, checkpoint_every=, resume=)``), NumPyro only:
     the sampler warms up, then draws in chunks of ``checkpoint_every`` transitions per chain
@@ -69,7 +86,7 @@ class MCMC(Estimator):
         num_chains: int = 1,
         *,
         target_accept: float = 0.8,
-        init_strategy: Any = "median",
+        init_strategy: Any = "uniform",
         step_size: float = 1.0,
         dense_mass: bool = False,
         jit: bool = True,
@@ -169,7 +186,8 @@ class MCMC(Estimator):
         else:
             draws, stats, extra_diag = self._run_numpyro(ctx)
         runtime = time.perf_counter() - t0
-        return Fit(
+        health = self._health(ctx, draws, stats)
+        fit = Fit(
             program=ctx.program,
             estimator=self,
             info=ctx.info,
@@ -179,11 +197,31 @@ class MCMC(Estimator):
             seed=ctx.seed,
             device=ctx.device,
             diagnostics={
-                "divergences": int(stats["diverging"].sum()),
                 "runtime_s": runtime,
                 "num_chains": self.num_chains,
+                **health,
                 **extra_diag,
             },
+        )
+        if health["health_warnings"]:
+            n_chains, n_draws = stats["diverging"].shape
+            warnings.warn(
+                health_message(type(self).__name__, health, n_chains, n_draws),
+                SamplerWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        return fit
+
+    def _health(self, ctx: FitContext, draws: dict, stats: dict) -> dict[str, Any]:
+        """Divergences, tree-depth hits, R-hat and ESS of the continuous latent draws."""
+        skip = set(ctx.info.discrete_latent)
+        latent = {k: draws[k] for k in ctx.info.latent if k in draws and k not in skip}
+        backend = ctx.program.backend
+        return mcmc_health(
+            latent,
+            stats,
+            max_tree_depth=self._kernel_args(backend).get("max_tree_depth"),
+            target_accept=self.target_accept,
         )
 
     def _run_pyro(self, ctx: FitContext) -> tuple[dict, dict]:
@@ -255,9 +293,12 @@ class NUTS(MCMC):
         num_samples, num_warmup, num_chains: draws kept per chain, warmup (default
             ``num_samples``) and chains.
         target_accept: target acceptance probability of step-size adaptation.
-        max_tree_depth: cap on the trajectory doublings.
-        init_strategy: ``"median"``, ``"mean"``, ``"uniform"``, ``"feasible"``, ``"sample"``, a
-            dict of initial values, or an init function.
+        max_tree_depth: cap on the trajectory doublings (default 10, as Pyro, NumPyro and
+            Stan); transitions that reach it are counted and warned about.
+        init_strategy: where chains start: ``"uniform"`` (default, as Pyro's and NumPyro's
+            NUTS: uniform in (-2, 2) on the unconstrained scale, so chains start apart and
+            R-hat can see disagreement), ``"median"``, ``"mean"``, ``"feasible"``,
+            ``"sample"``, a dict of initial values, or an init function.
         dense_mass: adapt a dense mass matrix.
         jit: compile the potential (Pyro's ``jit_compile``; NumPyro always compiles).
         backend: for backend-neutral (``pyroapi``) programs, run on this backend.
