@@ -21,6 +21,16 @@ asks for it by name and falls back to running the program when it is absent:
   :class:`~ppgen.inference.Adversarial` (a ``torch.nn.Module`` for ``"pyro"``; an equinox
   module or ``(init, apply)`` pair for ``"numpyro"``; ``None`` for ppgen's default MLP),
   e.g. a convolutional critic for an image generator.
+- ``simulate_sites(sites, **data) -> {site: value} | None``: one forward simulation of the
+  program with torch alone (no Pyro handlers): the values of ``sites`` (the observed site,
+  and InfoGAN's code sites when asked) for the batch in ``data``, drawing the program's
+  random sites **in the program's order from torch's global generator**, so that the same
+  noise gives the same values. :class:`~ppgen.inference.Adversarial` (Pyro) then draws each
+  fake batch through it instead of running the program (Pyro's per-site cost is most of a
+  small generator's step). ppgen checks it once, before training, from one RNG state: the
+  values and the gradients of the observed site with respect to every generator parameter
+  must equal the program's (``1e-5`` relative), or the declaration is refused. Return
+  ``None`` to decline (e.g. for sites it cannot draw).
 
 A guide object may declare one too:
 
@@ -57,7 +67,12 @@ import numpy as np
 __all__ = ["ELBOTerms", "ExactPosterior", "Capability", "declares"]
 
 Capability = Literal[
-    "log_density", "elbo_terms", "exact_posterior", "reparam_draws", "discriminator"
+    "log_density",
+    "elbo_terms",
+    "exact_posterior",
+    "reparam_draws",
+    "discriminator",
+    "simulate_sites",
 ]
 
 

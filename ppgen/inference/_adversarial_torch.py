@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ppgen.capabilities import declares
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._adversarial_common import (
     check_critic,
     class_counts,
@@ -93,6 +93,26 @@ def _spectral(module: nn.Module) -> nn.Module:
     return module
 
 
+def _grads(x: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    if not x.requires_grad:
+        return [torch.zeros_like(p) for p in params]
+    grads = torch.autograd.grad(x.float().sum(), params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def _same(name: str, what: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Refuse a declared simulation whose ``what`` differs from the program's."""
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    err = float((a - b).abs().max()) if a.numel() else 0.0
+    if not err <= 1e-5 * (1.0 + float(b.abs().max() if b.numel() else 0.0)):
+        raise ProgramError(
+            f"{name} disagrees with the program it declares to simulate: {what} differs by "
+            f"up to {err:.3g} from the same noise. Draw the program's random sites in its "
+            "order from torch's global generator and compute the same values, or delete the "
+            "method (set `simulate_sites = None`) to let ppgen run the program."
+        )
+
+
 class TorchAdversarial(SyncTorchEngine):
     """One adversarial run on a Pyro program (see :class:`~ppgen.inference.Adversarial`)."""
 
@@ -113,6 +133,7 @@ class TorchAdversarial(SyncTorchEngine):
                 "Adversarial found no parameters in the program to train: register the "
                 "generator with `pyro.module(name, net)` or use `pyro.param` sites."
             )
+        self._declared = self._declared_simulator(ctx)
         self.critic = self._critic(ctx, device)
         self._check_critic(ctx.data)
         self.guide = ctx.program._wrap(est.guide) if est.info_sites else None
@@ -142,6 +163,52 @@ class TorchAdversarial(SyncTorchEngine):
         with modules_registered() if registered else contextlib.nullcontext():
             tr = pyro.poutine.trace(guide).get_trace(**{**data, self.key: fake})
         return info_term(tr.nodes, self.est.info_sites, len(fake), self.est.info_weights)
+
+    def _declared_simulator(self, ctx: FitContext) -> Any:
+        """The model's declared ``simulate_sites``, checked against its program; else None.
+
+        The check draws once through the program and once through the declaration from the
+        same torch RNG state: the values of the observed site and the info codes and the
+        gradients of the generated batch with respect to every generator parameter must agree
+        (to ``1e-5`` relative), or the declaration is refused. The RNG state is restored, so
+        the run draws the same noise as without the check.
+        """
+        obj = ctx.program.obj
+        if not declares(obj, "simulate_sites"):
+            return None
+        sites = [self.site, *self.est.info_sites]
+
+        def declared(data: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
+            return obj.simulate_sites(sites, **data)
+
+        rng, params = torch.get_rng_state(), list(self.gen.values())
+        try:
+            with modules_registered():
+                ref = self._simulator(ctx.data)
+            torch.set_rng_state(rng)
+            got = declared(ctx.data)
+        finally:
+            torch.set_rng_state(rng)
+        if got is None:  # declined for this program's settings
+            return None
+        name = f"`{type(obj).__name__}.simulate_sites`"
+        for site in sites:
+            a, b = got.get(site) if isinstance(got, Mapping) else None, ref[site]
+            if not isinstance(a, torch.Tensor) or a.shape != b.shape:
+                shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+                raise ProgramError(
+                    f"{name} returned {shape} for site {site!r}; the program draws "
+                    f"{tuple(b.shape)}. Return {{site: tensor}} for every site asked for, or "
+                    "None to let ppgen run the program."
+                )
+            _same(name, f"site {site!r}", a.detach(), b.detach())
+        x_ref, x_got = ref[self.site], got[self.site]
+        if x_ref.requires_grad or x_got.requires_grad:
+            g_ref = _grads(x_ref, params)
+            g_got = _grads(x_got, params)
+            for key, a, b in zip(self.gen, g_got, g_ref, strict=True):
+                _same(name, f"the gradient of {self.site!r} for parameter {key!r}", a, b)
+        return declared
 
     # ------------------------------------------------------------------ the critic
     def _critic(self, ctx: FitContext, device: str) -> nn.Module:
@@ -181,8 +248,11 @@ class TorchAdversarial(SyncTorchEngine):
 
     def _simulate(self, data: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A generated batch of the observed site, and the values of the info codes behind it."""
-        with modules_registered():  # registered at init; the optimiser holds them
-            out = self._simulator(data)
+        if self._declared is not None:  # the model's own simulate_sites, checked at init
+            out = dict(self._declared(data))
+        else:
+            with modules_registered():  # registered at init; the optimiser holds them
+                out = self._simulator(data)
         x = out.pop(self.site)
         return (x if x.is_floating_point() else x.to(torch.get_default_dtype())), out
 

@@ -94,6 +94,14 @@ class Adversarial(EngineEstimator):
     sets and ``fit.history`` has ``loss_d``, ``loss_g`` (and ``gp``, ``wasserstein`` for
     ``wgan-gp``). ``loss`` is ``loss_d``.
 
+    Speed (Pyro): each fake batch is one run of the program under one light handler. On a
+    small generator Pyro's per-site cost is a large share of the step (a 2 -> 128 -> 128 MLP:
+    0.64 ms for the program against 0.22 ms for ``G(randn)``); a model object that declares
+    ``simulate_sites`` (:mod:`ppgen.capabilities`; the zoo's ``GAN``, ``DCGAN`` and
+    ``ConditionalGAN`` do, and so can your class) is drawn through that torch-only
+    simulation instead, after a check against the program that it computes the same values
+    and gradients from the same noise.
+
     References:
         Goodfellow et al., Generative Adversarial Nets, arXiv:1406.2661.
         Gulrajani et al., Improved Training of Wasserstein GANs, arXiv:1704.00028.
