@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 
 __all__ = [
     "PPGenError",
@@ -16,6 +18,8 @@ __all__ = [
     "ImplicitDensityError",
     "EnergySamplingError",
     "SamplerWarning",
+    "ConvergenceWarning",
+    "caller_stacklevel",
     "check_int",
     "check_positive",
 ]
@@ -69,6 +73,38 @@ class SamplerWarning(UserWarning):
         >>> issubclass(SamplerWarning, UserWarning)
         True
     """
+
+
+class ConvergenceWarning(UserWarning):
+    """An optimisation stopped before its objective stopped moving (see :class:`MLE`'s check).
+
+    Example: turn it into an error, so that a fit that stopped short cannot pass unnoticed.
+
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("error", ConvergenceWarning)
+        ...     try:
+        ...         warnings.warn("still moving", ConvergenceWarning)
+        ...     except ConvergenceWarning as e:
+        ...         print(type(e).__name__, e)
+        ConvergenceWarning still moving
+    """
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside ppgen, counted from this function's caller.
+
+    A warning raised with it points at the user's line (the ``ppgen.fit`` call), not at ppgen.
+
+    Example:
+        >>> caller_stacklevel() >= 1
+        True
+    """
+    pkg = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

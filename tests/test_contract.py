@@ -30,7 +30,8 @@ MODELS = {
 }
 ESTIMATORS = {
     "svi": lambda m: SVI(steps=20, num_draws=30, elbo="enum" if m == "gmm" else "trace"),
-    "map": lambda m: MLE(steps=20, lr=0.01),
+    # 20 steps exercise the contract, not the optimum (test_map_convergence checks that)
+    "map": lambda m: MLE(steps=20, lr=0.01, check_convergence=False),
     "nuts": lambda m: NUTS(num_samples=15, num_warmup=15, jit=False),
     "hmc": lambda m: HMC(num_samples=15, num_warmup=15, num_steps=4, jit=False),
 }

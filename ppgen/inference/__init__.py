@@ -3,6 +3,7 @@
 import warnings as _warnings
 
 from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was here)
+from ppgen.errors import ConvergenceWarning
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.adversarial import Adversarial
@@ -32,6 +33,7 @@ __all__ = [
     "HMC",
     "MCMC",
     "MLE",
+    "ConvergenceWarning",
     "Exact",
     "Adversarial",
     "AVB",

@@ -28,9 +28,16 @@ def guide_fit(
     state: Any,
     sampler: Callable[[int, int], dict[str, np.ndarray]],
     diagnostics: dict[str, Any],
+    point_mass: bool = False,
 ) -> Fit:
-    """The :class:`Fit` of a guide-based estimator: ``est.num_draws`` guide draws as one chain."""
-    flat = sampler(est.num_draws, ctx.seed + 1) if guide_latents(ctx) else {}
+    """The :class:`Fit` of a guide-based estimator: ``est.num_draws`` guide draws as one chain.
+
+    A ``point_mass`` guide (``AutoDelta``: MAP) has one value per site, so the fit holds that
+    one draw (chain 1, draw 1), not ``num_draws`` identical copies that would pass for a
+    posterior sample with no spread.
+    """
+    n = 1 if point_mass else est.num_draws
+    flat = sampler(n, ctx.seed + 1) if guide_latents(ctx) else {}
     draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
     return Fit(
         program=ctx.program,

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["stats_kernel", "mcmc_health", "health_message", "caller_stacklevel"]
+__all__ = ["stats_kernel", "mcmc_health", "health_message"]
 
 
 def stats_kernel(base: type) -> type:
@@ -245,20 +245,3 @@ def health_message(name: str, health: dict[str, Any], num_chains: int, num_draws
         f"chain{'s' if num_chains > 1 else ''} x {num_draws} draws (details in fit.diagnostics):"
     )
     return "\n- ".join([head, *probs])
-
-
-def caller_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside ppgen, counted from this function's caller.
-
-    Example:
-        >>> caller_stacklevel() >= 1
-        True
-    """
-    import os
-    import sys
-
-    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg):
-        frame, level = frame.f_back, level + 1
-    return level

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,44 @@ class JaxEngine(JaxState):
         self.state, loss = self._update(self.state, **data)
         return loss
 
+    def gradient_report(self) -> dict[str, Any]:
+        """The full-data loss at the final parameters, evaluated twice (two PRNG keys), and per
+        parameter its gradient norm and its curvature along the gradient.
+
+        ``{"loss": L, "repeat": L', "gradients": {name: (|g_k|, g_k^T H_kk g_k)}}`` over the
+        unconstrained parameters (a pytree counts as one), the curvature by a forward-over-
+        reverse Hessian-vector product compiled once for all (NaN where a function has no
+        forward-mode derivative). ``L != L'`` says the objective itself is random.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        svi, data = self.svi, self.ctx.data
+        if self.scaler:
+            self.scaler.scale = 1.0
+        key, other = jax.random.split(jax.random.PRNGKey(self.ctx.seed))
+        unconstrained = svi.optim.get_params(self.state.optim_state)
+
+        def loss(u: Any, key: Any = key) -> Any:
+            return svi.loss.loss(key, svi.constrain_fn(u), svi.model, svi.guide, **data)
+
+        grad = jax.grad(loss)
+        hvp = jax.jit(lambda u, t: jax.jvp(grad, (u,), (t,))[1])  # compiled once for all k
+        value, g = jax.jit(jax.value_and_grad(loss))(unconstrained)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, unconstrained)
+        report = {}
+        for k in unconstrained:
+            gk = jax.tree_util.tree_leaves(g[k])
+            norm = math.sqrt(sum(float(jnp.vdot(a, a)) for a in gk))
+            try:
+                hk = jax.tree_util.tree_leaves(hvp(unconstrained, {**zeros, k: g[k]})[k])
+                curv = sum(float(jnp.vdot(a, b)) for a, b in zip(gk, hk, strict=True))
+            except Exception:  # e.g. a custom_vjp function: no forward-mode derivative
+                curv = math.nan
+            report[k] = (norm, curv)
+        repeat = float(loss(unconstrained, other))
+        return {"loss": float(value), "repeat": repeat, "gradients": report}
+
     def _finite_params(self) -> Any:
         """The newest parameters that are all finite (those a failing step started from)."""
         for state in [self.state, *reversed(self._befores)]:
@@ -174,7 +213,12 @@ class JaxEngine(JaxState):
         params = flatten_params(jparams)
         sampler = self.sampler(jparams)
         diagnostics = {"guide": type(self.guide).__name__, "path": "numpyro"}
-        fit = guide_fit(self.est, self.ctx, history, params, params, sampler, diagnostics)
+        from numpyro.infer.autoguide import AutoDelta
+
+        point_mass = isinstance(self.guide, AutoDelta)
+        fit = guide_fit(
+            self.est, self.ctx, history, params, params, sampler, diagnostics, point_mass
+        )
         fit.encoder = self.encoder()
         return fit
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer.autoguide import AutoLaplaceApproximation
+from pyro.infer.autoguide import AutoDelta, AutoLaplaceApproximation
 from pyro.optim import PyroOptim
 
 from ppgen.backends._checks import Fault
@@ -132,20 +132,99 @@ class TorchEngine(SyncTorchEngine):
         self._rng_before, self._batch, self._fault = torch.get_rng_state(), data, None
         if self.scaler:
             self.scaler.scale = scale
-        self.optim.zero_grad()
-        if self.path == "pyro":
-            loss = self.loss(data, scale)  # Pyro's ELBO computes its own gradients
-        else:
-            with pyro.validation_enabled(False), modules_registered():
-                value = self.loss(data, scale)
-            if value.requires_grad:
-                value.backward()
-            loss = value.item()
+        if self.optim.needs_closure:  # L-BFGS: the closure is evaluated along a line search
+            loss = float(self.optim.step(closure=self._line_search_closure(data, scale)))
+            if not math.isfinite(loss):
+                self._fault = self._find_fault()
+            return loss
+        loss = self._loss_and_grads(data, scale)
         if not math.isfinite(loss):  # find the site now, while the parameters are those used
             self._fault = self._find_fault()
         self.optim.add(pyro.get_param_store()._params.values())
         self.optim.step()
         return loss
+
+    def _line_search_closure(self, data: Mapping[str, Any], scale: float) -> Callable[[], float]:
+        """L-BFGS's closure. Its first call is at the current parameters; a later (trial) point
+        whose loss overflows to inf/NaN is reported as a much worse loss with no slope, so
+        torch's strong-Wolfe search backtracks instead of interpolating to NaN."""
+        start: list[float] = []
+
+        def closure() -> float:
+            loss = self._loss_and_grads(data, scale)
+            if not start:
+                start.append(loss)
+            elif not math.isfinite(loss) and math.isfinite(start[0]):
+                self.optim.zero_grad()
+                return start[0] + 1e3 * (abs(start[0]) + 1.0)
+            return loss
+
+        return closure
+
+    def _loss_and_grads(self, data: Mapping[str, Any], scale: float) -> float:
+        """Zero the gradients, then this batch's loss with its gradients in ``.grad``."""
+        self.optim.zero_grad()
+        if self.path == "pyro":
+            return self.loss(data, scale)  # Pyro's ELBO computes its own gradients
+        with pyro.validation_enabled(False), modules_registered():
+            value = self.loss(data, scale)
+        if value.requires_grad:
+            value.backward()
+        return value.item()
+
+    def gradient_report(self) -> dict[str, Any] | None:
+        """The full-data loss at the final parameters, evaluated twice, and per parameter its
+        gradient norm and its curvature along the gradient.
+
+        ``{"loss": L, "repeat": L', "gradients": {name: (|g_k|, g_k^T H_kk g_k)}}`` over the
+        unconstrained parameter tensors (a Hessian-vector product by double back-propagation;
+        the curvature is NaN through operations without a second derivative). ``L != L'`` says
+        the objective itself is random (dropout, dequantisation noise). ``None`` when the
+        objective is Pyro's own ELBO object. The RNG and the program module's buffers (batch-
+        norm statistics) are put back afterwards: the check changes nothing.
+        """
+        if self.path == "pyro":
+            return None
+        store = pyro.get_param_store()._params
+        names, params = list(store), list(store.values())
+        module = self.ctx.program.module
+        buffers = [] if module is None else [(b, b.detach().clone()) for b in module.buffers()]
+        rng = torch.get_rng_state()
+        try:
+            with pyro.validation_enabled(False), modules_registered():
+                if self.scaler:
+                    self.scaler.scale = 1.0
+                with torch.no_grad():
+                    repeat = float(self.loss(self.ctx.data, 1.0))
+                value = self.loss(self.ctx.data, 1.0)
+                out = {"loss": float(value.detach()), "repeat": repeat, "gradients": None}
+                if not value.requires_grad:
+                    out["gradients"] = {n: (0.0, 0.0) for n in names}
+                    return out
+                grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
+                report = {}
+                for n, p, g in zip(names, params, grads, strict=True):
+                    if g is None:
+                        report[n] = (0.0, 0.0)
+                        continue
+                    flat = g.detach()
+                    curv = 0.0
+                    if g.requires_grad:
+                        try:
+                            (hg,) = torch.autograd.grad(
+                                g, p, grad_outputs=flat, retain_graph=True, allow_unused=True
+                            )
+                            curv = 0.0 if hg is None else float((hg * flat).sum())
+                        except RuntimeError:  # an operation without a second derivative
+                            curv = math.nan
+                    report[n] = (float(flat.norm()), curv)
+                out["gradients"] = report
+                return out
+        finally:
+            torch.set_rng_state(rng)
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
 
     def _find_fault(self) -> Fault | None:
         """The site at fault in this step's run (its draws replayed), see :func:`find_fault`."""
@@ -228,6 +307,7 @@ class TorchEngine(SyncTorchEngine):
             snapshot_params(),
             self.sampler(guide),
             diagnostics,
+            point_mass=isinstance(guide, AutoDelta),
         )
 
 
@@ -256,11 +336,15 @@ class _Optimizer:
             known = {id(p) for p in self.params}
             self.params += [p for p in params if id(p) not in known]
 
-    def step(self) -> None:
+    @property
+    def needs_closure(self) -> bool:
+        return self.pyro is None and self.torch.needs_closure
+
+    def step(self, closure: Callable | None = None) -> Any:
         if self.pyro is None:
-            self.torch.step()
-        else:
-            self.pyro([p for p in self.params if p.grad is not None])
+            return self.torch.step(closure=closure)
+        self.pyro([p for p in self.params if p.grad is not None])
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         return self.torch.state_dict() if self.pyro is None else self.pyro.get_state()

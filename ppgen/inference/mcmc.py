@@ -8,11 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError, SamplerWarning, check_int, check_positive
+from ppgen.errors import (
+    EstimatorError,
+    SamplerWarning,
+    caller_stacklevel,
+    check_int,
+    check_positive,
+)
 from ppgen.inference import _mcmc_checkpoint
 from ppgen.inference._base import Estimator, FitContext, register
 from ppgen.inference._mcmc_stats import (
-    caller_stacklevel,
     health_message,
     mcmc_health,
     stats_kernel,

@@ -16,10 +16,12 @@ import torch
 
 from ppgen.errors import EstimatorError, check_positive
 
-__all__ = ["Optim", "TorchOptimizer", "OPTIMIZERS"]
+__all__ = ["Optim", "TorchOptimizer", "OPTIMIZERS", "FULL_BATCH_OPTIMIZERS"]
 
 #: optimiser names accepted everywhere (``optim=`` of every optimisation estimator)
 OPTIMIZERS = ("adam", "adamw", "clipped_adam", "sgd", "rmsprop", "adagrad")
+#: quasi-Newton optimisers with a line search: deterministic full-batch objectives only (MLE/MAP)
+FULL_BATCH_OPTIMIZERS = ("lbfgs",)
 _GROUP_KEYS = ("lr", "betas", "weight_decay")
 
 
@@ -28,6 +30,8 @@ def _torch_class(name: str) -> type[torch.optim.Optimizer]:
         from pyro.optim.clipped_adam import ClippedAdam
 
         return ClippedAdam
+    if name == "lbfgs":
+        return torch.optim.LBFGS
     return {
         "adam": torch.optim.Adam,
         "adamw": torch.optim.AdamW,
@@ -47,8 +51,10 @@ class Optim:
     allows it (one kernel for all tensors: the fastest hand-written loop's choice).
 
     Arguments:
-        name: one of :data:`OPTIMIZERS`.
-        lr: learning rate of every group without its own.
+        name: one of :data:`OPTIMIZERS`, or ``"lbfgs"`` (:data:`FULL_BATCH_OPTIMIZERS`: one
+            group, no ``lr_decay``/``clip_norm``; ``lr`` scales the line search's first trial
+            step, 1 is the usual choice).
+        lr: learning rate of every group without its own (default 1e-3; 1 for L-BFGS).
         betas: Adam's ``(beta1, beta2)`` (default torch's).
         weight_decay: L2 penalty (decoupled for ``adamw``).
         lr_decay: total exponential decay factor over the run, or ``None``.
@@ -62,12 +68,26 @@ class Optim:
         >>> opt = spec.torch({"generator": net.parameters(), "critic": critic.parameters()})
         >>> [(g["name"], g["lr"], g["betas"]) for g in opt.optimizer.param_groups]
         [('generator', 0.001, (0.9, 0.999)), ('critic', 0.004, (0.0, 0.9))]
+
+        L-BFGS steps with a closure that re-evaluates the loss (one iteration a step):
+
+        >>> w = torch.zeros(2, requires_grad=True)
+        >>> lbfgs = Optim("lbfgs").torch([w])
+        >>> def closure():
+        ...     lbfgs.zero_grad()
+        ...     loss = ((w - torch.tensor([1.0, -2.0])) ** 2).sum()
+        ...     loss.backward()
+        ...     return loss.item()
+        >>> for _ in range(3):
+        ...     _ = lbfgs.step(closure=closure)
+        >>> w.detach().numpy().round(4).tolist()
+        [1.0, -2.0]
     """
 
     def __init__(
         self,
         name: str = "adam",
-        lr: float = 1e-3,
+        lr: float | None = None,
         *,
         betas: tuple[float, float] | None = None,
         weight_decay: float = 0.0,
@@ -75,11 +95,14 @@ class Optim:
         clip_norm: float | None = None,
         groups: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
+        names = OPTIMIZERS + FULL_BATCH_OPTIMIZERS
+        if not isinstance(name, str) or name.lower() not in names:
             raise EstimatorError(
-                f"Unknown `optim={name!r}`. Valid names: {list(OPTIMIZERS)}, or a backend "
+                f"Unknown `optim={name!r}`. Valid names: {list(names)}, or a backend "
                 "optimiser object (torch.optim class / pyro.optim / numpyro.optim)."
             )
+        if lr is None:
+            lr = 1.0 if isinstance(name, str) and name.lower() in FULL_BATCH_OPTIMIZERS else 1e-3
         check_positive("lr", lr)
         if lr_decay is not None:
             check_positive("lr_decay", lr_decay, upper=1.0)
@@ -89,6 +112,19 @@ class Optim:
         self.lr, self.betas, self.weight_decay = float(lr), betas, weight_decay
         self.lr_decay, self.clip_norm = lr_decay, clip_norm
         self.groups = {k: dict(v) for k, v in (groups or {}).items()}
+        if self.full_batch:
+            given = [
+                k for k, v in (("lr_decay", lr_decay), ("clip_norm", clip_norm)) if v is not None
+            ]
+            given += ["groups"] if self.groups else []
+            given += ["betas"] if betas is not None else []
+            given += ["weight_decay"] if weight_decay else []
+            if given:
+                raise EstimatorError(
+                    f"`optim={self.name!r}` takes no {given}: L-BFGS steps along a line search "
+                    "over one group of parameters. Leave them out, or use a first-order "
+                    f"optimiser ({list(OPTIMIZERS)})."
+                )
         for g, opts in self.groups.items():
             unknown = sorted(set(opts) - set(_GROUP_KEYS))
             if unknown:
@@ -99,8 +135,16 @@ class Optim:
             if "lr" in opts:
                 check_positive(f"groups[{g!r}]['lr']", opts["lr"])
 
+    @property
+    def full_batch(self) -> bool:
+        """Whether this is a line-search method for deterministic full-batch objectives."""
+        return self.name in FULL_BATCH_OPTIMIZERS
+
     def options(self, group: str) -> dict[str, Any]:
         """The torch optimiser options of ``group`` (its overrides on the shared settings)."""
+        if self.full_batch:
+            # one iteration per loop step, so `steps` counts iterations and history has each
+            return {"lr": self.lr, "max_iter": 1, "line_search_fn": "strong_wolfe"}
         opts: dict[str, Any] = {"lr": self.lr}
         if self.betas is not None and self.name in ("adam", "adamw", "clipped_adam"):
             opts["betas"] = tuple(self.betas)
@@ -129,6 +173,8 @@ class Optim:
         """
         import numpyro.optim as nopt
 
+        if self.full_batch:
+            return _optax_lbfgs(self.lr)
         schedule = self._jax_schedule(self.lr, total_steps)
         if not self.groups:
             if self.name == "clipped_adam":
@@ -153,6 +199,11 @@ class Optim:
     def _optax_one(self, group: str, total_steps: int) -> Any:
         import optax
 
+        if self.full_batch:
+            raise EstimatorError(
+                f"`optim={self.name!r}` is not an optax gradient transformation (it needs the "
+                "objective for its line search): use `Optim.numpyro()`."
+            )
         o = self.options(group)
         lr = self._jax_schedule(o["lr"], total_steps)
         b1, b2 = o.get("betas", (0.9, 0.999))
@@ -235,6 +286,13 @@ class TorchOptimizer:
                 new.append(p)
         if not new:
             return
+        if self.spec.full_batch and self.optimizer is not None:
+            raise EstimatorError(
+                f"`optim={self.spec.name!r}` optimises one fixed set of tensors, but "
+                f"{len(new)} new parameter tensor(s) appeared after the first step (a program "
+                "that creates parameters lazily, or a second parameter group). Create every "
+                "parameter on the program's first run, or use a first-order optimiser."
+            )
         self.params += new
         if group in self.group_params:
             self.group_params[group] += new
@@ -263,11 +321,28 @@ class TorchOptimizer:
             for p in self.group_params.get(name, ()):
                 p.grad = None
 
-    def step(self, groups: Iterable[str] | None = None) -> None:
+    @property
+    def needs_closure(self) -> bool:
+        """Whether :meth:`step` needs ``closure`` (L-BFGS re-evaluates the objective)."""
+        return self.spec.full_batch
+
+    def step(self, groups: Iterable[str] | None = None, closure: Callable | None = None) -> Any:
         """Clip and step all groups, then advance the schedule; or only ``groups`` (e.g. a GAN's
-        critic in its inner updates), leaving the schedule to :meth:`schedule`."""
+        critic in its inner updates), leaving the schedule to :meth:`schedule`.
+
+        L-BFGS (:attr:`needs_closure`) takes ``closure``: a function that zeroes the gradients,
+        computes the loss, back-propagates and returns it; the step returns the loss at the
+        parameters it started from.
+        """
+        if self.needs_closure:
+            if closure is None or groups is not None:
+                raise EstimatorError(
+                    f"`optim={self.spec.name!r}` steps every parameter with a closure that "
+                    "re-evaluates the loss; partial steps (groups) are not possible."
+                )
+            return self.optimizer.step(closure) if self.optimizer is not None else closure()
         if self.optimizer is None:
-            return
+            return None
         chosen = None if groups is None else set(groups)
         if self.spec.clip_norm and self.spec.name != "clipped_adam":
             for name, ps in self.group_params.items():
@@ -285,8 +360,9 @@ class TorchOptimizer:
             finally:
                 for g, ps in saved:
                     g["params"] = ps
-            return
+            return None
         self.schedule()
+        return None
 
     def schedule(self) -> None:
         """Advance the learning-rate schedule by one loop step."""
@@ -304,3 +380,38 @@ class TorchOptimizer:
             self.optimizer.load_state_dict(sd["optimizer"])
         if sd.get("scheduler") is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(sd["scheduler"])
+
+
+def _optax_lbfgs(lr: float) -> Any:
+    """``optax.lbfgs`` (zoom line search) as a NumPyro optimiser: NumPyro's wrapper of optax
+    passes only the gradient and the value, and the line search needs the objective too."""
+    import jax
+    import optax
+    from numpyro.optim import _NumPyroOptim
+
+    # lr 1 is the line search's own step; any other value scales it (as torch's LBFGS does)
+    transformation = optax.lbfgs(learning_rate=None if lr == 1.0 else lr)
+
+    class OptaxLBFGS(_NumPyroOptim):
+        def eval_and_update(
+            self, fn: Callable, state: Any, forward_mode_differentiation: bool = False
+        ) -> Any:
+            i, (params, opt_state) = state
+            (value, aux), grads = jax.value_and_grad(fn, has_aux=True)(params)
+            updates, opt_state = transformation.update(
+                grads, opt_state, params, value=value, grad=grads, value_fn=lambda p: fn(p)[0]
+            )
+            return (value, aux), (i + 1, (optax.apply_updates(params, updates), opt_state))
+
+        def eval_and_stable_update(
+            self, fn: Callable, state: Any, forward_mode_differentiation: bool = False
+        ) -> Any:
+            return self.eval_and_update(fn, state, forward_mode_differentiation)
+
+    def init_fn(params: Any) -> Any:
+        return params, transformation.init(params)
+
+    def update_fn(step: Any, grads: Any, state: Any, value: Any = None) -> Any:
+        raise EstimatorError("L-BFGS needs the objective: it steps by `eval_and_update`.")
+
+    return OptaxLBFGS(lambda: (init_fn, update_fn, lambda state: state[0]))

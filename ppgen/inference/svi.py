@@ -41,10 +41,12 @@ class SVI(EngineEstimator):
         num_particles: Monte Carlo particles per step (vectorised); K for IWAE/Rényi.
         alpha: Rényi divergence order for ``elbo="renyi"``.
         optim: ``"adam"``, ``"clipped_adam"``, ``"sgd"``, ``"rmsprop"``, ``"adagrad"``, or a
-            backend optimiser object.
+            backend optimiser object (``"lbfgs"`` needs a deterministic objective:
+            :class:`~ppgen.inference.MLE` only).
         lr: learning rate; ``lr_decay``: total exponential decay factor over the run.
         steps / epochs / batch_size / batch_plate: length of the run and minibatching.
-        num_draws: posterior draws taken from the fitted guide for ``Fit.draws``.
+        num_draws: posterior draws taken from the fitted guide for ``Fit.draws``; a point-mass
+            guide (``"delta"``) gives its one point (chain 1, draw 1), not copies of it.
         init_scale: initial scale of Normal-family autoguides.
         engine: deprecated (``"auto"``, ``"lean"``, ``"pyro"``); each backend has one engine
             and it picks the fastest exact objective path by itself. ``engine="pyro"`` still
@@ -75,6 +77,8 @@ class SVI(EngineEstimator):
     """
 
     name = "svi"
+    #: whether the objective is deterministic, so that L-BFGS's line search applies (MLE/MAP)
+    _full_batch_optim = False
 
     def __init__(
         self,
@@ -117,8 +121,15 @@ class SVI(EngineEstimator):
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
         make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early
-        if isinstance(optim, str):
-            self._optim_spec()  # unknown names and bad numbers fail here, before any work
+        # unknown names and bad numbers fail here, before any work
+        spec = self._optim_spec() if isinstance(optim, str | Optim) else None
+        if spec is not None and spec.full_batch and not self._full_batch_optim:
+            raise EstimatorError(
+                f"`optim={spec.name!r}` needs a deterministic full-batch objective (its line "
+                f"search compares losses), but {type(self).__name__}'s ELBO is a Monte Carlo "
+                "estimate. Use a first-order optimiser (optim='adam'), or MLE(optim='lbfgs') "
+                "for point estimates."
+            )
 
     # ------------------------------------------------------------------ checks
     def check(self, program: Any, info: Any) -> None:
