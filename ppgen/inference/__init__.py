@@ -1,4 +1,4 @@
-"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial, AVB; the base classes of estimators."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial, ALI, AVB; the base classes of estimators."""
 
 import warnings as _warnings
 
@@ -7,6 +7,7 @@ from ppgen.errors import ConvergenceWarning
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.adversarial import Adversarial
+from ppgen.inference.ali import ALI, BiGAN
 from ppgen.inference.avb import AVB
 from ppgen.inference.exact import Exact
 from ppgen.inference.guides import Amortized, FlowGuide
@@ -36,6 +37,8 @@ __all__ = [
     "ConvergenceWarning",
     "Exact",
     "Adversarial",
+    "ALI",
+    "BiGAN",
     "AVB",
     "Amortized",
     "FlowGuide",

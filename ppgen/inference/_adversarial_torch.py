@@ -297,10 +297,7 @@ class TorchAdversarial(SyncTorchEngine):
                 p.requires_grad_(True)
         opt.step(["generator"])
         opt.schedule()
-        if self.ema is not None:
-            with torch.no_grad():
-                for k, v in self.gen.items():
-                    self.ema[k].lerp_(v.detach(), 1.0 - est.ema)
+        self._update_ema()
         metrics["loss"] = metrics["loss_d"] = total.item()
         metrics["loss_g"] = loss_g.item()
         if self.guide is not None:
@@ -344,11 +341,23 @@ class TorchAdversarial(SyncTorchEngine):
         return bad
 
     # ------------------------------------------------------------------ results
+    def _update_ema(self) -> None:
+        """Move the averages of ``ema`` (keyed by the weights it averages) to the live ones."""
+        if self.ema is not None:
+            live = {**self.gen, **self.q}
+            with torch.no_grad():
+                for k, avg in self.ema.items():
+                    avg.lerp_(live[k].detach(), 1.0 - self.est.ema)
+
+    def _diagnostics(self) -> dict[str, Any]:
+        return {"site": self.site, "covariates": self.covs, "loss": self.est.loss}
+
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         if self.ema is not None:
+            live = {**self.gen, **self.q}
             with torch.no_grad():
-                for k, v in self.gen.items():
-                    v.copy_(self.ema[k])
+                for k, avg in self.ema.items():
+                    live[k].copy_(avg)
         critic = {k: v.detach().cpu().numpy() for k, v in self.critic.state_dict().items()}
         return Fit(
             program=self.ctx.program,
@@ -360,7 +369,7 @@ class TorchAdversarial(SyncTorchEngine):
             history=history,
             seed=self.ctx.seed,
             device=self.ctx.device,
-            diagnostics={"site": self.site, "covariates": self.covs, "loss": self.est.loss},
+            diagnostics=self._diagnostics(),
             auxiliary={"discriminator": critic},
             auxiliary_settings={"discriminator": {"class": type(self.critic).__name__}},
         )
