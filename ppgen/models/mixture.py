@@ -62,7 +62,7 @@ class GaussianMixture(Mixture):
         >>> fit = ppgen.fit(GaussianMixture(3), data,
         ...                 ppgen.inference.SVI(guide="delta", elbo="enum", steps=50))
         >>> fit.draws["locs"].shape
-        (1, 1000, 3, 2)
+        (1, 1, 3, 2)
     """
 
     family = "gaussian"
@@ -137,7 +137,7 @@ class StudentTMixture(GaussianMixture):
         >>> fit = ppgen.fit(StudentTMixture(2, df=3.0), {"x": x},
         ...                 ppgen.inference.SVI(guide="delta", elbo="enum", steps=20))
         >>> fit.draws["locs"].shape
-        (1, 1000, 2, 1)
+        (1, 1, 2, 1)
     """
 
     family = "studentt"
@@ -165,7 +165,7 @@ class PoissonMixture(Mixture):
         >>> fit = ppgen.fit(PoissonMixture(2), {"x": x},
         ...                 ppgen.inference.SVI(guide="delta", elbo="enum", steps=20))
         >>> fit.draws["rates"].shape
-        (1, 1000, 2, 1)
+        (1, 1, 2, 1)
     """
 
     family = "poisson"
@@ -203,7 +203,7 @@ class BernoulliMixture(Mixture):
         >>> fit = ppgen.fit(BernoulliMixture(2), {"x": x},
         ...                 ppgen.inference.SVI(guide="delta", elbo="enum", steps=20))
         >>> fit.draws["probs"].shape
-        (1, 1000, 2, 6)
+        (1, 1, 2, 6)
     """
 
     family = "bernoulli"
