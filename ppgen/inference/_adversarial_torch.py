@@ -133,7 +133,7 @@ class TorchAdversarial(SyncTorchEngine):
                 "Adversarial found no parameters in the program to train: register the "
                 "generator with `pyro.module(name, net)` or use `pyro.param` sites."
             )
-        self._declared = self._declared_simulator(ctx)
+        self._declared = self._declared_simulator(ctx, [self.site, *est.info_sites])
         self.critic = self._critic(ctx, device)
         self._check_critic(ctx.data)
         self.guide = ctx.program._wrap(est.guide) if est.info_sites else None
@@ -164,8 +164,8 @@ class TorchAdversarial(SyncTorchEngine):
             tr = pyro.poutine.trace(guide).get_trace(**{**data, self.key: fake})
         return info_term(tr.nodes, self.est.info_sites, len(fake), self.est.info_weights)
 
-    def _declared_simulator(self, ctx: FitContext) -> Any:
-        """The model's declared ``simulate_sites``, checked against its program; else None.
+    def _declared_simulator(self, ctx: FitContext, sites: list[str]) -> Any:
+        """The model's declared ``simulate_sites`` of ``sites``, checked against its program.
 
         The check draws once through the program and once through the declaration from the
         same torch RNG state: the values of the observed site and the info codes and the
@@ -176,7 +176,6 @@ class TorchAdversarial(SyncTorchEngine):
         obj = ctx.program.obj
         if not declares(obj, "simulate_sites"):
             return None
-        sites = [self.site, *self.est.info_sites]
 
         def declared(data: Mapping[str, Any]) -> Mapping[str, torch.Tensor] | None:
             return obj.simulate_sites(sites, **data)
@@ -246,13 +245,17 @@ class TorchAdversarial(SyncTorchEngine):
         out = self.critic(x, *context)
         return out.reshape(out.shape[0])
 
+    def _draw(self, data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """One simulation of the program's sites: the model's checked ``simulate_sites``, or
+        the program run under one light handler."""
+        if self._declared is not None:
+            return dict(self._declared(data))
+        with modules_registered():  # registered at init; the optimiser holds them
+            return self._simulator(data)
+
     def _simulate(self, data: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """A generated batch of the observed site, and the values of the info codes behind it."""
-        if self._declared is not None:  # the model's own simulate_sites, checked at init
-            out = dict(self._declared(data))
-        else:
-            with modules_registered():  # registered at init; the optimiser holds them
-                out = self._simulator(data)
+        out = self._draw(data)
         x = out.pop(self.site)
         return (x if x.is_floating_point() else x.to(torch.get_default_dtype())), out
 

@@ -67,7 +67,6 @@ class TorchALI(TorchAdversarial):
         self.covs: list[str] = []
         self.latents = est.latent_sites(info)
         self.model, ops = ctx.program.model, ctx.program.ops
-        self._declared = None  # a model's simulate_sites gives no z: the program is run
         self._simulator = ops.simulator(self.model, [self.site, *self.latents])
         with torch.no_grad():  # creates the generator's params; the prior's shapes
             prior = ops.simulate(self.model, ctx.data, sites=[self.site, *self.latents])
@@ -77,6 +76,7 @@ class TorchALI(TorchAdversarial):
                 "ALI found no parameters in the program to train: register the generator with "
                 "`pyro.module(name, net)` or use `pyro.param` sites."
             )
+        self._declared = self._declared_simulator(ctx, [self.site, *self.latents])
         x = self._real(ctx.data)
         self._check_local(prior, len(x))
         self.guide = self._resolve_guide(ctx)
@@ -229,8 +229,7 @@ class TorchALI(TorchAdversarial):
         return [out[s] for s in self.latents]
 
     def _generate(self, data: Mapping[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        with modules_registered():
-            out = self._simulator(data)
+        out = self._draw(data)
         x = out[self.site]
         x = x if x.is_floating_point() else x.to(torch.get_default_dtype())
         return x, [out[s] for s in self.latents]

@@ -61,6 +61,10 @@ class ALI(Adversarial):
     :math:`z` for each datum (its mean, for a stochastic encoder) and
     :func:`ppgen.analysis.latent.reconstruct` the program's ``x`` at those codes.
 
+    A model that declares ``simulate_sites`` (:mod:`ppgen.capabilities`) for the observed
+    site and the latents (the zoo's ``GAN`` draws ``x`` and ``z``) is simulated through it, as
+    for :class:`~ppgen.inference.Adversarial`, after the same check against its program.
+
     Not covered: NumPyro programs, PacGAN packing and conditional (covariate) critics; the
     data's other arguments still reach the program and the encoder.
 

@@ -11,7 +11,7 @@ import torch
 import ppgen
 from ppgen.distributions import Implicit
 from ppgen.errors import ProgramError
-from ppgen.inference import Adversarial
+from ppgen.inference import ALI, Adversarial
 from ppgen.models import GAN
 
 
@@ -98,4 +98,31 @@ def test_the_zoo_gan_declares_it_and_fits_as_its_program():
         torch.manual_seed(0)
         est = Adversarial(loss="wgan-gp", n_critic=2, batch_size=32, steps=15)
         fits.append(ppgen.fit(cls(2, z_dim=3, hidden_features=(16,)), {"x": x}, est, seed=2))
+    _same_params(*fits)
+
+
+def test_ali_draws_the_pairs_through_a_declaration_of_x_and_z():
+    def encoder(x=None):
+        net = pyro.module("E", enc)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Delta(net(x), event_dim=1))
+
+    class Plain(GAN):
+        simulate_sites = None
+
+    class Counted(GAN):
+        calls = 0
+
+        def simulate_sites(self, sites, **data):
+            Counted.calls += 1
+            return super().simulate_sites(sites, **data)
+
+    x = np.random.default_rng(0).normal(size=(128, 2)).astype(np.float32)
+    fits = []
+    for cls in (Counted, Plain):
+        torch.manual_seed(0)
+        enc = torch.nn.Linear(2, 3)
+        est = ALI(guide=encoder, batch_size=32, steps=12)
+        fits.append(ppgen.fit(cls(2, z_dim=3, hidden_features=(16,)), {"x": x}, est, seed=2))
+    assert Counted.calls == 12 + 1  # every step's pairs, plus the check
     _same_params(*fits)
