@@ -132,16 +132,16 @@ class TorchEngine(SyncTorchEngine):
         self._rng_before, self._batch, self._fault = torch.get_rng_state(), data, None
         if self.scaler:
             self.scaler.scale = scale
-        if self.optim.needs_closure:  # L-BFGS: the closure is evaluated along a line search
+        lbfgs = self.optim.needs_closure  # L-BFGS evaluates a closure along a line search
+        if lbfgs:
             loss = float(self.optim.step(closure=self._line_search_closure(data, scale)))
-            if not math.isfinite(loss):
-                self._fault = self._find_fault()
-            return loss
-        loss = self._loss_and_grads(data, scale)
+        else:
+            loss = self._loss_and_grads(data, scale)
         if not math.isfinite(loss):  # find the site now, while the parameters are those used
             self._fault = self._find_fault()
-        self.optim.add(pyro.get_param_store()._params.values())
-        self.optim.step()
+        if not lbfgs:
+            self.optim.add(pyro.get_param_store()._params.values())
+            self.optim.step()
         return loss
 
     def _line_search_closure(self, data: Mapping[str, Any], scale: float) -> Callable[[], float]:
