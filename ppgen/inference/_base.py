@@ -154,6 +154,14 @@ class OptimEstimator(Estimator):
     progress bar, kept in ``fit.history`` and checked by the NaN guard, which names the
     metric, the step and the parameters (``nonfinite_sites``) that went bad.
 
+    Minibatching (``batch_size=B``): the loop subsamples the plate ``batch_plate`` (by
+    default the one plate that holds every observed site and indexes an axis of the observed
+    data; several such plates are refused, naming them), slicing each data array along the
+    axis that plate indexes, found from the program's trace (plate-first ``(N, D)`` and
+    plate-last ``(D, N)`` layouts alike), and weights the plate's sites ``N / B``. An epoch
+    of N rows ends with a partial batch of ``N mod B`` rows weighted ``N / (N mod B)``;
+    ``drop_last=True`` leaves it out (``floor(N / B)`` full batches an epoch).
+
     Example: a complete estimator with two parameter groups and two optimiser steps per loop
     step, run by the real loop (checkpoints and resume work too) and returning a ``Fit``.
 
@@ -215,6 +223,7 @@ class OptimEstimator(Estimator):
         epochs: int | None = None,
         batch_size: int | None = None,
         batch_plate: str | None = None,
+        drop_last: bool = False,
     ) -> None:
         if steps is not None and (not isinstance(steps, int | np.integer) or steps < 0):
             raise EstimatorError(f"`steps` must be a non-negative int; got {steps!r}.")
@@ -226,8 +235,11 @@ class OptimEstimator(Estimator):
             raise EstimatorError(f"`batch_size` must be a positive int; got {batch_size!r}.")
         self.steps = None if epochs is not None else steps
         self.epochs = epochs
+        if not isinstance(drop_last, bool | np.bool_):
+            raise EstimatorError(f"`drop_last` must be True or False; got {drop_last!r}.")
         self.batch_size = batch_size
         self.batch_plate = batch_plate
+        self.drop_last = bool(drop_last)
 
     def run(self, ctx: FitContext) -> Fit:
         return run_loop(self, ctx)

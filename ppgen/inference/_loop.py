@@ -28,6 +28,8 @@ __all__ = [
     "StopTraining",
     "run_loop",
     "check_plate_follows_data",
+    "find_batch_plate",
+    "plate_axes",
     "CHECKPOINT_NAME",
 ]
 
@@ -61,14 +63,52 @@ class EarlyStopping:
         return self.wait >= self.patience
 
 
-def _leading_len(v: Any) -> int | None:
+def _shape(v: Any) -> tuple[int, ...]:
     shape = getattr(v, "shape", None)
-    return int(shape[0]) if shape is not None and len(shape) > 0 else None
+    return tuple(int(n) for n in shape) if shape is not None else ()
 
 
-def find_batch_plate(info: ProgramInfo, data: Mapping[str, Any], name: str | None) -> Any:
-    """The plate minibatches subsample: ``name``, or the plate every observed site sits in."""
+def _leading_len(v: Any) -> int | None:
+    shape = _shape(v)
+    return shape[0] if shape else None
+
+
+def _observed_axis(info: ProgramInfo, key: str, shape: tuple[int, ...], plate: Any) -> int | None:
+    """The axis of observed array ``data[key]`` that ``plate`` indexes, by the trace: the
+    plate's (negative) ``dim`` counted from the end of the site's batch shape; ``None`` where
+    the site is outside the plate or its value broadcasts along it (no axis of the plate's
+    size there)."""
+    site = info.sites[info.obs_keys[key]]
+    if all(p.name != plate.name for p in site.plates):
+        return None
+    axis = len(shape) - site.event_dim + plate.dim
+    return axis if 0 <= axis < len(shape) and shape[axis] == plate.size else None
+
+
+def _describe(plate: Any, axes: Mapping[str, int]) -> str:
+    where = ", ".join(f"axis {a} of `{k}`" for k, a in axes.items())
+    return f"`{plate.name}` (size {plate.size}, dim {plate.dim}" + (
+        f"; indexes {where})" if where else ")"
+    )
+
+
+def find_batch_plate(
+    info: ProgramInfo, data: Mapping[str, Any], name: str | None, batch_size: int | None = None
+) -> Any:
+    """The plate minibatches subsample: ``name``, or the one plate that holds every observed
+    site and indexes an axis of the observed data (read from the trace: the plate's ``dim``
+    in each observed array's batch shape).
+
+    Several such plates are ambiguous and refused, listing them (pass ``batch_plate=``),
+    unless one of them is the outer plate by both conventions: it holds every site the others
+    hold and more (a per-datum latent, as a VAE's ``z`` in a data plate around a pixel plate)
+    and it indexes the leading axis of the observed arrays (plate-first data). LDA's words x
+    documents array, in a words plate (dim -2) nested in a documents plate (dim -1) that
+    alone holds the document's topics, is refused: the plates' nesting and the data's layout
+    disagree.
+    """
     plates = info.plates
+    b = f"`batch_size={batch_size}`" if batch_size is not None else "`batch_size`"
     if name is not None:
         if name not in plates:
             raise EstimatorError(
@@ -80,26 +120,123 @@ def find_batch_plate(info: ProgramInfo, data: Mapping[str, Any], name: str | Non
     for o in info.observed:
         names = {p.name for p in info.sites[o].plates}
         common = names if common is None else common & names
-    sizes = {_leading_len(v) for v in data.values()}
-    cands = [plates[n] for n in (common or ()) if plates[n].size in sizes]
+    obs = {k: _shape(data[k]) for k in info.obs_keys if k in data}
+    cands: dict[str, dict[str, int]] = {}
+    for n in sorted(common or (), key=lambda n: plates[n].dim):
+        p = plates[n]
+        if obs:
+            found = {k: _observed_axis(info, k, s, p) for k, s in obs.items()}
+            axes = {k: a for k, a in found.items() if a is not None}
+        else:  # no observed site is fed by a data key as it is: any array with the plate's size
+            axes = {k: _shape(v).index(p.size) for k, v in data.items() if p.size in _shape(v)}
+        if axes:
+            cands[n] = axes
+    if len(cands) > 1 and any(plates[n].size > 1 for n in cands):
+        cands = {n: a for n, a in cands.items() if plates[n].size > 1}
     if not cands:
         raise EstimatorError(
-            "`batch_size` is set but no plate holds every observed site with a size equal to "
-            f"a data array's length (plates: { {n: p.size for n, p in plates.items()} }). "
-            "Put the observations in a plate over the data, e.g. `with plate('data', len(x))`, "
-            "or pass `batch_plate=`."
+            f"{b} is set but no plate holds every observed site and indexes an axis of the "
+            f"observed data (plates: { {n: p.size for n, p in plates.items()} }; data shapes: "
+            f"{ {k: _shape(v) for k, v in data.items() if _shape(v)} }). Put the observations "
+            "in a plate over the data, e.g. `with plate('data', len(x))`, or pass "
+            "`batch_plate=`."
         )
-    return max(cands, key=lambda p: (p.size, p.dim))
+    if len(cands) > 1:
+        outer = _outer_leading(info, cands)
+        if outer is not None:
+            return plates[outer]
+        listed = "; ".join(_describe(plates[n], a) for n, a in cands.items())
+        raise EstimatorError(
+            f"{b} is set but {len(cands)} plates hold every observed site and index the "
+            f"observed data: {listed}. Which one spans the data points (the rows to "
+            f"subsample) cannot be told from the program. Pass `batch_plate=` naming it: "
+            + " or ".join(f"`batch_plate={n!r}`" for n in cands)
+            + "."
+        )
+    return plates[next(iter(cands))]
+
+
+def _outer_leading(info: ProgramInfo, cands: Mapping[str, Mapping[str, int]]) -> str | None:
+    """The candidate plate that strictly holds the others' sites and indexes axis 0 of the
+    observed arrays, if there is one (see :func:`find_batch_plate`)."""
+    held = {
+        n: {s.name for s in info.sites.values() if any(p.name == n for p in s.plates)}
+        for n in cands
+    }
+    for n, axes in cands.items():
+        others = [held[m] for m in cands if m != n]
+        if all(h < held[n] for h in others) and all(a == 0 for a in axes.values()):
+            return n
+    return None
+
+
+def plate_axes(info: ProgramInfo, data: Mapping[str, Any], plate: Any) -> dict[str, int]:
+    """The axis of each data array that ``plate`` indexes; arrays absent pass unchanged.
+
+    An observed site's array: the axis the trace puts the plate at (``ndim - event_dim +
+    dim``), when it has the plate's size. Any other array (a covariate such as ``X`` in
+    ``X @ w``, labels): its one axis of the plate's size; an array with no such axis is a
+    constant. One with several, which no observed site shows the layout of, is ambiguous and
+    refused, naming the key. No array indexed at all is refused too: the plate's sites would
+    be weighted ``N / B`` with nothing subsampled.
+    """
+    axes: dict[str, int] = {}
+    ambiguous: dict[str, tuple[int, ...]] = {}
+    for k, v in data.items():
+        shape = _shape(v)
+        if not shape:
+            continue
+        if k in info.obs_keys:
+            a = _observed_axis(info, k, shape, plate)
+            if a is not None:
+                axes[k] = a
+            continue
+        hits = [i for i, n in enumerate(shape) if n == plate.size]
+        if len(hits) == 1:
+            axes[k] = hits[0]
+        elif hits:
+            ambiguous[k] = shape
+    if ambiguous:
+        k, shape = next(iter(ambiguous.items()))
+        raise EstimatorError(
+            f"Minibatching plate `{plate.name}` (size {plate.size}) cannot tell which axis of "
+            f"`data[{k!r}]` (shape {shape}) it indexes: several axes have size {plate.size} "
+            "and no observed site shows the layout. Pass an array with one axis of the data's "
+            "length (e.g. transpose or split it), bind a constant to the program instead of "
+            "passing it as data (it is then never sliced), or leave `batch_size` out."
+        )
+    if not axes:
+        raise EstimatorError(
+            f"Plate `{plate.name}` (size {plate.size}, dim {plate.dim}) indexes no axis of the "
+            f"data (shapes: { {k: _shape(v) for k, v in data.items() if _shape(v)} }): "
+            f"minibatching it would weight its sites by N/B without subsampling anything. "
+            "Pass `batch_plate=` naming the plate over the data points (the one whose dim is "
+            "the data's row axis), or leave `batch_size` out."
+        )
+    return axes
 
 
 class Minibatcher:
-    """Shuffled minibatches of the data arrays whose leading axis spans the batch plate.
+    """Shuffled minibatches of the data arrays, each sliced along the axis the batch plate
+    indexes (``axes``: key -> axis, from :func:`plate_axes`; by default the arrays whose
+    leading axis has length ``size``). Arrays not in ``axes`` (constants) pass unchanged.
 
     Each epoch is a fresh permutation, so every batch is a uniform random subset and the
     scaled minibatch loss (sites inside the plate weighted ``N / B``) is an unbiased estimate
-    of the full-data loss. Arrays of other lengths (covariates, constants) pass unchanged.
+    of the full-data loss. When ``B`` does not divide ``N`` the epoch ends with a partial
+    batch of ``N mod B`` rows weighted ``N / (N mod B)`` (its own ``B``): still unbiased, but
+    a noisier step. ``drop_last=True`` skips it: each epoch is ``floor(N / B)`` full batches
+    of a fresh permutation (the rows left out differ from epoch to epoch).
     A ``batch_size`` of at least ``size`` means full batches; larger than ``size``, it is
     probably a mistake, and one ``UserWarning`` (naming ``plate``) says so.
+
+    Example:
+        >>> x = np.arange(10.0).reshape(2, 5)  # the plate indexes axis 1 (plate-last)
+        >>> mb = Minibatcher({"x": x}, 5, 2, seed=0, axes={"x": 1})
+        >>> [tuple(b["x"].shape) + (s,) for b, s in (mb.next() for _ in range(3))]
+        [(2, 2, 2.5), (2, 2, 2.5), (2, 1, 5.0)]
+        >>> Minibatcher({"x": x}, 5, 2, seed=0, axes={"x": 1}, drop_last=True).steps_per_epoch
+        2
     """
 
     def __init__(
@@ -109,6 +246,8 @@ class Minibatcher:
         batch_size: int | None,
         seed: int,
         plate: str | None = None,
+        axes: Mapping[str, int] | None = None,
+        drop_last: bool = False,
     ):
         self.data = dict(data)
         self.size = size
@@ -122,28 +261,40 @@ class Minibatcher:
                 stacklevel=3,
             )
         self.batch_size = batch_size if batch_size and batch_size < size else None
-        self.keys = [k for k, v in data.items() if _leading_len(v) == size]
+        if axes is None:
+            axes = {k: 0 for k, v in data.items() if _leading_len(v) == size}
+        self.axes = dict(axes)
+        self.keys = list(self.axes)
+        self.drop_last = bool(drop_last)
         self.rng = np.random.default_rng(seed)
         self.perm: np.ndarray | None = None
         self.pos = 0
 
     @property
     def steps_per_epoch(self) -> int:
-        return 1 if self.batch_size is None else math.ceil(self.size / self.batch_size)
+        if self.batch_size is None:
+            return 1
+        if self.drop_last:
+            return self.size // self.batch_size
+        return math.ceil(self.size / self.batch_size)
 
     def next(self) -> tuple[dict[str, Any], float]:
-        """The next batch and its scale ``N / B``."""
+        """The next batch and its scale ``N / B`` (``B``: this batch's rows)."""
         if self.batch_size is None:
             return self.data, 1.0
-        if self.perm is None or self.pos >= self.size:
+        if self.perm is None or self.pos + (self.batch_size if self.drop_last else 1) > self.size:
             self.perm = self.rng.permutation(self.size)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
+        return self.take(idx), self.size / len(idx)
+
+    def take(self, idx: np.ndarray) -> dict[str, Any]:
+        """The data with rows ``idx`` of the batch plate (each array along its own axis)."""
         batch = dict(self.data)
-        for k in self.keys:
-            batch[k] = _take(self.data[k], idx)
-        return batch, self.size / len(idx)
+        for k, axis in self.axes.items():
+            batch[k] = _take(self.data[k], idx, axis)
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "perm": self.perm, "pos": self.pos}
@@ -163,13 +314,12 @@ def check_plate_follows_data(ctx: FitContext, plate: Any, batcher: Minibatcher) 
     refused the same way, with its error.
     """
     b = batcher.batch_size
-    batch = dict(ctx.data)
-    for k in batcher.keys:
-        batch[k] = _take(ctx.data[k], np.arange(b))
+    batch = batcher.take(np.arange(b))
     fix = (
         f"Minibatching with `batch_size={b}` needs plate `{plate.name}` to take its size from "
-        f"the data: write `plate({plate.name!r}, len(x))` with `x` the observed array (ppgen "
-        f"passes {b}-row batches and weights the plate's sites by N/B), or subsample in the "
+        f"the data: write `plate({plate.name!r}, len(x))` with `x` the observed array "
+        f"(`x.shape[axis]` for the axis the plate indexes, if not the first; ppgen passes "
+        f"batches of {b} along it and weights the plate's sites by N/B), or subsample in the "
         f"program with `plate({plate.name!r}, {plate.size}, subsample_size={b})` and leave "
         "`batch_size` out."
     )
@@ -191,17 +341,18 @@ def check_plate_follows_data(ctx: FitContext, plate: Any, batcher: Minibatcher) 
         )
 
 
-def _take(v: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of ``v`` (a torch tensor, a JAX array or a numpy array) on its device."""
+def _take(v: Any, idx: np.ndarray, axis: int = 0) -> Any:
+    """Entries ``idx`` along ``axis`` of ``v`` (a torch tensor, a JAX array or a numpy array)
+    on its device."""
     if hasattr(v, "device") and hasattr(v, "detach"):  # torch
         import torch
 
-        return v[torch.as_tensor(idx, device=v.device)]
+        return v.index_select(axis, torch.as_tensor(idx, device=v.device))
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(v, jax.Array):
         # one compiled gather (eager fancy indexing of a JAX array is ~5 dispatches: ~50x slower)
-        return _jax_take()(v, idx)
-    return v[idx]
+        return _jax_take()(v, idx, axis)
+    return np.take(v, idx, axis=axis)
 
 
 @functools.cache
@@ -209,7 +360,7 @@ def _jax_take() -> Any:
     import jax
     import jax.numpy as jnp
 
-    return jax.jit(lambda v, i: jnp.take(v, i, axis=0))
+    return jax.jit(lambda v, i, axis: jnp.take(v, i, axis=axis), static_argnums=2)
 
 
 def _save(est: OptimEstimator, path: Path, state: Any, loop: dict[str, Any]) -> None:
@@ -266,11 +417,21 @@ def _step_failure(state: Any, err: ValueError, n: int) -> PPGenError | None:
 def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
     info = ctx.info
-    plate = None
+    plate, axes = None, {}
     if est.batch_size is not None:
-        plate = find_batch_plate(info, ctx.data, est.batch_plate)
+        plate = find_batch_plate(info, ctx.data, est.batch_plate, est.batch_size)
+        if est.batch_size < plate.size:
+            axes = plate_axes(info, ctx.data, plate)
     size = plate.size if plate is not None else 1
-    batcher = Minibatcher(ctx.data, size, est.batch_size, ctx.seed, plate and plate.name)
+    batcher = Minibatcher(
+        ctx.data,
+        size,
+        est.batch_size,
+        ctx.seed,
+        plate and plate.name,
+        axes=axes,
+        drop_last=getattr(est, "drop_last", False),
+    )
     if plate is not None and batcher.batch_size:
         check_plate_follows_data(ctx, plate, batcher)
     ctx.extra["batch_plate"] = plate.name if (plate is not None and batcher.batch_size) else None

@@ -86,7 +86,12 @@ class Adversarial(EngineEstimator):
             weighs continuous codes less, e.g. ``{"c": 1.0, "u": 0.1}``);
             ``fit.history["info"]`` holds it per step and ``fit.params`` holds :math:`Q`'s
             weights beside the generator's.
-        steps / epochs / batch_size / batch_plate: the length of the run and minibatching.
+        steps / epochs / batch_size / batch_plate / drop_last: the length of the run and
+            minibatching (as for :class:`~ppgen.inference.SVI`: each data array is sliced
+            along the axis ``batch_plate`` indexes). When ``batch_size`` B does not divide
+            N, each epoch ends with a partial batch of ``N mod B`` real samples (with
+            ``pack``, cut to a multiple of m); ``drop_last=True`` skips it (``floor(N / B)``
+            full batches an epoch).
 
     The fit holds the generator's parameters (``fit.params``), no posterior (latents are
     noise; an implicit program has no likelihood), and the discriminator's weights as
@@ -163,8 +168,15 @@ class Adversarial(EngineEstimator):
         epochs: int | None = None,
         batch_size: int | None = None,
         batch_plate: str | None = None,
+        drop_last: bool = False,
     ) -> None:
-        super().__init__(steps=steps, epochs=epochs, batch_size=batch_size, batch_plate=batch_plate)
+        super().__init__(
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            batch_plate=batch_plate,
+            drop_last=drop_last,
+        )
         self.loss = check_loss(loss)
         if n_critic is None:
             n_critic = 5 if self.loss == "wgan-gp" else 1

@@ -48,10 +48,10 @@ class ALI(Adversarial):
             ``None``: an MLP (LeakyReLU 0.2, widths ``hidden``) on the flattened ``x`` and
             ``z`` side by side.
         loss, gp_weight, n_critic, lr, lr_g, lr_d, betas, betas_d, optim, lr_decay,
-        spectral_norm, ema, hidden, site, steps, epochs, batch_size, batch_plate: as for
-            :class:`~ppgen.inference.Adversarial` (``ema`` averages the generator's and the
-            encoder's weights; ``wgan-gp`` penalises the gradient at interpolates of joint
-            (x, z) pairs).
+        spectral_norm, ema, hidden, site, steps, epochs, batch_size, batch_plate,
+        drop_last: as for :class:`~ppgen.inference.Adversarial` (``ema`` averages the
+            generator's and the encoder's weights; ``wgan-gp`` penalises the gradient at
+            interpolates of joint (x, z) pairs).
 
     The fit holds the generator's and the encoder's weights (``fit.params``), the
     discriminator's as auxiliary state (``fit.auxiliary["discriminator"]``) and ``loss_d``,
@@ -125,6 +125,7 @@ class ALI(Adversarial):
         epochs: int | None = None,
         batch_size: int | None = None,
         batch_plate: str | None = None,
+        drop_last: bool = False,
     ) -> None:
         super().__init__(
             discriminator,
@@ -146,6 +147,7 @@ class ALI(Adversarial):
             epochs=epochs,
             batch_size=batch_size,
             batch_plate=batch_plate,
+            drop_last=drop_last,
         )
         if guide is not None and not callable(guide):
             raise EstimatorError(

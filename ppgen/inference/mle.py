@@ -43,7 +43,9 @@ class MLE(SVI):
     ``nll`` (nats per datum) and ``bits_per_dim``.
 
     Arguments: as :class:`~ppgen.inference.SVI` (``lr``, ``optim``, ``steps`` / ``epochs``,
-    ``batch_size``...), and
+    ``batch_size`` / ``batch_plate`` / ``drop_last``...: a minibatch's NLL is weighted
+    ``N / B``, a partial last batch of an epoch ``N / (N mod B)``, its own B, unless
+    ``drop_last=True`` skips it), and
 
     - ``optim``: ``"adam"`` (default) or another first-order name, or ``"lbfgs"``: L-BFGS
       with a line search (``torch.optim.LBFGS`` / ``optax.lbfgs``), one iteration a step, for
