@@ -119,7 +119,13 @@ class BackendOps(ABC):
     ) -> dict[str, np.ndarray]:
         """Pointwise log-density of each site in ``shapes`` (name -> batch shape) per sample.
 
-        Returns ``{site: array (S, *batch_shape)}``; event dims are summed by the distribution.
+        Returns ``{site: array (S, *batch_shape)}`` (a ``ppgen.backends._pointwise.
+        LogLikelihood``, whose ``units`` say what each variable's entries are); event dims are
+        summed by the distribution, masked-out elements are 0. Enumerated discrete latents are
+        summed out exactly; observed sites they link (an HMM's emissions, a ``scan`` site)
+        come back as ONE variable named after the first of them, shaped by the plates they
+        share (one entry per sequence). What cannot be computed exactly is refused with
+        :class:`~ppgen.errors.CapabilityError` before anything is computed.
         """
 
     def scale_box(self, name: str) -> ScaleBox:

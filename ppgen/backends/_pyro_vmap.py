@@ -39,6 +39,7 @@ def vmap_log_likelihood(
     """Pointwise log-density of ``shapes``' sites for every draw of ``post`` (leading axis S).
 
     Equal to running the program once per draw (up to float rounding of batched kernels).
+    Elements masked out with ``poutine.mask`` are 0.
     Raises for a program ``vmap`` cannot run, or one that samples a site not in ``post``
     (``randomness="error"``) or enumerates one; the caller then loops over draws.
 
@@ -67,7 +68,16 @@ def vmap_log_likelihood(
 
 
 def _log_prob(site: dict) -> torch.Tensor:
-    return site["fn"].log_prob(site["value"])
+    return _masked(site["fn"].log_prob(site["value"]), site["mask"])
+
+
+def _masked(lp: torch.Tensor, mask: Any) -> torch.Tensor:
+    """``lp`` with masked-out elements 0 (``poutine.mask``), as Pyro's log-density has them."""
+    if mask is None or mask is True:
+        return lp
+    if mask is False:
+        return torch.zeros_like(lp)
+    return torch.where(mask, lp, lp.new_zeros(()))
 
 
 def vmap_predictive(

@@ -14,6 +14,7 @@ from numpyro import handlers
 from numpyro.primitives import Messenger
 
 from ppgen.backends import _numpyro_ops as _ops
+from ppgen.backends import _pointwise as _pw
 from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
 from ppgen.backends._data import (
     Conversions,
@@ -23,6 +24,7 @@ from ppgen.backends._data import (
     lossy_int,
     nan_factor_error,
 )
+from ppgen.backends._pointwise import LogLikelihood
 from ppgen.distributions import density_kind
 from ppgen.errors import PPGenError
 
@@ -238,48 +240,62 @@ class NumPyroOps(BackendOps):
         samples: Mapping[str, np.ndarray],
         shapes: Mapping[str, tuple[int, ...]],
         max_plate_nesting: int = 0,
-    ) -> dict[str, np.ndarray]:
-        """Pointwise log-densities of ``shapes``' sites, ``jax.vmap``-ed over the samples.
+    ) -> LogLikelihood:
+        """Pointwise log-likelihood per sample, ``jax.vmap``-ed: a :class:`LogLikelihood`.
 
-        Sites marked ``infer={"enumerate": "parallel"}`` are summed out per datum, as on Pyro.
+        Masked-out elements (``handlers.mask``) are 0. Enumerated discrete latents
+        (``infer={"enumerate": "parallel"}``, ``numpyro.contrib.funsor.config_enumerate``)
+        are summed out exactly with ``funsor``'s sum-product (as NumPyro's enumerated
+        log-density does, ``scan`` time axes included), per unit of the observed sites they
+        link (see ``ppgen.backends._pointwise``): one entry per datum for a mixture, one per
+        sequence for an HMM written with ``scan`` (named after the scan's observed site).
+        Refuses (:class:`~ppgen.errors.CapabilityError`) what it cannot compute exactly.
         """
         post = {k: jnp.asarray(v) for k, v in samples.items()}
-        names = list(shapes)
-        ref = handlers.trace(handlers.seed(fn, jax.random.PRNGKey(0))).get_trace(**kwargs)
+        first = {k: v[0] for k, v in post.items()}
+        key = jax.random.PRNGKey(0)
+        ref = handlers.trace(handlers.seed(handlers.substitute(fn, data=first), key)).get_trace(
+            **kwargs
+        )
         depth = max([len(s["fn"].batch_shape) for s in ref.values() if s["type"] == "sample"] + [0])
-        enumerated = [
-            n
-            for n, s in ref.items()
-            if s["type"] == "sample" and (s.get("infer") or {}).get("enumerate") == "parallel"
-        ]
+        plates, enum, seq = {}, [], []
+        for n, s in ref.items():
+            if s["type"] != "sample":
+                continue
+            stack = sorted((f for f in s["cond_indep_stack"] if f.dim is not None), key=_dim)
+            plates[n] = tuple((f.name, int(f.size)) for f in stack)
+            how = (s.get("infer") or {}).get("enumerate")
+            if s["is_observed"] or n in first or how is None:
+                continue
+            (seq if how == "sequential" else enum).append(n)
+        if seq:
+            raise _pw.sequential_error(seq)
+        if any(n in shapes for n in enum):
+            raise _pw.enumerated_requested_error([n for n in enum if n in shapes])
+        if not enum:
+            plan = _pw.Plan(plain=list(shapes), units=_pw.plain_units(shapes, plates))
+        else:
+            tr = _enum_trace(fn, kwargs, first, depth)
+            plan = _pw.make_plan(_enum_factors(tr, set(enum)), shapes, plates)
 
         def one(sample: dict) -> dict:
-            model = handlers.substitute(fn, data=sample)
-            if enumerated:
-                from numpyro.contrib.funsor import enum
-
-                model = enum(model, first_available_dim=-depth - 1)
-            tr = handlers.trace(handlers.seed(model, jax.random.PRNGKey(0))).get_trace(**kwargs)
-            enum_lp = None
-            for n in enumerated:
-                lp = tr[n]["fn"].log_prob(tr[n]["value"])
-                enum_lp = lp if enum_lp is None else enum_lp + lp
             out = {}
-            for n in names:
-                lp = tr[n]["fn"].log_prob(tr[n]["value"])
-                lead = jnp.ndim(lp) - depth
-                if lead > 0 and enum_lp is not None:
-                    lp = lp + enum_lp
-                    lead = jnp.ndim(lp) - depth
-                if lead > 0:
-                    lp = jax.scipy.special.logsumexp(lp.reshape((-1,) + lp.shape[lead:]), 0)
-                out[n] = jnp.broadcast_to(lp, (1,) * (depth - len(shapes[n])) + shapes[n]).reshape(
-                    shapes[n]
-                )
+            if plan.plain:  # sites no enumerated latent reaches: their own log-density
+                model = handlers.seed(handlers.substitute(fn, data=sample), key)
+                tr = handlers.trace(model).get_trace(**kwargs)
+                for n in plan.plain:
+                    lp = tr[n]["fn"].log_prob(tr[n]["value"])
+                    shape = shapes[n]
+                    lp = jnp.broadcast_to(lp, (1,) * (depth - len(shape)) + shape)
+                    out[n] = lp.reshape(shape)
+            if plan.groups:
+                tr = _enum_trace(fn, kwargs, sample, depth)
+                for n, g in plan.groups.items():
+                    out[n] = _group_log_lik(tr, g, set(enum)).reshape(plan.units[n].shape)
             return out
 
         out = jax.jit(jax.vmap(one))(post)  # one XLA program, not one per primitive
-        return {n: np.asarray(out[n]) for n in names}
+        return LogLikelihood({n: np.asarray(out[n]) for n in plan.units}, plan.units)
 
     def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
         def scaled(*args: Any, **kwargs: Any) -> Any:
@@ -340,6 +356,129 @@ class NumPyroOps(BackendOps):
         self, prefix: str | None = None, params: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         return _ops.module_params(prefix, params)
+
+
+def _dim(frame: Any) -> int:
+    return int(frame.dim)
+
+
+def _enum_trace(fn: Callable, kwargs: Mapping[str, Any], sample: Mapping, depth: int) -> Any:
+    """A run of ``fn`` with ``sample`` substituted and its enumerated sites enumerated
+    (``numpyro.contrib.funsor``: each site's ``dim_to_name`` names its dims)."""
+    from numpyro.contrib.funsor import enum
+    from numpyro.contrib.funsor.enum_messenger import trace as packed_trace
+    from numpyro.contrib.funsor.infer_util import plate_to_enum_plate
+
+    model = handlers.seed(handlers.substitute(fn, data=dict(sample)), jax.random.PRNGKey(0))
+    with plate_to_enum_plate():
+        return packed_trace(enum(model, first_available_dim=-depth - 1)).get_trace(**kwargs)
+
+
+def _base_name(name: str) -> str:
+    from numpyro.contrib.funsor.infer_util import _get_shift, _shift_name
+
+    return _shift_name(name, -_get_shift(name))
+
+
+def _enum_factors(tr: Any, enum: set[str]) -> dict[str, dict]:
+    """Per sample site of an enum trace (``_PREV_`` copies of ``scan`` included): its user site,
+    kind, the enumerated variables its log-density touches and its plates."""
+    out = {}
+    for name, s in tr.items():
+        if s["type"] != "sample":
+            continue
+        base = _base_name(name)
+        kind = "enumerated" if base in enum else "observed" if s["is_observed"] else "latent"
+        frames = [f for f in s["cond_indep_stack"] if f.dim is not None]
+        names = {f.name for f in frames}
+        d2n = s["infer"].get("dim_to_name") or {}
+        out[name] = {
+            "site": base,
+            "kind": kind,
+            "vars": {v for v in d2n.values() if v not in names and not v.startswith("_time")},
+            "plates": {(f.name, int(f.size), int(f.dim)) for f in frames},
+        }
+    return out
+
+
+def _group_log_lik(tr: Any, group: dict, enum: set[str]) -> jax.Array:
+    """The group's observed sites' log-likelihood with its enumerated latents summed out and
+    every plate but the unit's eliminated, as ``numpyro.contrib.funsor``'s enumerated
+    log-density (``_enum_log_density``) computes the total; shape: the unit plates' sizes."""
+    from collections import OrderedDict, defaultdict
+
+    import funsor
+    from numpyro.contrib.funsor.infer_util import _get_shift, compute_markov_factors
+    from numpyro.distributions import MaskedDistribution
+
+    log_factors, sum_vars, prod_vars = [], set(), set()
+    time_to_factors, time_to_init = defaultdict(list), defaultdict(frozenset)
+    history = 0
+    for name in group["factors"]:
+        s = tr[name]
+        fn_ = s["fn"]
+        if _base_name(name) in enum:  # a distribution summed over its values is 1: no mask
+            while isinstance(fn_, MaskedDistribution):
+                fn_ = fn_.base_dist
+            sum_vars.add(name)
+        if s.get("intermediates"):
+            lp = fn_.log_prob(s["value"], s["intermediates"])
+        else:
+            lp = fn_.log_prob(s["value"])
+        d2n = s["infer"]["dim_to_name"]
+        if all(d == 1 for d in jnp.shape(lp)) and d2n == OrderedDict():
+            lp = lp.squeeze()
+        factor = funsor.to_funsor(lp, output=funsor.Real, dim_to_name=d2n)
+        prod_vars |= {f.name for f in s["cond_indep_stack"] if f.dim is not None}
+        time = None
+        for dim, nm in d2n.items():
+            if nm.startswith("_time"):
+                time = funsor.Variable(nm, funsor.Bint[jnp.shape(lp)[dim]])
+                history = max(history, max(_get_shift(v) for v in d2n.values()))
+                if history == 0:
+                    log_factors.append(factor)
+                    prod_vars.add(nm)
+                else:
+                    time_to_factors[time].append(factor)
+                time_to_init[time] |= frozenset(v for v in d2n.values() if v.startswith("_PREV_"))
+                break
+        if time is None:
+            log_factors.append(factor)
+    markov = defaultdict(frozenset)
+    for time, init in time_to_init.items():
+        for var in init:
+            d2n = tr[_base_name(var)]["infer"]["dim_to_name"]
+            if var in d2n.values():
+                markov[time] |= frozenset(d2n.values())
+    ops = funsor.ops
+    if time_to_factors:
+        log_factors += compute_markov_factors(
+            time_to_factors,
+            time_to_init,
+            markov,
+            frozenset(sum_vars),
+            frozenset(prod_vars),
+            history,
+            ops.logaddexp,
+            ops.add,
+        )
+    unit = [p[0] for p in group["plates"]]
+    with funsor.interpretations.lazy:
+        lazy = funsor.sum_product.sum_product(
+            ops.logaddexp,
+            ops.add,
+            log_factors,
+            eliminate=frozenset((sum_vars | prod_vars) - set(unit)),
+            plates=frozenset(prod_vars),
+        )
+    result = funsor.optimizer.apply_optimizer(lazy)
+    extra = set(result.inputs) - set(unit)
+    if extra:
+        raise _pw.contraction_error(group["sites"], group["enumerated"], f"left {sorted(extra)}")
+    name_to_dim = {p: i - len(unit) for i, p in enumerate(unit)}
+    value = funsor.to_data(result, name_to_dim=name_to_dim)
+    value = jnp.reshape(value, (1,) * (len(unit) - jnp.ndim(value)) + jnp.shape(value))
+    return jnp.broadcast_to(value, tuple(p[1] for p in group["plates"]))
 
 
 OPS = NumPyroOps()

@@ -11,6 +11,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from ppgen.backends import _pointwise as _pw
 from ppgen.backends import _pyro_ops as _ops
 from ppgen.backends._base import BackendOps, ScaleBox, Site
 from ppgen.backends._checks import first_line
@@ -21,6 +22,7 @@ from ppgen.backends._data import (
     lossy_float,
     lossy_int,
 )
+from ppgen.backends._pointwise import LogLikelihood
 from ppgen.backends._pyro_ops import activate_params, seeded
 from ppgen.backends._pyro_trace import (
     ObsAsFloat,
@@ -29,7 +31,7 @@ from ppgen.backends._pyro_trace import (
     find_fault,
     sites_of,
 )
-from ppgen.backends._pyro_vmap import vmap_log_likelihood, vmap_predictive
+from ppgen.backends._pyro_vmap import _masked, vmap_log_likelihood, vmap_predictive
 from ppgen.errors import PPGenError, ProgramError
 
 __all__ = ["PyroOps", "OPS", "ObsAsFloat", "Uncondition", "activate_params"]
@@ -215,11 +217,15 @@ class PyroOps(BackendOps):
         errors = (RuntimeError, ValueError, IndexError, NotImplementedError)
         try:
             return run(post, n)
+        except PPGenError:  # a refusal (CapabilityError is a NotImplementedError too)
+            raise
         except errors:
             pass
         if vmapped is not None and n > 1:
             try:
                 return vmapped(post)
+            except PPGenError:
+                raise
             except errors:
                 pass
         parts = [run({k: v[i : i + 1] for k, v in post.items()}, 1) for i in range(n)]
@@ -293,20 +299,180 @@ class PyroOps(BackendOps):
         samples: Mapping[str, np.ndarray],
         shapes: Mapping[str, tuple[int, ...]],
         max_plate_nesting: int = 0,
-    ) -> dict[str, np.ndarray]:
-        """Pointwise log-densities, vectorised over samples with an outer plate.
+    ) -> LogLikelihood:
+        """Pointwise log-likelihood per sample: a :class:`LogLikelihood` (see ``_pointwise``).
 
-        Discrete sites marked for enumeration are summed out per datum (each datum's own
-        discrete latent, as in a mixture): ``log sum_k p(z=k) p(x | z=k)``.
+        Plain programs: vectorised over the samples with an outer plate (``torch.func.vmap``,
+        then a per-draw loop, for programs that do not broadcast); masked-out elements are 0.
+        Enumerated discrete latents (``infer={"enumerate": "parallel"}``) are summed out
+        exactly by tensor variable elimination (``pyro.ops.contract``), per unit of the
+        observed sites they link: one entry per datum for a mixture, one per sequence (the
+        forward-algorithm marginal, as a variable named after the first observed site) for an
+        HMM inside ``plate("sequences")``. Refuses (:class:`~ppgen.errors.CapabilityError`)
+        what it cannot compute exactly, before computing anything.
         """
         post = self._samples_native(samples)
         n = next(iter(post.values())).shape[0] if post else 1
-        return self._fallback(
-            lambda p, m: self._loglik_vec(fn, kwargs, p, m, shapes),
-            post,
-            n,
-            lambda p: vmap_log_likelihood(fn, kwargs, p, shapes),
-        )
+        first = {k: v[:1] for k, v in post.items()}
+        plan = self._loglik_plan(fn, kwargs, first, shapes)
+        if not plan.groups:
+            values = self._fallback(
+                lambda p, m: self._loglik_vec(fn, kwargs, p, m, shapes),
+                post,
+                n,
+                lambda p: vmap_log_likelihood(fn, kwargs, p, shapes),
+            )
+        else:  # vmap cannot enumerate: the plate path, else draw by draw
+            values = self._fallback(
+                lambda p, m: self._loglik_enum(fn, kwargs, p, m, plan), post, n, None
+            )
+        return LogLikelihood({k: values[k] for k in plan.units}, plan.units)
+
+    def _loglik_plan(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        first: Mapping[str, torch.Tensor],
+        shapes: Mapping[str, tuple[int, ...]],
+    ) -> _pw.Plan:
+        """What each log-likelihood variable is, from one run with the first draw."""
+        with torch.no_grad():
+            cond = {k: v[0] for k, v in first.items()}
+            tr = poutine.trace(poutine.condition(fn, cond)).get_trace(**kwargs)
+            plates, enum, seq = {}, [], []
+            for name, site in tr.nodes.items():
+                if site["type"] != "sample" or not hasattr(site["fn"], "batch_shape"):
+                    continue
+                stack = [f for f in site["cond_indep_stack"] if f.vectorized]
+                stack.sort(key=lambda f: f.dim)
+                plates[name] = tuple((f.name, int(f.full_size or f.size)) for f in stack)
+                how = site["infer"].get("enumerate")
+                if site["is_observed"] or name in cond or how is None:
+                    continue
+                (seq if how == "sequential" else enum).append(name)
+            if seq:
+                raise _pw.sequential_error(seq)
+            asked = [n for n in enum if n in shapes]
+            if asked:
+                raise _pw.enumerated_requested_error(asked)
+            if not enum:
+                return _pw.Plan(plain=list(shapes), units=_pw.plain_units(shapes, plates))
+            tr, _, depth = self._vectorized(fn, kwargs, first, 1, enum=True)
+            factors = {
+                name: {k: f[k] for k in ("site", "kind", "vars", "plates")}
+                for name, f in self._enum_factors(tr, set(first), depth).items()
+            }
+        return _pw.make_plan(factors, shapes, plates)
+
+    @staticmethod
+    def _enum_factors(tr: Any, latents: set[str], depth: int) -> dict[str, dict]:
+        """Each sample site's log-factor of an enum-traced run: its kind, its enumeration
+        symbols (``vars``), its plates and, packed for ``pyro.ops.contract``, ``log_prob``
+        (masked; enumerated sites unmasked, as ``TraceEnum_ELBO`` does)."""
+        from pyro.ops.packed import pack
+
+        tr.symbolize_dims()
+        out = {}
+        for name, site in tr.nodes.items():
+            if site["type"] != "sample" or not hasattr(site["fn"], "batch_shape"):
+                continue
+            if name.startswith("_ppgen"):
+                continue
+            enumerated = site["infer"].get("_enumerate_dim") is not None
+            observed = site["is_observed"] and name not in latents
+            kind = "enumerated" if enumerated else "observed" if observed else "latent"
+            lp = site["fn"].log_prob(site["value"])
+            if kind != "enumerated":
+                lp = _masked(lp, site["mask"])
+            d2s = site["infer"].get("_dim_to_symbol", {})
+            lead = lp.dim() - depth - 1  # dims left of the sample plate: enumeration dims
+            syms = set()
+            for i in range(max(lead, 0)):
+                if lp.shape[i] > 1:
+                    dim = i - lp.dim()
+                    if dim not in d2s:
+                        raise _pw.contraction_error([name], [], f"an undeclared batch dim {dim}")
+                    syms.add(d2s[dim])
+            out[name] = {
+                "site": name,
+                "kind": kind,
+                "vars": syms,
+                "plates": {
+                    (f.name, int(f.full_size or f.size), int(f.dim))
+                    for f in site["cond_indep_stack"]
+                    if f.vectorized and f.name != "_ppgen_samples"
+                },
+                "ordinal": frozenset(
+                    tr.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized
+                ),
+                "lp": lp,
+                "pack": lambda v, d2s=d2s: pack(v, d2s),
+            }
+        return out
+
+    def _loglik_enum(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        post: Mapping[str, torch.Tensor],
+        n: int,
+        plan: _pw.Plan,
+    ) -> dict[str, np.ndarray]:
+        from collections import OrderedDict
+
+        from pyro.ops.contract import contract_to_tensor
+        from pyro.ops.packed import unpack
+
+        with torch.no_grad():
+            tr, _, depth = self._vectorized(fn, kwargs, post, n, enum=True)
+            factors = self._enum_factors(tr, set(post), depth)
+            out = {}
+            for name in plan.plain:
+                f = factors.get(name)
+                site = tr.nodes[name]
+                lp = f["lp"] if f is not None else site["fn"].log_prob(site["value"])
+                out[name] = self._to_unit(lp, n, depth, plan.units[name].shape, None)
+            for name, g in plan.groups.items():
+                tree: OrderedDict = OrderedDict()
+                sum_dims: set[str] = set()
+                for k in g["factors"]:
+                    f = factors[k]
+                    try:
+                        term = f["pack"](f["lp"])
+                    except ValueError as e:
+                        raise _pw.contraction_error(g["sites"], g["enumerated"], e) from e
+                    tree.setdefault(f["ordinal"], []).append(term)
+                    sum_dims |= f["vars"]
+                target = {tr.plate_to_symbol[p[0]] for p in g["plates"]}
+                if n > 1:
+                    target.add(tr.plate_to_symbol["_ppgen_samples"])
+                try:
+                    res = contract_to_tensor(tree, sum_dims, target_ordinal=frozenset(target))
+                except (ValueError, AssertionError, NotImplementedError) as e:
+                    raise _pw.contraction_error(g["sites"], g["enumerated"], e) from e
+                lp = unpack(res, tr.symbol_to_dim)
+                out[name] = self._to_unit(lp, n, depth, plan.units[name].shape, g["plates"])
+        return out
+
+    def _to_unit(
+        self,
+        lp: torch.Tensor,
+        n: int,
+        depth: int,
+        shape: tuple[int, ...],
+        plates: tuple | None,
+    ) -> np.ndarray:
+        """``lp`` (sample plate at dim ``-depth - 1``) as ``(n, *shape)``: ``plates`` ``(name,
+        size, dim)`` index the entries; ``None``: ``shape`` is right-aligned batch shape."""
+        if plates is None:
+            full = (n,) + (1,) * (depth - len(shape)) + tuple(shape)
+        else:
+            sizes = [n] + [1] * depth
+            for _, size, dim in plates:
+                sizes[depth + 1 + dim] = size
+            full = tuple(sizes)
+        lp = lp.reshape((1,) * max(0, depth + 1 - lp.dim()) + tuple(lp.shape))
+        return self.to_numpy(torch.broadcast_to(lp, full).reshape((n,) + tuple(shape)))
 
     def _loglik_vec(
         self,
@@ -317,24 +483,12 @@ class PyroOps(BackendOps):
         shapes: Mapping[str, tuple[int, ...]],
     ) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            tr, ref, depth = self._vectorized(fn, kwargs, post, n, enum=True)
-            enum_lp = None
-            for site in tr.nodes.values():
-                if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None:
-                    lp = site["fn"].log_prob(site["value"])
-                    enum_lp = lp if enum_lp is None else enum_lp + lp
+            tr, ref, depth = self._vectorized(fn, kwargs, post, n)
             out = {}
             for name, shape in shapes.items():
                 site = tr.nodes[name]
-                lp = site["fn"].log_prob(site["value"])
-                lead = lp.dim() - depth - 1
-                if lead > 0 and enum_lp is not None:  # depends on enumerated values
-                    lp = lp + enum_lp
-                    lead = lp.dim() - depth - 1
-                if lead > 0:
-                    lp = torch.logsumexp(lp.reshape((-1,) + lp.shape[lead:]), 0)
-                full = (n,) + (1,) * (depth - len(shape)) + tuple(shape)
-                out[name] = self.to_numpy(torch.broadcast_to(lp, full).reshape((n,) + tuple(shape)))
+                lp = _masked(site["fn"].log_prob(site["value"]), site["mask"])
+                out[name] = self._to_unit(lp, n, depth, tuple(shape), None)
         return out
 
     def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
