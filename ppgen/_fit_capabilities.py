@@ -46,6 +46,7 @@ class FitCapabilities:
 
     info: ProgramInfo
     draws: dict[str, np.ndarray]
+    local_draws: dict[str, np.ndarray]
     sample_stats: dict[str, np.ndarray]
     posterior_sampler: Callable[[int, int], dict[str, np.ndarray]] | None
     data_sampler: Callable[..., Any] | None
@@ -70,7 +71,7 @@ class FitCapabilities:
     def has_sample_stats(self) -> bool:
         """MCMC statistics are stored, each draw has a log joint (explicit programs), or an
         optimisation-only fit has training curves (``history``, one value per step)."""
-        if self.sample_stats or (self.draws and self.has_likelihood):
+        if self.sample_stats or ((self.draws or self.local_draws) and self.has_likelihood):
             return True
         return not self.has_posterior and bool(self.history)
 
@@ -99,7 +100,7 @@ class FitCapabilities:
             why = "the program has no observed sites"
             return {"log_likelihood": why, "posterior_predictive": why}
         implicit, energy = info.sites_of_kind("implicit"), info.sites_of_kind("energy")
-        lp_missing = not self.sample_stats and bool(self.draws)
+        lp_missing = not self.sample_stats and bool(self.draws or self.local_draws)
         if implicit:
             out["log_likelihood"] = f"{_sites_are(implicit)} Implicit (no density)"
             if lp_missing:

@@ -118,7 +118,9 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     Files: ``manifest.json`` (ppgen/backend/library versions, estimator and settings, seed),
     ``params.safetensors`` (fitted params), ``state.safetensors`` (the backend's raw
     parameter state, for exact predictions), ``draws.safetensors`` and ``data.safetensors``,
-    ``history.json``, ``buffers.safetensors`` (buffers of the program's torch module, e.g.
+    ``history.json``, ``local_draws.safetensors`` (the first draws of local latents a fit
+    keeps apart, :attr:`~ppgen.result.Fit.local_draws`; only when there are some),
+    ``buffers.safetensors`` (buffers of the program's torch module, e.g.
     batch-norm running statistics, which live outside Pyro's param store) and
     ``inference_data.nc`` (the ``to_arviz()`` result as netCDF: the groups the fit can build),
     and one ``aux_<name>.safetensors`` per entry of ``fit.auxiliary`` (estimator state beyond
@@ -175,6 +177,8 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         files["history.json"] = record_file(tmp / "history.json")
         arrays_file("params.safetensors", fit.params)
         arrays_file("draws.safetensors", fit.draws)
+        if fit.local_draws:
+            arrays_file("local_draws.safetensors", fit.local_draws)
         arrays_file("sample_stats.safetensors", fit.sample_stats)
         arrays_file("data.safetensors", arrays)
         state = fit.param_state
@@ -304,6 +308,7 @@ def load(path: str | Path, program: Any) -> Fit:
         info=info,
         data=prog.check_values(data),
         draws=read_arrays(path, "draws.safetensors", files),
+        local_draws=read_arrays(path, "local_draws.safetensors", files),
         params=params,
         history=read_json(path / "history.json"),
         diagnostics=manifest.get("diagnostics", {}),

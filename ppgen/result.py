@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ppgen._fit_capabilities import FitCapabilities
+from ppgen.backends._pointwise import LogLikelihood, plain_units
 from ppgen.distributions._base import energy_sampling_message, implicit_density_message
 from ppgen.errors import (
     CapabilityError,
@@ -24,7 +25,17 @@ if TYPE_CHECKING:
     from ppgen.inference._base import Estimator
     from ppgen.program import Program, ProgramInfo
 
-__all__ = ["Fit"]
+__all__ = ["Fit", "chunk_seed"]
+
+
+def chunk_seed(seed: int, j: int) -> int:
+    """The seed of chunk ``j`` of a fit's posterior draws made from base seed ``seed``.
+
+    Example:
+        >>> chunk_seed(1, 0) == chunk_seed(1, 0) != chunk_seed(1, 1)
+        True
+    """
+    return int(np.random.SeedSequence([int(seed) % 2**32, int(j)]).generate_state(1)[0])
 
 
 def _flatten(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -85,6 +96,7 @@ class Fit(FitCapabilities):
         encoder: Callable[..., Any] | None = None,
         auxiliary: Mapping[str, Mapping[str, np.ndarray]] | None = None,
         auxiliary_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        local_draws: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.program = program
         self.estimator = estimator
@@ -103,6 +115,11 @@ class Fit(FitCapabilities):
         self.encoder = encoder
         self.auxiliary = {k: dict(v) for k, v in (auxiliary or {}).items()}
         self.auxiliary_settings = {k: dict(v) for k, v in (auxiliary_settings or {}).items()}
+        self.local_draws = dict(local_draws or {})
+        """The first ``diagnostics["local_draws"]`` draws of each local latent (one value per
+        datum) whose ``num_draws`` draws would not fit the default budget, shaped
+        ``(chain, draw, ...)``; empty when ``draws`` holds every site whole (see
+        :meth:`latent_chunks`). ``SVI(local_draws=...)`` asks for more."""
         self._idata: az.InferenceData | None = None
         self._idata_key: tuple | None = None
 
@@ -113,11 +130,16 @@ class Fit(FitCapabilities):
 
     @property
     def num_chains(self) -> int:
-        return next(iter(self.draws.values())).shape[0] if self.draws else 0
+        held = self.draws or self.local_draws
+        return next(iter(held.values())).shape[0] if held else 0
 
     @property
     def num_draws(self) -> int:
-        return next(iter(self.draws.values())).shape[1] if self.draws else 0
+        if self.draws:
+            return next(iter(self.draws.values())).shape[1]
+        if self.local_draws:  # only local latents: all their draws are remade on demand
+            return int(self.diagnostics.get("num_draws", 0))
+        return 0
 
     def __repr__(self) -> str:
         shapes = {k: v.shape for k, v in self.draws.items()}
@@ -144,6 +166,33 @@ class Fit(FitCapabilities):
         keep = {n for n, s in self.info.sites.items() if s.kind in ("latent", "param")}
         return _flatten({k: v for k, v in self.draws.items() if k in keep})
 
+    def latent_chunks(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """The latent draws to condition on, flat ``(draws, *shape)``, in consecutive chunks:
+        draws ``0..k-1``, ``k..2k-1``, ... (the first ``limit`` draws when given).
+
+        A fit that holds every draw whole gives them in one chunk. A fit that keeps only the
+        first ``k`` draws of its local latents (:attr:`local_draws`) makes chunk ``j`` again
+        from its posterior sampler and seed (``diagnostics["draw_seed"]``), exactly the draws
+        the fit made: passes over all draws (log-likelihood, predictions) then hold ``k``
+        draws of the local latents at a time.
+        """
+        k = self.diagnostics.get("local_draws")
+        total = self.num_chains * self.num_draws
+        n = total if limit is None else min(int(limit), total)
+        if not self.local_draws or k is None or self.posterior_sampler is None:
+            flat = self._latent_draws()
+            yield flat if n == total else {name: v[:n] for name, v in flat.items()}
+            return
+        keep = {s for s, site in self.info.sites.items() if site.kind in ("latent", "param")}
+        base = int(self.diagnostics["draw_seed"])
+        with self.program.ops.device_context(self.device):
+            for j in range(-(-n // int(k))):
+                size = min(int(k), total - j * int(k))
+                part = self.posterior_sampler(size, chunk_seed(base, j))
+                part = {name: v for name, v in part.items() if name in keep}
+                stop = min(size, n - j * int(k))
+                yield {name: v[:stop] for name, v in part.items()}
+
     def sample_posterior(self, num_samples: int, seed: int | None = None) -> dict[str, np.ndarray]:
         """``num_samples`` posterior draws per latent site, shaped ``(num_samples, *shape)``.
 
@@ -168,24 +217,31 @@ class Fit(FitCapabilities):
         num_samples: int | None = None,
         seed: int | None = None,
         sites: list[str] | None = None,
+        max_draws: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Posterior predictive samples of every site (observed sites re-sampled).
 
         ``data`` holds covariates for new inputs (defaults to the training data; observed
         values given in it are ignored and re-drawn). With no posterior draws (a program with
         no latents, or an unfitted program) this is the prior predictive.
-        Returns arrays shaped ``(chain, draw, *shape)``.
+        Returns arrays shaped ``(chain, draw, *shape)``; with ``max_draws`` (fewer than the
+        fit's draws), the first ``max_draws`` draws as one chain ``(1, max_draws, *shape)``.
         """
         seed = self.seed + 2 if seed is None else seed
         native = self._native(data)
         with self.program.ops.device_context(self.device):
             model = self.model_callable()
-            if self.draws:
-                flat = self._latent_draws()
-                out = self.program.ops.predictive(
-                    model, native, samples=flat, return_sites=sites, seed=seed
-                )
+            if self.draws or self.local_draws:
+                parts = [
+                    self.program.ops.predictive(
+                        model, native, samples=flat, return_sites=sites, seed=seed + j
+                    )
+                    for j, flat in enumerate(self.latent_chunks(max_draws))
+                ]
+                out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                 c, d = self.num_chains, self.num_draws
+                if max_draws is not None and max_draws < c * d:
+                    c, d = 1, int(max_draws)
             else:
                 n = num_samples or 1000
                 out = self.program.ops.predictive(
@@ -254,7 +310,16 @@ class Fit(FitCapabilities):
         """Pointwise log-likelihood of each observed site under each draw.
 
         Returns ``{site: array (chain, draw, *site_shape)}``; sum over data axes for the total.
-        Implicit and energy programs have none (:class:`~ppgen.errors.CapabilityError`).
+        Elements masked out (``poutine.mask``/``handlers.mask``) are 0, so the total is the
+        log-likelihood of the observed (unmasked) elements. Enumerated discrete latents are
+        summed out exactly: a mixture keeps one entry per datum; observed sites linked through
+        enumerated latents (an HMM's emissions ``y_0 .. y_T``, a NumPyro ``scan`` site) form
+        ONE variable named after the first of them, with one entry per element of the plates
+        they all share (per sequence: the forward-algorithm marginal). The returned dict's
+        ``units`` attribute (``{variable: ppgen.backends._pointwise.Unit}``) says what each
+        variable's entries are. Implicit and energy programs have none, and what ppgen cannot
+        compute exactly (sequential enumeration, ...) is refused, both with
+        :class:`~ppgen.errors.CapabilityError`.
         """
         if self.info.observed and not self.has_likelihood:
             why = self.unavailable_groups()["log_likelihood"]
@@ -269,6 +334,8 @@ class Fit(FitCapabilities):
         """Pointwise log-density of ``sites`` under each draw, ``(chain, draw, *batch_shape)``.
 
         An energy site gives ``-energy(x)`` (no ``log Z``); an implicit site has no density.
+        Observed sites linked through enumerated latents come back as one variable (see
+        :meth:`log_likelihood`); the result's ``units`` attribute says what each entry is.
         """
         implicit = [
             n for n in sites if n in self.info.sites and self.info.sites[n].density == "implicit"
@@ -280,14 +347,24 @@ class Fit(FitCapabilities):
         shapes = {n: info.sites[n].batch_shape for n in sites}
         with self.program.ops.device_context(self.device):
             model = self.model_callable()
-            flat = self._latent_draws()
-            c, d = (self.num_chains, self.num_draws) if flat else (1, 1)
-            if not flat:
-                flat = {"_ppgen_dummy": np.zeros((1,))}
-            ll = self.program.ops.log_likelihood(
-                model, native, flat, shapes, max_plate_nesting=info.max_plate_nesting
-            )
-        return {k: v.reshape((c, d) + v.shape[1:]) for k, v in ll.items()}
+            held = self.draws or self.local_draws
+            c, d = (self.num_chains, self.num_draws) if held else (1, 1)
+            chunks = self.latent_chunks() if held else iter([{}])
+            parts = []
+            for flat in chunks:  # one chunk unless local latents are remade k draws at a time
+                if not flat:
+                    flat = {"_ppgen_dummy": np.zeros((1,))}
+                parts.append(
+                    self.program.ops.log_likelihood(
+                        model, native, flat, shapes, max_plate_nesting=info.max_plate_nesting
+                    )
+                )
+            ll = parts[0]
+            if len(parts) > 1:
+                joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                ll = type(ll)(joined, ll.units) if hasattr(ll, "units") else joined
+        units = getattr(ll, "units", None) or plain_units({k: v.shape[1:] for k, v in ll.items()})
+        return LogLikelihood({k: v.reshape((c, d) + v.shape[1:]) for k, v in ll.items()}, units)
 
     def encode(self, data: Mapping[str, Any], **kwargs: Any) -> Any:
         """Amortised posteriors of new data (VAE-family fits).

@@ -13,3 +13,12 @@ def test_bench_core_quick_runs(run_script):
     assert "SVI AutoNormal schools, same plain-Pyro program [pyro]" in out
     # same program, seed and settings: ppgen's NUTS draws are the raw library's
     assert out.count("identical draws ppgen vs raw: True") == 2, out
+
+
+def test_bench_e2e_quick_runs(run_script):
+    # the LDA case (Pyro's lda.py program, SVI with enumeration) end to end at tiny size; the
+    # NUTS cases reuse bench_core's runners, smoke-tested above
+    out = run_script(["-m", "benchmarks.bench_e2e", "--quick", "--only", "svi"])
+    assert "| case | metric | ppgen | raw | ppgen/raw | <= 1.1 |" in out
+    row = next(line for line in out.splitlines() if line.startswith("| SVI LDA"))
+    assert float(row.split("|")[5]) > 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen.backends._pointwise import units_json
 from ppgen.errors import CapabilityError
 
 if TYPE_CHECKING:
@@ -51,6 +53,20 @@ def _squeeze_to(value: np.ndarray, site: Site, lead: int) -> np.ndarray:
     return value
 
 
+def _loglik_dims(name: str, v: np.ndarray, info: Any, unit: Any) -> list[str]:
+    """Dimension names of a log-likelihood variable: the observed site's (plain sites,
+    mixtures) or the unit plates' (observed sites linked through enumerated latents)."""
+    site = info.sites.get(name)
+    if site is not None and (unit is None or tuple(unit.shape) == tuple(site.batch_shape)):
+        batch = site_dims(site)[: len(site.batch_shape)]  # one entry per batch element
+        k = v.ndim - 2
+        return batch[len(batch) - k :] if k <= len(batch) else site_dims(site, k)
+    names = [p for p, _ in unit.plates] if unit is not None else []
+    if len(names) != v.ndim - 2:
+        names = [f"{name}_unit_dim_{i}" for i in range(v.ndim - 2)]
+    return names
+
+
 def to_inference_data(
     fit: Fit,
     *,
@@ -80,6 +96,16 @@ def to_inference_data(
     :class:`~ppgen.errors.CapabilityError` saying why when the fit cannot) or ``False``. The
     groups left out for want of a capability and why are in
     ``idata.attrs["ppgen_omitted_groups"]``, a JSON string ``{group: reason}``.
+
+    ``log_likelihood`` entries (see :meth:`~ppgen.result.Fit.log_likelihood`): masked-out
+    elements are 0; enumerated discrete latents are summed out exactly; observed sites linked
+    through them (an HMM's emissions, a NumPyro ``scan`` site) are ONE variable, named after
+    the first of them, with one entry per element of the plates they share (e.g. per
+    sequence), so ``az.loo`` leaves out whole sequences. What each variable's entries are is in
+    ``idata.attrs["ppgen_log_likelihood_units"]``, a JSON string ``{variable: {"sites",
+    "unit_plates", "shape", "enumerated", "entry"}}``. Where ppgen cannot compute the values
+    exactly (e.g. sequential enumeration) the group is omitted with the reason
+    (``log_likelihood=None``) or :class:`~ppgen.errors.CapabilityError` is raised (``True``).
 
     Cost: ``log_likelihood`` (and an SVI fit's ``sample_stats``) come from one pass of the
     program over all draws, ``posterior_predictive`` from a second. The backend runs each pass
@@ -118,6 +144,8 @@ def to_inference_data(
         return False
 
     want_ll = wanted("log_likelihood", log_likelihood)
+    loglik: dict[str, np.ndarray] | None = None
+    ll_units: dict = {}
     posterior = {}
     for name, v in fit.draws.items():
         site = info.sites.get(name)
@@ -133,15 +161,26 @@ def to_inference_data(
         groups["sample_stats"] = dict(fit.sample_stats)
     elif posterior and "sample_stats" in unavailable:
         omitted["sample_stats"] = unavailable["sample_stats"]
-    elif posterior and info.observed:
+    elif (posterior or fit.local_draws) and info.observed:
         # SVI / MAP: the log joint of each guide draw (importance-weight diagnostics need it);
         # the same pass gives the log-likelihood group (one run of the program, not two)
-        sites = [n for n in info.latent if n in fit.draws] + info.observed
-        lps = fit.site_log_probs(sites)
-        c, d = fit.num_chains, fit.num_draws
-        groups["sample_stats"] = {"lp": sum(v.reshape(c, d, -1).sum(-1) for v in lps.values())}
-        if want_ll:
-            groups["log_likelihood"] = {n: lps[n] for n in info.observed}
+        latent = [n for n in info.latent if n in fit.draws or n in fit.local_draws]
+        try:
+            lps = fit.site_log_probs(latent + info.observed)
+        except CapabilityError as e:  # e.g. a refused enumeration: no correct value to give
+            if log_likelihood:
+                raise
+            omitted["sample_stats"] = f"lp = log p(x, z) needs the log-likelihood, and {e}"
+            if want_ll:
+                omitted["log_likelihood"] = str(e)
+                want_ll = False
+        else:
+            c, d = fit.num_chains, fit.num_draws
+            lp = sum(v.reshape(c, d, -1).sum(-1) for v in lps.values())
+            groups["sample_stats"] = {"lp": lp}
+            if want_ll:
+                ll_units = lps.units
+                loglik = {k: v for k, v in lps.items() if k not in latent}
     elif not posterior and fit.history:
         # an optimisation-only fit (Adversarial, MLE): the training curves, one step per draw
         curves = {k: np.asarray(v, float) for k, v in fit.history.items() if len(v)}
@@ -165,14 +204,18 @@ def to_inference_data(
     if const:
         groups["constant_data"] = const
 
-    if want_ll:
-        if "log_likelihood" not in groups:
-            groups["log_likelihood"] = fit.log_likelihood()
-        for name, v in groups["log_likelihood"].items():
-            dims.setdefault(name, site_dims(info.sites[name], v.ndim - 2))
+    if want_ll and loglik is None:
+        try:
+            ll = fit.log_likelihood()
+        except CapabilityError as e:
+            if log_likelihood:
+                raise
+            omitted["log_likelihood"] = str(e)
+        else:
+            loglik, ll_units = dict(ll), getattr(ll, "units", {})
 
     if wanted("posterior_predictive", posterior_predictive):
-        pred = fit.predict(sites=info.observed)
+        pred = fit.predict(sites=info.observed, max_draws=predictive_draws(fit))
         pp = {}
         for name in info.observed:
             if name in pred:
@@ -209,5 +252,63 @@ def to_inference_data(
 
     # plate dims get integer coordinates; ArviZ checks sizes for us
     idata = az.from_dict(**groups, dims=dims)
+    if loglik is not None:
+        # its own dims: a variable of linked sites (an HMM's) has the unit's shape, not the
+        # observed site's of the same name
+        ll_dims = {n: _loglik_dims(n, v, info, ll_units.get(n)) for n, v in loglik.items()}
+        idata.extend(az.from_dict(log_likelihood=loglik, dims=ll_dims))
+        units = {n: ll_units[n] for n in loglik if n in ll_units}
+        idata.attrs["ppgen_log_likelihood_units"] = units_json(units)  # netCDF-safe
+    _add_local_posterior(idata, fit)
     idata.attrs["ppgen_omitted_groups"] = json.dumps(omitted, sort_keys=True)  # netCDF-safe
     return idata
+
+
+PREDICTIVE_VALUES = 2**23
+"""Values (about 32 MiB in float32) of each observed site ``to_arviz`` keeps in
+``posterior_predictive`` by default: the first ``max(1, PREDICTIVE_VALUES // size)`` draws."""
+
+
+def predictive_draws(fit: Fit) -> int | None:
+    """How many draws ``posterior_predictive`` holds: all (``None``) unless the fit's observed
+    sites are so large that all draws would exceed :data:`PREDICTIVE_VALUES` values per site;
+    then as many as fit (ArviZ's groups have their own ``draw`` dimension)."""
+    total = fit.num_chains * fit.num_draws
+    sizes = [int(np.prod(fit.info.sites[n].shape, dtype=np.int64)) for n in fit.info.observed]
+    if not total or not sizes:
+        return None
+    k = max(1, PREDICTIVE_VALUES // max(max(sizes), 1))
+    return None if k >= total else k
+
+
+def _add_local_posterior(idata: az.InferenceData, fit: Fit) -> None:
+    """The first draws of the local latents a fit keeps apart (:attr:`Fit.local_draws`) as the
+    ``posterior_local`` group: its ``draw`` coordinate is the index of the ``posterior``
+    draws they belong to (the first ``k``), and ``attrs["ppgen_local_draws"]`` says so."""
+    if not fit.local_draws:
+        return
+    import arviz as az
+
+    dims, local = {}, {}
+    for name, v in fit.local_draws.items():
+        site = fit.info.sites.get(name)
+        v = _squeeze_to(np.asarray(v), site, 2) if site is not None else np.asarray(v)
+        local[name] = v
+        if site is not None:
+            dims[name] = site_dims(site, v.ndim - 2)
+    ds = az.from_dict(posterior=local, dims=dims).posterior
+    with warnings.catch_warnings():  # ArviZ warns about a group outside its schema
+        warnings.simplefilter("ignore", UserWarning)
+        idata.add_groups({"posterior_local": ds})
+    k = next(iter(local.values())).shape[1]
+    idata.attrs["ppgen_local_draws"] = json.dumps(
+        {
+            "group": "posterior_local",
+            "sites": sorted(local),
+            "draws": int(k),
+            "of": int(fit.num_chains * fit.num_draws),
+            "why": "local latents (one value per datum) keep their first draws only; "
+            "ask for more with SVI(local_draws=...)",
+        },
+        sort_keys=True,
+    )

@@ -2,22 +2,79 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppgen.result import Fit
+from ppgen.result import Fit, chunk_seed
 
 if TYPE_CHECKING:
     from ppgen.inference._base import Estimator, FitContext
 
-__all__ = ["guide_latents", "guide_fit"]
+__all__ = ["guide_latents", "guide_fit", "local_sites", "LOCAL_DRAW_VALUES"]
+
+LOCAL_DRAW_VALUES = 2**23
+"""Values (about 32 MiB in float32) a fit keeps of one local latent's draws by default."""
 
 
 def guide_latents(ctx: FitContext) -> list[str]:
     """Latent sites a guide draws: every latent except those summed out by enumeration."""
     return [n for n in ctx.info.latent if not ctx.info.sites[n].enumerate]
+
+
+def local_sites(ctx: FitContext) -> list[str]:
+    """Latent sites with one value per datum: those in a plate that holds an observed site."""
+    info = ctx.info
+    data_plates = {p.name for o in info.observed for p in info.sites[o].plates}
+    return [n for n in info.latent if {p.name for p in info.sites[n].plates} & data_plates]
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+def local_draw_count(est: Estimator, ctx: FitContext, n: int) -> int:
+    """How many of ``n`` draws to keep of each local latent: ``est.local_draws`` when set,
+    else as many as fit in :data:`LOCAL_DRAW_VALUES` values for the largest local site."""
+    local = [s for s in local_sites(ctx) if s in guide_latents(ctx)]
+    if not local or n <= 1:
+        return n
+    cap = getattr(est, "local_draws", None)
+    if cap is None:
+        largest = max(_size(ctx.info.sites[s].shape) for s in local)
+        cap = max(1, LOCAL_DRAW_VALUES // max(largest, 1))
+    return min(n, int(cap))
+
+
+def _chunked_draws(
+    ctx: FitContext,
+    sampler: Callable[[int, int], dict[str, np.ndarray]],
+    n: int,
+    k: int,
+    base: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``n`` guide draws made ``k`` at a time (chunk ``j`` from seed ``chunk_seed(base, j)``):
+    every draw of the global latents, and the first ``k`` draws of each local latent (and of
+    each deterministic site too large to keep whole). Chunk ``j`` can be made again exactly
+    (:meth:`Fit.latent_chunks`), so passes over all draws never hold them all at once."""
+    local = set(local_sites(ctx))
+    whole: dict[str, list[np.ndarray]] = {}
+    first: dict[str, np.ndarray] = {}
+    for j in range(math.ceil(n / k)):
+        part = sampler(min(k, n - j * k), chunk_seed(base, j))
+        part = ctx.with_deterministic({name: v[None] for name, v in part.items()})
+        for name, v in part.items():
+            v = v[0]
+            keep_all = name not in local and v[0].size * n <= LOCAL_DRAW_VALUES
+            if ctx.info.sites.get(name) is not None and ctx.info.sites[name].kind == "latent":
+                keep_all = name not in local
+            if keep_all:
+                whole.setdefault(name, []).append(v)
+            elif j == 0:
+                first[name] = v[None]
+    return {name: np.concatenate(vs)[None] for name, vs in whole.items()}, first
 
 
 def guide_fit(
@@ -35,10 +92,25 @@ def guide_fit(
     A ``point_mass`` guide (``AutoDelta``: MAP) has one value per site, so the fit holds that
     one draw (chain 1, draw 1), not ``num_draws`` identical copies that would pass for a
     posterior sample with no spread.
+
+    Local latents (one value per datum, e.g. a VAE's codes) keep ``est.local_draws`` draws
+    (default: as many as fit in :data:`LOCAL_DRAW_VALUES` values per site) in
+    ``fit.local_draws``; global latents keep all ``num_draws`` in ``fit.draws``. The draws
+    are then made in chunks whose seeds ``fit.diagnostics`` records (``local_draws``,
+    ``draw_seed``), so log-likelihood and predictive passes remake every draw exactly.
     """
     n = 1 if point_mass else est.num_draws
-    flat = sampler(n, ctx.seed + 1) if guide_latents(ctx) else {}
-    draws = ctx.with_deterministic({k: v[None] for k, v in flat.items()})
+    local: dict[str, np.ndarray] = {}
+    k = local_draw_count(est, ctx, n)
+    if not guide_latents(ctx):
+        draws: dict[str, np.ndarray] = {}
+    elif k < n:
+        base = ctx.seed + 1
+        draws, local = _chunked_draws(ctx, sampler, n, k, base)
+        diagnostics = {**diagnostics, "local_draws": k, "draw_seed": base, "num_draws": n}
+    else:
+        flat = sampler(n, ctx.seed + 1)
+        draws = ctx.with_deterministic({name: v[None] for name, v in flat.items()})
     return Fit(
         program=ctx.program,
         estimator=est,
@@ -52,4 +124,5 @@ def guide_fit(
         param_state=state,
         posterior_sampler=sampler,
         diagnostics=diagnostics,
+        local_draws=local,
     )

@@ -44,9 +44,24 @@ class SVI(EngineEstimator):
             backend optimiser object (``"lbfgs"`` needs a deterministic objective:
             :class:`~ppgen.inference.MLE` only).
         lr: learning rate; ``lr_decay``: total exponential decay factor over the run.
-        steps / epochs / batch_size / batch_plate: length of the run and minibatching.
+        steps / epochs / batch_size / batch_plate / drop_last: length of the run and
+            minibatching. ``batch_plate`` names the plate to subsample (default: the one
+            plate holding every observed site that indexes an axis of the observed data;
+            when several do, as a words plate inside a documents plate, pass it). Each data
+            array is sliced along the axis that plate indexes (from the trace), so data laid
+            out plate-last (``(D, N)``) work as plate-first ones do. When ``batch_size`` B
+            does not divide N, each epoch ends with a partial batch of ``N mod B`` rows,
+            weighted ``N / (N mod B)`` (its own B: unbiased, but noisier);
+            ``drop_last=True`` skips it (``floor(N / B)`` full batches an epoch).
         num_draws: posterior draws taken from the fitted guide for ``Fit.draws``; a point-mass
             guide (``"delta"``) gives its one point (chain 1, draw 1), not copies of it.
+        local_draws: draws kept of each local latent (one value per datum: a VAE's codes,
+            LDA's per-document topics) in ``fit.local_draws`` and the ``posterior_local``
+            group of ``fit.to_arviz()``; global latents keep all ``num_draws``. Default: as
+            many as fit in 2**23 values (about 32 MiB) for the largest local site, so a VAE
+            on 1,797 images with 50-dimensional codes keeps 93 draws, not 1,000 (90 million
+            values); eight schools' ``eta`` keeps all. Log-likelihood and predictive passes
+            remake the draws chunk by chunk, exactly.
         init_scale: initial scale of Normal-family autoguides.
         engine: deprecated (``"auto"``, ``"lean"``, ``"pyro"``); each backend has one engine
             and it picks the fastest exact objective path by itself. ``engine="pyro"`` still
@@ -96,12 +111,20 @@ class SVI(EngineEstimator):
         epochs: int | None = None,
         batch_size: int | None = None,
         batch_plate: str | None = None,
+        drop_last: bool = False,
         num_draws: int = 1000,
+        local_draws: int | None = None,
         init_scale: float | None = None,
         max_plate_nesting: int | None = None,
         engine: str | None = None,
     ) -> None:
-        super().__init__(steps=steps, epochs=epochs, batch_size=batch_size, batch_plate=batch_plate)
+        super().__init__(
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            batch_plate=batch_plate,
+            drop_last=drop_last,
+        )
         if engine is not None:
             elbo = _deprecated_engine(engine, elbo, num_particles, alpha)
         if guide is not None:
@@ -118,6 +141,7 @@ class SVI(EngineEstimator):
         self.lr_decay = lr_decay
         self.clip_norm = clip_norm
         self.num_draws = check_int("num_draws", num_draws, 1)
+        self.local_draws = None if local_draws is None else check_int("local_draws", local_draws, 1)
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
         make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early
