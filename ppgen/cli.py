@@ -214,7 +214,7 @@ def _fit(args: argparse.Namespace) -> int:
     if not args.no_plots:
         from ppgen.analysis import plots
 
-        if fit.num_chains * fit.num_draws >= 2:  # a single MLE/MAP draw has no distribution
+        if fit.draws and fit.num_chains * fit.num_draws >= 2:  # one MAP draw: no distribution
             plots.plot_trace(fit, out / "trace.png")
             plots.plot_posterior(fit, out / "posterior.png")
         if fit.history.get("loss"):

@@ -407,11 +407,14 @@ class Fit(FitCapabilities):
         return self._idata
 
     def summary(self, **kwargs: Any) -> Any:
-        """``arviz.summary`` of the posterior (a pandas DataFrame)."""
+        """``arviz.summary`` of the posterior (a pandas DataFrame); of the kept local draws
+        (``posterior_local``) for a fit whose only latents are local."""
         import arviz as az
 
         idata = self.to_arviz(posterior_predictive=False, log_likelihood=False)
         kwargs.setdefault("kind", "all" if self.num_chains > 1 else "stats")
+        if "posterior" not in idata.groups() and "posterior_local" in idata.groups():
+            return az.summary(idata.posterior_local, **kwargs)  # only local latents
         return az.summary(idata, **kwargs)
 
     def save(self, path: str | os.PathLike) -> None:

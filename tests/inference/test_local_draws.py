@@ -129,3 +129,21 @@ def test_save_load_round_trip(tmp_path):
 def test_local_draws_argument_is_checked():
     with pytest.raises(ppgen.errors.EstimatorError, match="local_draws"):
         SVI(local_draws=0)
+
+
+def test_fit_with_only_local_latents():
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x=None):
+        with pyro.plate("data", N):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+
+    fit = ppgen.fit(model, DATA, SVI(steps=5, num_draws=10, local_draws=4), progress=False)
+    assert fit.draws == {} and fit.local_draws["z"].shape == (1, 4, N)
+    assert (fit.num_chains, fit.num_draws) == (1, 10)
+    assert fit.log_likelihood()["x"].shape == (1, 10, N)
+    table = fit.summary()
+    assert len(table) == N
+    np.testing.assert_allclose(table["mean"].values, fit.local_draws["z"][0].mean(0), atol=1e-3)
