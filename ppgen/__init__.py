@@ -1,6 +1,6 @@
 """ppgen: one Pyro/NumPyro program, pluggable estimators, one Fit, ArviZ out."""
 
-from ppgen import data, distributions, inference
+from ppgen import callbacks, data, distributions, inference
 from ppgen.analysis.evaluate import evaluate
 from ppgen.fit import fit
 from ppgen.persist import load
@@ -15,6 +15,7 @@ __all__ = [
     "evaluate",
     "Fit",
     "Program",
+    "callbacks",
     "data",
     "distributions",
     "inference",

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ppgen.callbacks import CSVLogger, TensorBoard
 from ppgen.data.files import load_data
 from ppgen.errors import CheckpointError, DataError, EstimatorError, PPGenError, ProgramError
 from ppgen.inference._base import resolve_method
@@ -167,6 +168,19 @@ def summary_table(fit: Any) -> Any:
     return point_table(fit.params)
 
 
+def log_callbacks(args: argparse.Namespace) -> list[Any]:
+    """The loggers ``--log`` asks for, writing under ``--log-dir`` (default ``OUT-logs``)."""
+    if not getattr(args, "log", None):
+        return []
+    log_dir = Path(args.log_dir or f"{str(args.out).rstrip('/')}-logs")
+    out = []
+    if "tensorboard" in args.log:
+        out.append(TensorBoard(log_dir))
+    if "csv" in args.log:
+        out.append(CSVLogger(log_dir / "metrics.csv"))  # refuses to overwrite, before the fit
+    return out
+
+
 def _fit(args: argparse.Namespace) -> int:
     import ppgen
     from ppgen.io import atomic_write
@@ -206,6 +220,7 @@ def _fit(args: argparse.Namespace) -> int:
         device=args.device,
         backend=args.backend,
         progress=progress,
+        callbacks=log_callbacks(args),
     )
     out = Path(args.out)
     fit.save(str(out))
@@ -428,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--threads", type=int, help="torch CPU threads")
     f.add_argument("--progress", action="store_true", help="progress bar even if not a TTY")
     f.add_argument("--no-plots", action="store_true", help="skip trace/posterior/loss PNGs")
+    f.add_argument(
+        "--log",
+        choices=("tensorboard", "csv"),
+        nargs="+",
+        help="log every training metric (optimisation fits): TensorBoard event files and/or "
+        "metrics.csv in --log-dir",
+    )
+    f.add_argument("--log-dir", metavar="DIR", help="where --log writes (default: OUT-logs)")
     f.set_defaults(func=_fit)
 
     s = sub.add_parser("summary", help="print the ArviZ summary of a saved run")

@@ -127,7 +127,9 @@ def fit(
         seed: seeds every random choice; the same seed gives the same fit.
         device: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
         callbacks: functions ``cb(step, metrics)`` called after each optimisation step; return
-            ``True`` (or raise :class:`~ppgen.inference.StopTraining`) to stop.
+            ``True`` (or raise :class:`~ppgen.inference.StopTraining`) to stop. A callback
+            object's ``on_fit_end()`` is called once when training ends. Loggers:
+            :class:`ppgen.callbacks.TensorBoard`, :class:`ppgen.callbacks.CSVLogger`.
         checkpoint_dir / checkpoint_every: write an atomic checkpoint every N steps and at the end.
         resume: continue from the checkpoint in ``checkpoint_dir`` (bit-identical on CPU).
         progress: show a progress bar on stderr (default: when stderr is a terminal).

@@ -542,6 +542,10 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         )
     finally:
         bar.close()
+        for cb in ctx.callbacks:  # e.g. a logger closing its file
+            end = getattr(cb, "on_fit_end", None)
+            if callable(end):
+                end()
     if ckpt is not None:
         _save_checked(est, ckpt, state, loop_state(), step)
     fit = est.finalize(ctx, state, history)

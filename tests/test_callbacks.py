@@ -1,0 +1,105 @@
+"""Logging callbacks: what TensorBoard and CSVLogger write equals the fit's own history."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import ppgen
+from ppgen.callbacks import CSVLogger, TensorBoard
+from ppgen.cli import main
+from ppgen.errors import DataError
+from ppgen.inference import SVI, Adversarial
+
+X = np.random.default_rng(0).normal(1.0, 1.0, 20).astype(np.float32)
+
+
+def model(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    with pyro.plate("data", 20):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+
+def _scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_scalars_are_the_history(tmp_path):
+    fit = ppgen.fit(model, {"x": X}, SVI(steps=6), callbacks=[TensorBoard(tmp_path, every=2)])
+    got = _scalars(tmp_path)
+    assert sorted(got) == ["loss"]
+    assert [s for s, _ in got["loss"]] == [2, 4, 6]
+    want = [fit.history["loss"][s - 1] for s in (2, 4, 6)]
+    np.testing.assert_allclose([v for _, v in got["loss"]], want, rtol=1e-6)  # float32 events
+
+
+def test_tensorboard_logs_every_adversarial_metric(tmp_path):
+    import torch
+    from torch import nn
+
+    gen = nn.Linear(2, 2)
+
+    def gan(x=None):
+        pyro.module("gen", gen)
+        with pyro.plate("data", 32):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", ppgen.distributions.Implicit(gen(z), event_dim=1), obs=x)
+
+    torch.manual_seed(0)
+    data = {"x": np.random.default_rng(1).normal(size=(32, 2)).astype(np.float32)}
+    fit = ppgen.fit(gan, data, Adversarial(steps=3), callbacks=[TensorBoard(tmp_path, prefix="g/")])
+    got = _scalars(tmp_path)
+    assert sorted(got) == sorted(f"g/{k}" for k in fit.history)
+    for k, v in fit.history.items():
+        np.testing.assert_allclose([x for _, x in got[f"g/{k}"]], v, rtol=1e-6)
+
+
+def test_csv_rows_are_the_history_exactly(tmp_path):
+    path = tmp_path / "m.csv"
+    fit = ppgen.fit(model, {"x": X}, SVI(steps=5), callbacks=[CSVLogger(path)])
+    rows = list(csv.reader(path.read_text().splitlines()))
+    assert rows[0] == ["step", "loss"]
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5]
+    assert [float(r[1]) for r in rows[1:]] == fit.history["loss"]  # repr round-trips
+
+
+def test_csv_refuses_to_overwrite_and_appends_on_request(tmp_path):
+    path = tmp_path / "m.csv"
+    ppgen.fit(model, {"x": X}, SVI(steps=2), callbacks=[CSVLogger(path)])
+    with pytest.raises(DataError, match="exists and is not empty.*append=True"):
+        CSVLogger(path)
+    fit = ppgen.fit(model, {"x": X}, SVI(steps=3), callbacks=[CSVLogger(path, append=True)])
+    rows = list(csv.reader(path.read_text().splitlines()))
+    assert rows[0] == ["step", "loss"] and len(rows) == 1 + 2 + 3
+    assert [float(r[1]) for r in rows[3:]] == fit.history["loss"]
+
+
+def test_logs_are_complete_when_a_callback_stops_early(tmp_path):
+    path = tmp_path / "m.csv"
+    logger = CSVLogger(path)
+    fit = ppgen.fit(model, {"x": X}, SVI(steps=50), callbacks=[logger, lambda s, m: s == 4])
+    assert logger._file is None  # closed by on_fit_end
+    assert len(path.read_text().splitlines()) == 1 + 4 == 1 + len(fit.history["loss"])
+
+
+def test_cli_log_writes_csv_and_tensorboard(tmp_path):
+    out = tmp_path / "run"
+    argv = ["fit", "eight_schools", "--method", "svi", "--steps", "5", "--no-plots"]
+    argv += ["--out", str(out), "--log", "csv", "tensorboard"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    history = json.loads((out / "history.json").read_text())
+    logs = tmp_path / "run-logs"
+    rows = list(csv.reader((logs / "metrics.csv").read_text().splitlines()))
+    assert [float(r[1]) for r in rows[1:]] == history["loss"]
+    assert [v for _, v in _scalars(logs)["loss"]] == pytest.approx(history["loss"], rel=1e-6)
