@@ -347,6 +347,54 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_items(fit: Any, n: int, seed: int) -> dict[str, np.ndarray]:
+    """``n`` generated items of each observed site of ``fit``: rows of the site's outer plate
+    (a data set of N rows gives N items; ``ceil(n / N)`` data sets are drawn) or, for a site
+    in no plate, whole data sets. Arrays are ``(n, *item_shape)``."""
+    rows = {}
+    for name in fit.info.observed:
+        batch = fit.info.sites[name].batch_shape
+        rows[name] = int(batch[0]) if batch else 1
+    k = -(-n // max(min(rows.values()), 1)) if rows else n
+    out = {}
+    for name, v in fit.sample(k, seed=seed).items():
+        v = np.asarray(v)
+        if fit.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
+            v = v.reshape((-1,) + v.shape[2:])
+        out[name] = v[:n]
+    return out
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from ppgen.analysis.plots import plot_samples
+    from ppgen.io import atomic_write
+
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".png"):
+        raise DataError(f"`--out {args.out}` must end in .npz (arrays) or .png (a plot).")
+    if out.exists():
+        raise DataError(f"`--out {args.out}` exists; ppgen does not overwrite it. Give a new path.")
+    fit = load_run(args.run, args.model)
+    items = sample_items(fit, args.n, args.seed)
+    if out.suffix == ".npz":
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+                np.savez(f, **items)
+
+        atomic_write(out, write)
+    else:
+        site = args.site or (next(iter(items)) if len(items) == 1 else None)
+        if site not in items:
+            raise DataError(
+                f"`--site` must name one observed site to plot ({sorted(items)}); got {site!r}."
+            )
+        plot_samples(items[site], out)
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in items.items())
+    print(f"wrote {out} ({shapes})", file=sys.stderr)
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from ppgen.data import DATASETS
 
@@ -456,6 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="print the ArviZ summary of a saved run")
     s.add_argument("dir", metavar="DIR", help="a run directory written by `ppgen fit`")
     s.set_defaults(func=_summary)
+
+    m = sub.add_parser(
+        "sample",
+        help="draw new data from a saved run: .npz arrays or a .png plot",
+        description="Draw N items from the saved run RUN (its observed sites, rows of the data "
+        "plate) and write them as a .npz of arrays or a .png (image grid for image models, "
+        "scatter for 2-D points).",
+        epilog="example: ppgen sample runs/gmm -n 500 --out gmm.png",
+    )
+    m.add_argument("run", metavar="RUN", help="a run directory written by `ppgen fit` or Fit.save")
+    m.add_argument("-n", type=_positive, default=64, help="items to draw (default 64)")
+    m.add_argument("--out", required=True, help="FILE.npz or FILE.png (never overwritten)")
+    m.add_argument("--model", help="zoo name or module:attr of the fitted program (non-zoo runs)")
+    m.add_argument("--site", help="observed site to plot (when the program has several)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.set_defaults(func=_sample)
 
     e = sub.add_parser(
         "evaluate",

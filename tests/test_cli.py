@@ -416,3 +416,29 @@ def test_evaluation_json_is_never_half_written(gan_run, monkeypatch):
     monkeypatch.undo()
     assert json.loads(out.read_text()) == {"old": True}
     assert not [p for p in (root / "gan").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sample_writes_npz_items_equal_to_fit_sample(tmp_path):
+    run = tmp_path / "schools"
+    fit_argv = ["fit", "eight_schools", "--method", "svi", "--steps", "5", "--no-plots"]
+    assert run_cli(fit_argv + ["--out", str(run)])[0] == 0
+    out = tmp_path / "s.npz"
+    rc, _, err = run_cli(["sample", str(run), "-n", "20", "--seed", "5", "--out", str(out)])
+    assert rc == 0 and "y (20,)" in err
+    got = np.load(out)["y"]
+    # 20 items = rows of the school plate: ceil(20 / 8) = 3 data sets, flattened
+    want = ppgen.load(run, EightSchools()).sample(3, seed=5)["y"].reshape(-1)[:20]
+    np.testing.assert_array_equal(got, want)
+    rc, _, err = run_cli(["sample", str(run), "-n", "5", "--out", str(out)])
+    assert rc != 0 and "exists" in err  # never overwritten
+
+
+def test_sample_plots_two_dimensional_points(tmp_path):
+    run = tmp_path / "gmm"
+    fit_argv = ["fit", "gmm", "--method", "svi", "--steps", "5", "--no-plots"]
+    assert run_cli(fit_argv + ["--out", str(run)])[0] == 0
+    out = tmp_path / "gmm.png"
+    assert run_cli(["sample", str(run), "-n", "100", "--model", "gmm", "--out", str(out)])[0] == 0
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    rc, _, err = run_cli(["sample", str(run), "--model", "gmm", "--out", str(tmp_path / "x.txt")])
+    assert rc != 0 and ".npz" in err

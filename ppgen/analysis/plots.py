@@ -1,4 +1,4 @@
-"""Diagnostic plots of a fit written straight to PNG files: trace, posterior, loss history."""
+"""Plots of a fit written straight to PNG files: trace, posterior, loss history, samples."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen.analysis.latent import image_grid
 from ppgen.io import atomic_write
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from ppgen.result import Fit
 
-__all__ = ["plot_trace", "plot_posterior", "plot_loss"]
+__all__ = ["plot_trace", "plot_posterior", "plot_loss", "plot_samples"]
 
 # ArviZ warns (and truncates) past ``plot.max_subplots``; choose variables to stay below it.
 MAX_TRACE_ROWS = 12
@@ -215,5 +216,46 @@ def plot_loss(
     ax.set_ylabel(key)
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+
+
+def _image_shape(shape: tuple[int, ...]) -> bool:
+    if len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3)):
+        return True
+    return len(shape) == 1 and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]
+
+
+def plot_samples(items: np.ndarray, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Write generated items (``(n, *item_shape)``) to a PNG: a scatter plot of 2-D points,
+    or an image grid of images (``(H, W)``, ``(C, H, W)`` with C = 1 or 3, or a square number
+    of pixels such as digits' 64). Anything else is refused (save it as ``.npz``).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "digits.png")
+        >>> plot_samples(np.random.default_rng(0).random((16, 64)), path)
+        >>> os.path.getsize(path) > 500
+        True
+    """
+    import matplotlib.pyplot as plt
+
+    items = np.asarray(items, float)
+    shape = tuple(items.shape[1:])
+    if shape == (2,):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.scatter(items[:, 0], items[:, 1], s=6, alpha=0.6)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(alpha=0.3)
+    elif _image_shape(shape):
+        grid = image_grid(items)
+        fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / max(grid.shape[1], 1)))
+        ax.imshow(grid if grid.ndim == 2 else np.moveaxis(grid, 0, -1), cmap="gray")
+        ax.axis("off")
+    else:
+        raise ValueError(
+            f"Cannot draw items of shape {shape} as a PNG (2-D points or images only); write "
+            "them to a .npz file instead."
+        )
     fig.tight_layout()
     _save(fig, path, dpi)
