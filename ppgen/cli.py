@@ -6,6 +6,7 @@ import argparse
 import importlib
 import inspect
 import os
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+import ppgen.models as _models_pkg
 from ppgen.callbacks import CSVLogger, TensorBoard
 from ppgen.data.files import load_data
 from ppgen.errors import CheckpointError, DataError, EstimatorError, PPGenError, ProgramError
 from ppgen.inference._base import resolve_method
-from ppgen.models import EightSchools, GaussianMixture, LinearRegression, LogisticRegression
+from ppgen.models._cli import CLISpec
 
 __all__ = [
     "main",
@@ -37,17 +39,43 @@ __all__ = [
 MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 300, "num_chains": 2}
 
 
-# name -> (factory taking the parsed arguments, default --data, description)
+def zoo_specs() -> dict[str, tuple[type, CLISpec]]:
+    """Every command-line name the zoo declares (``cli = (CLISpec(...), ...)`` on a class of
+    :mod:`ppgen.models` or its modules), as ``{name: (class, spec)}`` in family order.
+
+    Example:
+        >>> specs = zoo_specs()
+        >>> specs["vae"][1].method, specs["gmm"][1].data
+        ('svi', 'blobs')
+    """
+    found: dict[str, tuple[type, CLISpec]] = {}
+    for info in pkgutil.iter_modules(_models_pkg.__path__, _models_pkg.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and isinstance(obj.__dict__.get("cli"), tuple):
+                for spec in obj.__dict__["cli"]:
+                    found.setdefault(spec.name, (obj, spec))
+    return dict(sorted(found.items(), key=lambda kv: (kv[1][1].family, kv[0])))
+
+
+def _factory(cls: type, spec: CLISpec) -> Callable[[argparse.Namespace], Any]:
+    def build(args: argparse.Namespace) -> Any:
+        kwargs = dict(spec.fixed)
+        if "K" in spec.options and getattr(args, "K", None) is not None:
+            kwargs["K"] = args.K  # the --K shorthand of the mixtures
+        try:
+            kwargs.update(spec.parse(list(getattr(args, "arg", None) or [])))
+        except ValueError as e:
+            raise ProgramError(str(e)) from e
+        return cls(**kwargs)
+
+    return build
+
+
+# name -> (factory taking the parsed arguments, default --data, description): from the zoo
 ZOO: dict[str, tuple[Callable[[argparse.Namespace], Any], str, str]] = {
-    "eight_schools": (lambda a: EightSchools(), "eight_schools", "EightSchools, non-centred"),
-    "eight_schools_centered": (
-        lambda a: EightSchools(centered=True),
-        "eight_schools",
-        "EightSchools, centred",
-    ),
-    "linear_regression": (lambda a: LinearRegression(), "regression", "LinearRegression"),
-    "logistic_regression": (lambda a: LogisticRegression(), "logistic", "LogisticRegression"),
-    "gmm": (lambda a: GaussianMixture(K=a.K), "blobs", "GaussianMixture with --K components"),
+    name: (_factory(cls, spec), spec.data, spec.description or cls.__name__)
+    for name, (cls, spec) in zoo_specs().items()
 }
 
 
@@ -127,13 +155,19 @@ def make_estimator(method: str, options: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------------- commands
-def _print_table(df: Any) -> None:
+PRINT_ROWS = 40
+"""Rows of a summary printed to the terminal; the whole table is in the run's summary.csv."""
+
+
+def _print_table(df: Any, where: str = "summary.csv") -> None:
     import pandas as pd
 
     with pd.option_context(
         "display.max_rows", None, "display.max_columns", None, "display.width", 200
     ):
-        print(df.to_string())
+        print(df.head(PRINT_ROWS).to_string())
+    if len(df) > PRINT_ROWS:
+        print(f"... {len(df) - PRINT_ROWS} more rows in {where}")
 
 
 def point_table(values: dict[str, np.ndarray]) -> Any:
@@ -196,6 +230,8 @@ def _fit(args: argparse.Namespace) -> int:
     if spec is None:
         raise DataError(f"`--data` is required for MODEL {args.model!r} (not a zoo model).")
     data = load_data(spec, model, args.x_cols, args.y_col)
+    specs = zoo_specs()
+    method = args.method or (specs[args.model][1].method if args.model in specs else "nuts")
     options = {
         "steps": args.steps,
         "num_samples": args.num_samples,
@@ -204,13 +240,14 @@ def _fit(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "guide": args.guide,
         "elbo": args.elbo,
+        "num_draws": args.num_draws,
     }
-    takes_elbo = "elbo" in inspect.signature(type(resolve_method(args.method)).__init__).parameters
+    takes_elbo = "elbo" in inspect.signature(type(resolve_method(method)).__init__).parameters
     if args.elbo is None and takes_elbo:
         info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)
         if any(info.sites[n].enumerate for n in info.discrete_latent):
             options["elbo"] = "enum"  # summed-out discrete sites need TraceEnum_ELBO
-    est = make_estimator(args.method, options)
+    est = make_estimator(method, options)
     progress = args.progress or sys.stderr.isatty()
     fit = ppgen.fit(
         model,
@@ -405,8 +442,11 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    for name, (_, data, desc) in ZOO.items():
-        print(f"{name:<24} {desc} (default --data {data})")
+    print(f"{'name':<24} {'family':<16} {'method':<12} {'data':<16} options / description")
+    for name, (_, spec) in zoo_specs().items():
+        opts = " ".join(f"--arg {k}=" for k in spec.options)
+        line = f"{name:<24} {spec.family:<16} {spec.method:<12} {spec.data:<16} "
+        print(line + "; ".join(x for x in (opts, spec.description) if x))
     return 0
 
 
@@ -455,7 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in dataset name, file.csv or file.npz "
         "(default for zoo models: their usual dataset)",
     )
-    f.add_argument("--method", default="nuts", help="registered estimator name (default: nuts)")
+    f.add_argument(
+        "--method",
+        help="registered estimator name (default: the zoo model's own, see `ppgen models`; "
+        "nuts for module:attr programs)",
+    )
     f.add_argument(
         "--out",
         required=True,
@@ -473,7 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, help="learning rate (svi, mle)")
     f.add_argument("--guide", help="autoguide name (svi), e.g. normal, mvn, delta")
     f.add_argument("--elbo", help="ELBO (svi): trace, meanfield, graph, enum, renyi, iwae")
+    f.add_argument(
+        "--num-draws", type=_positive, help="posterior draws kept from the fitted guide (svi)"
+    )
     f.add_argument("--K", type=_positive, default=3, help="mixture components (gmm; default 3)")
+    f.add_argument(
+        "--arg",
+        metavar="NAME=VALUE",
+        action="append",
+        help="a zoo model's constructor option (repeatable), e.g. --arg z_dim=8 (ppgen models)",
+    )
     f.add_argument(
         "--x-cols",
         type=lambda s: [c.strip() for c in s.split(",") if c.strip()],

@@ -411,7 +411,8 @@ class Fit(FitCapabilities):
         (``posterior_local``) for a fit whose only latents are local."""
         import arviz as az
 
-        idata = self.to_arviz(posterior_predictive=False, log_likelihood=False)
+        # the InferenceData already built (e.g. by save) holds the posterior: no second pass
+        idata = self._idata or self.to_arviz(posterior_predictive=False, log_likelihood=False)
         kwargs.setdefault("kind", "all" if self.num_chains > 1 else "stats")
         if "posterior" not in idata.groups() and "posterior_local" in idata.groups():
             return az.summary(idata.posterior_local, **kwargs)  # only local latents

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import arviz as az
@@ -17,6 +18,7 @@ import pytest
 
 import ppgen
 from ppgen.cli import main
+from ppgen.errors import ConvergenceWarning
 from ppgen.models import EightSchools
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -442,3 +444,65 @@ def test_sample_plots_two_dimensional_points(tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC
     rc, _, err = run_cli(["sample", str(run), "--model", "gmm", "--out", str(tmp_path / "x.txt")])
     assert rc != 0 and ".npz" in err
+
+
+ZOO_NAMES = sorted(__import__("ppgen.cli", fromlist=["zoo_specs"]).zoo_specs())
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_every_zoo_model_fits_from_the_command_line(name, tmp_path):
+    from ppgen.cli import zoo_specs
+
+    cls, spec = zoo_specs()[name]
+    data = ppgen.data.load(spec.data)
+    model = ZOO_FACTORY(name)
+    ppgen.Program(model).inspect(data)  # the default --data fits the model's arguments
+    # tiny: the first 32 rows (saving builds posterior_predictive: AR sampling is per pixel)
+    rows = max(len(v) for v in data.values() if np.ndim(v))
+    tiny = {k: v[:32] if np.ndim(v) and len(v) == rows else v for k, v in data.items()}
+    np.savez(tmp_path / "tiny.npz", **tiny)
+    out = tmp_path / name
+    argv = ["fit", name, "--no-plots", "--out", str(out), "--steps", "3"]
+    argv += ["--data", str(tmp_path / "tiny.npz")]
+    argv += ["--num-draws", "20"] if spec.method == "svi" else []
+    if spec.method in ("nuts", "hmc"):
+        argv = ["fit", name, "--no-plots", "--out", str(out), "--data", str(tmp_path / "tiny.npz")]
+        argv += ["--num-samples", "5", "--num-warmup", "5", "--num-chains", "1"]
+    with warnings.catch_warnings():  # 3 steps do not converge; the CLI says so, tests know
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rc, stdout, stderr = run_cli(argv)
+    assert rc == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["estimator"]["name"] == spec.method  # the zoo model's own default
+    assert (out / "summary.csv").exists() and stdout.strip()
+    assert type(ppgen.load(out, ZOO_FACTORY(name)).program.obj) is cls
+
+
+def ZOO_FACTORY(name):
+    import argparse
+
+    from ppgen.cli import ZOO
+
+    return ZOO[name][0](argparse.Namespace(K=3, arg=None))
+
+
+def test_models_lists_every_declared_zoo_model():
+    from ppgen.cli import zoo_specs
+
+    rc, stdout, _ = run_cli(["models"])
+    assert rc == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in stdout.splitlines()[1:]}
+    for name, (_, spec) in zoo_specs().items():
+        assert rows[name] == [spec.family, spec.method, spec.data]
+    assert {"vae", "gan", "maf", "made", "gmm", "eight_schools"} <= set(rows)
+
+
+def test_zoo_options_reach_the_constructor(tmp_path):
+    out = tmp_path / "vae"
+    argv = ["fit", "vae", "--steps", "2", "--no-plots", "--arg", "z_dim=3", "--num-draws", "5"]
+    argv += ["--out", str(out)]
+    assert run_cli(argv)[0] == 0
+    fit = ppgen.load(out, ppgen.models.VAE(z_dim=3))
+    assert fit.program.obj.z_dim == 3
+    rc, _, err = run_cli(["fit", "vae", "--arg", "depth=3", "--out", str(tmp_path / "bad")])
+    assert rc != 0 and "z_dim" in err and not (tmp_path / "bad").exists()

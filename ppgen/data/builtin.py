@@ -100,6 +100,47 @@ def _modes2d(name: str) -> Callable[..., dict[str, Any]]:
 DATASETS.update({name: _modes2d(name) for name in ("ring8", "grid25")})
 
 
+DIGITS_TRAIN = 1500
+"""Rows of scikit-learn's 1,797 8x8 digits in the ``train`` split (a fixed permutation)."""
+
+
+def digits(split: str = "train", binarize: bool = False, labels: bool = False) -> dict[str, Any]:
+    """scikit-learn's 8x8 digits as ``x`` (N, 64) float32 in [0, 1] (and, with ``labels``,
+    the digit ``y``).
+
+    ``split``: ``"train"`` (1,500 rows), ``"test"`` (the other 297) or ``"all"``, from one
+    fixed permutation (seed 0); ``binarize``: pixels above 0.5 become 1, the rest 0.
+
+    Example:
+        >>> d = digits("test", binarize=True)
+        >>> d["x"].shape, sorted(set(d["x"].ravel().tolist()))
+        ((297, 64), [0.0, 1.0])
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"`split` must be 'train', 'test' or 'all'; got {split!r}.")
+    raw = load_digits()
+    x = (raw.data / 16.0).astype(np.float32)
+    if binarize:
+        x = (x > 0.5).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    rows = {"train": perm[:DIGITS_TRAIN], "test": perm[DIGITS_TRAIN:], "all": np.arange(len(x))}
+    idx = rows[split]
+    out = {"x": x[idx]}
+    if labels:
+        out["y"] = raw.target[idx].astype(np.int64)
+    return out
+
+
+def digits_binary(split: str = "train") -> dict[str, Any]:
+    """scikit-learn's 8x8 digits binarised at 0.5 (see :func:`digits`): ``x`` (N, 64)."""
+    return digits(split, binarize=True)
+
+
+DATASETS.update({"digits": digits, "digits_binary": digits_binary})
+
+
 def load(name: str, **kwargs: Any) -> dict[str, Any]:
     """A built-in dataset as a ``data`` dict ready for ``ppgen.fit`` (``truth`` removed).
 

@@ -17,6 +17,7 @@ from ppgen.models._ar_heads import (
 from ppgen.models._ar_layers import MaskedConv2d, MaskedLinear, _GatedLayer
 from ppgen.models._ar_program import ARProgram
 from ppgen.models._ar_sequence import CharRNN, WaveNet
+from ppgen.models._cli import CLISpec
 
 __all__ = [
     "MADE",
@@ -57,6 +58,17 @@ class MADE(ARProgram):
         >>> made.log_prob(made.sample(3)).shape
         torch.Size([3])
     """
+
+    cli = (
+        CLISpec(
+            "made",
+            "autoregressive",
+            "digits_binary",
+            "mle",
+            fixed={"features": 64},
+            description="MADE over 64 binary pixels",
+        ),
+    )
 
     def __init__(
         self,

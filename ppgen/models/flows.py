@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ppgen.data.images import VariationalDequantizer, discrete_log_likelihood, sigmoid_transform
 from ppgen.flows import FlowDistribution, build_flow
+from ppgen.models._cli import CLISpec
 
 __all__ = [
     "DequantizedFlowModel",
@@ -93,6 +94,17 @@ class FlowModel(nn.Module):
 class MAFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.MAF` flow."""
 
+    cli = (
+        CLISpec(
+            "maf",
+            "flow",
+            "moons",
+            "mle",
+            fixed={"features": 2},
+            description="MAF density on 2-D points",
+        ),
+    )
+
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("maf", features, context_features, **kw)
 
@@ -107,12 +119,34 @@ class IAFModel(FlowModel):
 class NSFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.NSF` flow."""
 
+    cli = (
+        CLISpec(
+            "nsf",
+            "flow",
+            "moons",
+            "mle",
+            fixed={"features": 2},
+            description="neural spline flow density on 2-D points",
+        ),
+    )
+
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("nsf", features, context_features, **kw)
 
 
 class RealNVPModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.RealNVP` flow."""
+
+    cli = (
+        CLISpec(
+            "realnvp",
+            "flow",
+            "moons",
+            "mle",
+            fixed={"features": 2},
+            description="RealNVP density on 2-D points",
+        ),
+    )
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("realnvp", features, context_features, **kw)

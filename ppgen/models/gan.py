@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
+from ppgen.models._cli import CLISpec
 from ppgen.nn import Critic, mlp_layers, register_module
 
 __all__ = ["GAN", "ConditionalGAN", "DCGAN", "jax_critic"]
@@ -92,6 +93,17 @@ class GAN(nn.Module):
         >>> fit.program.backend, fit.sample(5)["x"].shape
         ('numpyro', (5, 64, 2))
     """
+
+    cli = (
+        CLISpec(
+            "gan",
+            "GAN",
+            "ring8",
+            "adversarial",
+            {"z_dim": int},
+            description="GAN, MLP generator, default critic",
+        ),
+    )
 
     backend: str = "pyro"  # per instance: the constructor's ``backend``
 

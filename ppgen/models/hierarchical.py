@@ -8,6 +8,7 @@ from pyroapi import distributions as dist
 from pyroapi import pyro
 
 from ppgen.models._base import Model, deterministic
+from ppgen.models._cli import CLISpec
 
 __all__ = ["EightSchools"]
 
@@ -35,6 +36,25 @@ class EightSchools(Model):
         >>> fit.draws["theta"].shape
         (1, 100, 8)
     """
+
+    cli = (
+        CLISpec(
+            "eight_schools",
+            "hierarchical",
+            "eight_schools",
+            "nuts",
+            fixed={"centered": False},
+            description="EightSchools, non-centred",
+        ),
+        CLISpec(
+            "eight_schools_centered",
+            "hierarchical",
+            "eight_schools",
+            "nuts",
+            fixed={"centered": True},
+            description="EightSchools, centred",
+        ),
+    )
 
     def __init__(self, centered: bool = False):
         self.centered = centered

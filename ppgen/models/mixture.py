@@ -10,6 +10,7 @@ from pyroapi import distributions as dist
 from pyroapi import pyro
 
 from ppgen.models._base import deterministic
+from ppgen.models._cli import CLISpec
 from ppgen.models._mixture_base import (
     Mixture,
     pointwise_log_likelihood,
@@ -64,6 +65,17 @@ class GaussianMixture(Mixture):
         >>> fit.draws["locs"].shape
         (1, 1, 3, 2)
     """
+
+    cli = (
+        CLISpec(
+            "gmm",
+            "mixture",
+            "blobs",
+            "nuts",
+            {"K": int},
+            description="GaussianMixture with --K (or --arg K=) components",
+        ),
+    )
 
     family = "gaussian"
 

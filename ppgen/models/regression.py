@@ -8,6 +8,7 @@ from pyroapi import distributions as dist
 from pyroapi import pyro
 
 from ppgen.models._base import Model
+from ppgen.models._cli import CLISpec
 
 __all__ = ["LinearRegression", "LogisticRegression"]
 
@@ -31,6 +32,12 @@ class LinearRegression(Model):
         >>> fit.draws["w"].shape[-1] == data["X"].shape[1]
         True
     """
+
+    cli = (
+        CLISpec(
+            "linear_regression", "regression", "regression", "nuts", description="LinearRegression"
+        ),
+    )
 
     def __init__(
         self, weight_scale: float = 1.0, bias_scale: float = 10.0, noise_scale: float = 1.0
@@ -65,6 +72,16 @@ class LogisticRegression(Model):
         >>> fit.draws["w"].shape
         (1, 1000, 3)
     """
+
+    cli = (
+        CLISpec(
+            "logistic_regression",
+            "regression",
+            "logistic",
+            "nuts",
+            description="LogisticRegression",
+        ),
+    )
 
     def __init__(self, weight_scale: float = 1.0, bias_scale: float = 10.0):
         self.weight_scale = weight_scale

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ppgen.capabilities import ELBOTerms
 from ppgen.errors import DataError
+from ppgen.models._cli import CLISpec
 from ppgen.models._conv_parts import conv_networks, probe
 from ppgen.nn import MLP, Family, PosteriorHead, register_module
 
@@ -70,6 +71,17 @@ class VAE(nn.Module):
         >>> vae.sample(4).shape
         torch.Size([4, 6])
     """
+
+    cli = (
+        CLISpec(
+            "vae",
+            "VAE",
+            "digits_binary",
+            "svi",
+            {"z_dim": int},
+            description="VAE, MLP encoder/decoder, Bernoulli pixels",
+        ),
+    )
 
     backend: ClassVar[str] = "pyro"
 
