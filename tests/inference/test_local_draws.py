@@ -43,7 +43,7 @@ MODELS = {"pyro": pyro_model, "numpyro": numpyro_model}
 
 def _fit(backend: str, **kw) -> ppgen.Fit:
     torch.manual_seed(0)
-    est = SVI(steps=30, lr=0.05, **{"num_draws": 20, **kw})
+    est = SVI(steps=10, lr=0.05, **{"num_draws": 20, **kw})
     return ppgen.fit(MODELS[backend], DATA, est, seed=3, progress=False, backend=backend)
 
 

@@ -32,7 +32,7 @@ def _within_mcse(fit, site, truth, k=4.0):
 def test_nuts_normal_normal(backend):
     model = NormalNormal(dim=2)
     mean, sd = model.posterior(X_NORMAL)
-    est = NUTS(num_samples=500, num_warmup=300, num_chains=2, jit=False)
+    est = NUTS(num_samples=500, num_warmup=300, num_chains=2, jit=True)
     fit = ppgen.fit(model, {"x": X_NORMAL}, est, backend=backend, seed=1)
     assert fit.draws["mu"].shape == (2, 500, 2)
     mcse = _within_mcse(fit, "mu", mean)
@@ -45,7 +45,7 @@ def test_nuts_beta_bernoulli(backend):
     model = BetaBernoulli()
     a, b = model.posterior(X_BERN)
     fit = ppgen.fit(
-        model, {"x": X_BERN}, NUTS(num_samples=500, num_warmup=300, jit=False), backend=backend
+        model, {"x": X_BERN}, NUTS(num_samples=500, num_warmup=300, jit=True), backend=backend
     )
     _within_mcse(fit, "p", a / (a + b))
 
@@ -55,7 +55,7 @@ def test_nuts_gamma_poisson(backend):
     model = GammaPoisson()
     shape, rate = model.posterior(X_POIS)
     fit = ppgen.fit(
-        model, {"x": X_POIS}, NUTS(num_samples=500, num_warmup=300, jit=False), backend=backend
+        model, {"x": X_POIS}, NUTS(num_samples=500, num_warmup=300, jit=True), backend=backend
     )
     _within_mcse(fit, "rate", shape / rate)
 
@@ -107,7 +107,7 @@ def test_sample_stats_are_kept(backend):
         ppgen.data.load("eight_schools"),
         # depth 6: the centred funnel's trees hit depth 10 in warmup (68 s on Pyro for 400
         # draws); the statistics kept are the same whatever the cap
-        NUTS(num_samples=50, num_warmup=50, num_chains=2, jit=False, max_tree_depth=6),
+        NUTS(num_samples=50, num_warmup=50, num_chains=2, jit=True, max_tree_depth=6),
         backend=backend,
         seed=0,
     )
@@ -154,7 +154,7 @@ def test_backend_neutral_zoo_model_runs_on_numpyro_nuts():
         b: ppgen.fit(
             EightSchools(),
             data,
-            NUTS(num_samples=600, num_warmup=400, jit=False),
+            NUTS(num_samples=600, num_warmup=400, jit=True),
             backend=b,
             seed=2,
         )
