@@ -67,10 +67,9 @@ def _chunked_draws(
         part = ctx.with_deterministic({name: v[None] for name, v in part.items()})
         for name, v in part.items():
             v = v[0]
-            keep_all = name not in local and v[0].size * n <= LOCAL_DRAW_VALUES
-            if ctx.info.sites.get(name) is not None and ctx.info.sites[name].kind == "latent":
-                keep_all = name not in local
-            if keep_all:
+            site = ctx.info.sites.get(name)
+            latent = site is not None and site.kind == "latent"
+            if name not in local and (latent or v[0].size * n <= LOCAL_DRAW_VALUES):
                 whole.setdefault(name, []).append(v)
             elif j == 0:
                 first[name] = v[None]
