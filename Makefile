@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: venv demo test lint format bench
+.PHONY: venv demo test lint format bench docs docs-serve
 
 venv:
 	python3 -m venv $(VENV)
@@ -27,3 +27,9 @@ format:
 bench:  ## the core benchmarks at full size (tens of minutes on 2 cores)
 	$(PY) -m benchmarks.bench_core
 	$(PY) -m benchmarks.bench_e2e
+
+docs:  ## the documentation site, strict (any warning fails), into site/
+	$(VENV)/bin/mkdocs build --strict -d site
+
+docs-serve:  ## the documentation site with live reload on http://127.0.0.1:8000
+	$(VENV)/bin/mkdocs serve

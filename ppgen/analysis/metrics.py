@@ -94,8 +94,11 @@ def npmi_coherence(
         Lau, Newman & Baldwin (2014), Machine reading tea leaves, EACL.
 
     Arguments:
-        topic_word: (K, V) topic-word weights; counts: (D, V) document-word counts (dense
-        or scipy sparse; a reference corpus, ideally held out); top_n: words per topic.
+        topic_word: (K, V) topic-word weights.
+        counts: (D, V) document-word counts (dense or scipy sparse; a reference corpus,
+            ideally held out).
+        top_n: words per topic.
+        eps: added to the product of the marginals in the PMI (guards against 0).
 
     Returns:
         (K,) coherence per topic.
@@ -190,8 +193,9 @@ def align_labels(
         Papastamoulis (2016), label.switching: an R package, JSS.
 
     Arguments:
-        samples: (S, K, ...) per-draw component features; reference: (K, ...) starting
-        reference (default: the first draw).
+        samples: (S, K, ...) per-draw component features.
+        reference: (K, ...) starting reference (default: the first draw).
+        max_iter: the most rounds of matching and re-averaging.
 
     Returns:
         (S, K) integer permutations: ``samples[s, perm[s]]`` is aligned.

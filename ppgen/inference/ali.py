@@ -47,11 +47,12 @@ class ALI(Adversarial):
             several latent sites, in the program's order) returning one number per pair.
             ``None``: an MLP (LeakyReLU 0.2, widths ``hidden``) on the flattened ``x`` and
             ``z`` side by side.
-        loss, gp_weight, n_critic, lr, lr_g, lr_d, betas, betas_d, optim, lr_decay,
-        spectral_norm, ema, hidden, site, steps, epochs, batch_size, batch_plate,
-        drop_last: as for :class:`~ppgen.inference.Adversarial` (``ema`` averages the
-            generator's and the encoder's weights; ``wgan-gp`` penalises the gradient at
-            interpolates of joint (x, z) pairs).
+        others: ``loss``, ``gp_weight``, ``n_critic``, ``lr``, ``lr_g``, ``lr_d``, ``betas``,
+            ``betas_d``, ``optim``, ``lr_decay``, ``spectral_norm``, ``ema``, ``hidden``,
+            ``site``, ``steps``, ``epochs``, ``batch_size``, ``batch_plate``, ``drop_last``:
+            as for :class:`~ppgen.inference.Adversarial` (``ema`` averages the generator's
+            and the encoder's weights; ``wgan-gp`` penalises the gradient at interpolates of
+            joint (x, z) pairs).
 
     The fit holds the generator's and the encoder's weights (``fit.params``), the
     discriminator's as auxiliary state (``fit.auxiliary["discriminator"]``) and ``loss_d``,
