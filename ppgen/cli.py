@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import os
@@ -16,7 +17,7 @@ import numpy as np
 
 import ppgen.models as _models_pkg
 from ppgen.callbacks import CSVLogger, TensorBoard
-from ppgen.data.files import load_data
+from ppgen.data.files import dataset_options, load_data
 from ppgen.errors import CheckpointError, DataError, EstimatorError, PPGenError, ProgramError
 from ppgen.inference._base import resolve_method
 from ppgen.models._cli import CLISpec
@@ -39,6 +40,11 @@ __all__ = [
 MCMC_DEFAULTS = {"num_samples": 500, "num_warmup": 300, "num_chains": 2}
 
 
+CLI_RECORD = "cli.json"
+"""Beside a run fit by ``ppgen fit ZOO_NAME``: the zoo name and constructor arguments."""
+
+
+@functools.cache
 def zoo_specs() -> dict[str, tuple[type, CLISpec]]:
     """Every command-line name the zoo declares (``cli = (CLISpec(...), ...)`` on a class of
     :mod:`ppgen.models` or its modules), as ``{name: (class, spec)}`` in family order.
@@ -58,23 +64,35 @@ def zoo_specs() -> dict[str, tuple[type, CLISpec]]:
     return dict(sorted(found.items(), key=lambda kv: (kv[1][1].family, kv[0])))
 
 
-def _factory(cls: type, spec: CLISpec) -> Callable[[argparse.Namespace], Any]:
-    def build(args: argparse.Namespace) -> Any:
-        kwargs = dict(spec.fixed)
-        if "K" in spec.options and getattr(args, "K", None) is not None:
-            kwargs["K"] = args.K  # the --K shorthand of the mixtures
-        try:
-            kwargs.update(spec.parse(list(getattr(args, "arg", None) or [])))
-        except ValueError as e:
-            raise ProgramError(str(e)) from e
-        return cls(**kwargs)
+def zoo_arguments(name: str, args: argparse.Namespace, data: Any = None) -> dict[str, Any]:
+    """The constructor arguments of zoo model ``name`` for these command-line ``args``: its
+    fixed variant, sizes read from ``data`` and ``--arg NAME=VALUE`` (``--K`` for mixtures).
+
+    Example:
+        >>> zoo_arguments("vae", argparse.Namespace(arg=["z_dim=4"]))
+        {'z_dim': 4}
+    """
+    spec = zoo_specs()[name][1]
+    pairs = list(getattr(args, "arg", None) or [])
+    if "K" in spec.options and getattr(args, "K", None) is not None:
+        pairs.insert(0, f"K={args.K}")  # the --K shorthand of the mixtures; --arg K= wins
+    try:
+        return spec.arguments(pairs, data)
+    except ValueError as e:
+        raise ProgramError(str(e)) from e
+
+
+def _factory(name: str, cls: type) -> Callable[..., Any]:
+    def build(args: argparse.Namespace, data: Any = None) -> Any:
+        return cls(**zoo_arguments(name, args, data))
 
     return build
 
 
-# name -> (factory taking the parsed arguments, default --data, description): from the zoo
-ZOO: dict[str, tuple[Callable[[argparse.Namespace], Any], str, str]] = {
-    name: (_factory(cls, spec), spec.data, spec.description or cls.__name__)
+# name -> (factory taking the parsed arguments (and the data, for models sized by it), default
+# --data, description): from the zoo
+ZOO: dict[str, tuple[Callable[..., Any], str, str]] = {
+    name: (_factory(name, cls), spec.data, spec.description or cls.__name__)
     for name, (cls, spec) in zoo_specs().items()
 }
 
@@ -90,7 +108,7 @@ def load_model(spec: str, args: argparse.Namespace | None = None) -> Any:
         EightSchools(centered=False)
     """
     if spec in ZOO:
-        return ZOO[spec][0](args or argparse.Namespace(K=3))
+        return ZOO[spec][0](args or argparse.Namespace())
     if ":" not in spec:
         raise ProgramError(
             f"Unknown MODEL {spec!r}. Zoo models: {sorted(ZOO)}; or give 'module:attr' naming a "
@@ -217,7 +235,7 @@ def log_callbacks(args: argparse.Namespace) -> list[Any]:
 
 def _fit(args: argparse.Namespace) -> int:
     import ppgen
-    from ppgen.io import atomic_write
+    from ppgen.io import atomic_write, write_json
     from ppgen.persist import check_run_target
 
     check_run_target(args.out)  # before any work: a bad --out must not cost a whole fit
@@ -225,12 +243,19 @@ def _fit(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = load_model(args.model, args)
-    spec = args.data or (ZOO[args.model][1] if args.model in ZOO else None)
+    specs = zoo_specs()
+    spec = args.data or (specs[args.model][1].data if args.model in specs else None)
     if spec is None:
         raise DataError(f"`--data` is required for MODEL {args.model!r} (not a zoo model).")
-    data = load_data(spec, model, args.x_cols, args.y_col)
-    specs = zoo_specs()
+    arguments = None
+    if args.model in specs:  # the data first: a zoo model may take its sizes from it
+        cls = specs[args.model][0]
+        data = load_data(spec, cls, args.x_cols, args.y_col)
+        arguments = zoo_arguments(args.model, args, data)
+        model = cls(**arguments)
+    else:
+        model = load_model(args.model, args)
+        data = load_data(spec, model, args.x_cols, args.y_col)
     method = args.method or (specs[args.model][1].method if args.model in specs else "nuts")
     options = {
         "steps": args.steps,
@@ -261,6 +286,8 @@ def _fit(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     fit.save(str(out))
+    if arguments is not None:  # how to build the model again: `ppgen sample/evaluate RUN`
+        write_json(out / CLI_RECORD, {"model": args.model, "arguments": arguments})
     summary = summary_table(fit)
     atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp))
     if not args.no_plots:
@@ -328,9 +355,11 @@ def load_run(run: str | Path, model: str | None = None) -> Any:
     """The saved run at ``run`` as a :class:`~ppgen.result.Fit`, for ``ppgen evaluate``.
 
     ``model`` is a zoo name or ``module:attr`` (as ``ppgen fit MODEL``) building the fitted
-    program. Without it, zoo models of the class the manifest names are tried with their
-    default arguments (so a run of ``ppgen fit eight_schools`` loads by itself); a run of any
-    other program needs ``model``. A :class:`~ppgen.errors.CheckpointError` says what to do.
+    program. A run of ``ppgen fit ZOO_NAME`` loads by itself: the zoo name and constructor
+    arguments (``--arg`` values, sizes read from the data) are recorded in its ``cli.json``.
+    Otherwise, without ``model``, zoo models of the class the manifest names are tried with
+    their default arguments; a run of any other program needs ``model``. A
+    :class:`~ppgen.errors.CheckpointError` says what to do.
     """
     import ppgen
     from ppgen.io import read_json
@@ -342,16 +371,19 @@ def load_run(run: str | Path, model: str | None = None) -> Any:
             f"`{run}` is not a ppgen run directory (expected a manifest.json written by "
             "`ppgen fit --out DIR` or Fit.save)."
         )
+    recorded = _recorded_model(run)
+    if recorded is not None and model in (None, recorded[0]):
+        name, arguments = recorded
+        return ppgen.load(run, zoo_specs()[name][0](**arguments))
     if model is not None:
         return ppgen.load(run, load_model(model))
     program = str(read_json(run / "manifest.json").get("program", ""))
     errors = []
-    for name, (factory, _, _) in ZOO.items():
-        obj = factory(argparse.Namespace(K=3))
-        if type(obj).__name__ != program.split(".")[0]:
+    for name, (cls, spec) in zoo_specs().items():
+        if cls.__name__ != program.split(".")[0] or spec.sizes:
             continue
         try:
-            return ppgen.load(run, obj)
+            return ppgen.load(run, ZOO[name][0](argparse.Namespace()))
         except CheckpointError as e:
             errors.append(f"{name}: {e}")
     tried = f" (the zoo models of that class did not load: {'; '.join(errors)})" if errors else ""
@@ -361,16 +393,49 @@ def load_run(run: str | Path, model: str | None = None) -> Any:
     )
 
 
+def _recorded_model(run: Path) -> tuple[str, dict[str, Any]] | None:
+    """The zoo name and constructor arguments ``ppgen fit`` recorded beside ``run``, checked:
+    a zoo name, and only the arguments its :class:`CLISpec` declares, as plain JSON values."""
+    from ppgen.io import read_json
+
+    path = run / CLI_RECORD
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    name = record.get("model") if isinstance(record, dict) else None
+    arguments = record.get("arguments") if isinstance(record, dict) else None
+    if name not in zoo_specs() or not isinstance(arguments, dict):
+        raise CheckpointError(
+            f"`{path}` does not name a zoo model and its arguments ({record!r}); pass --model."
+        )
+    spec = zoo_specs()[name][1]
+    known = set(spec.fixed) | set(spec.sizes) | set(spec.options)
+    out = {}
+    for key, value in arguments.items():
+        plain = isinstance(value, (int, float, str, bool)) or (
+            isinstance(value, list) and all(isinstance(v, int) for v in value)
+        )
+        if key not in known or not plain:
+            raise CheckpointError(
+                f"`{path}`: argument {key}={value!r} is not one {name} declares ({sorted(known)})."
+            )
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return name, out
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ppgen.analysis.evaluate import evaluate
     from ppgen.data import DATASETS
     from ppgen.io import write_json
 
-    if args.data is not None and args.data not in DATASETS and not Path(args.data).is_file():
-        raise DataError(
-            f"`--data {args.data!r}` is neither a built-in dataset ({sorted(DATASETS)}) nor an "
-            "existing .csv or .npz file."
-        )
+    spec = args.data
+    if spec is not None and spec not in DATASETS and not Path(spec).is_file():
+        if spec.partition(":")[0] not in DATASETS:
+            raise DataError(
+                f"`--data {spec!r}` is neither a built-in dataset ({sorted(DATASETS)}), one with "
+                "options (NAME:key=value,...), nor an existing .csv or .npz file."
+            )
+        dataset_options(spec)  # a bad option is refused before the run is loaded
     run = Path(args.run)
     fit = load_run(run, args.model)
     result = evaluate(
@@ -407,11 +472,26 @@ def _sample(args: argparse.Namespace) -> int:
     from ppgen.io import atomic_write
 
     out = Path(args.out)
-    if out.suffix not in (".npz", ".png"):
-        raise DataError(f"`--out {args.out}` must end in .npz (arrays) or .png (a plot).")
+    if out.suffix not in (".npz", ".png", ".txt"):
+        raise DataError(
+            f"`--out {args.out}` must end in .npz (arrays), .png (a plot) or .txt (text models)."
+        )
     if out.exists():
         raise DataError(f"`--out {args.out}` exists; ppgen does not overwrite it. Give a new path.")
     fit = load_run(args.run, args.model)
+    if out.suffix == ".txt":
+        sample_text = getattr(fit.program.obj, "sample_text", None)
+        if not callable(sample_text):
+            raise DataError(
+                f"`--out {args.out}`: {type(fit.program.obj).__name__} has no text form (a model "
+                "declares one with a `sample_text(fit, n, seed)` method, as NGramLM does). "
+                "Write .npz or .png."
+            )
+        texts = sample_text(fit, args.n, seed=args.seed)
+        body = "".join(f"--- sample {i}\n{t}\n" for i, t in enumerate(texts))
+        atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
+        print(f"wrote {out} ({len(texts)} texts)", file=sys.stderr)
+        return 0
     items = sample_items(fit, args.n, args.seed)
     if out.suffix == ".npz":
 
@@ -442,10 +522,10 @@ def _datasets(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    print(f"{'name':<24} {'family':<16} {'method':<12} {'data':<16} options / description")
+    print(f"{'name':<24} {'family':<16} {'method':<12} {'data':<24} options / description")
     for name, (_, spec) in zoo_specs().items():
         opts = " ".join(f"--arg {k}=" for k in spec.options)
-        line = f"{name:<24} {spec.family:<16} {spec.method:<12} {spec.data:<16} "
+        line = f"{name:<24} {spec.family:<16} {spec.method:<12} {spec.data:<24} "
         print(line + "; ".join(x for x in (opts, spec.description) if x))
     return 0
 
@@ -492,8 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("model", metavar="MODEL", help=f"zoo name ({', '.join(ZOO)}) or module:attr")
     f.add_argument(
         "--data",
-        help="built-in dataset name, file.csv or file.npz "
-        "(default for zoo models: their usual dataset)",
+        help="built-in dataset name (with options: NAME:key=value,..., e.g. "
+        "digits_binary:split=test), file.csv or file.npz (default for zoo models: their usual "
+        "dataset)",
     )
     f.add_argument(
         "--method",
@@ -520,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--num-draws", type=_positive, help="posterior draws kept from the fitted guide (svi)"
     )
-    f.add_argument("--K", type=_positive, default=3, help="mixture components (gmm; default 3)")
+    f.add_argument(
+        "--K", type=_positive, help="mixture components (gmm, tmm, bmm; the model's default)"
+    )
     f.add_argument(
         "--arg",
         metavar="NAME=VALUE",
@@ -560,15 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser(
         "sample",
-        help="draw new data from a saved run: .npz arrays or a .png plot",
+        help="draw new data from a saved run: .npz arrays, a .png plot or .txt text",
         description="Draw N items from the saved run RUN (its observed sites, rows of the data "
-        "plate) and write them as a .npz of arrays or a .png (image grid for image models, "
-        "scatter for 2-D points).",
+        "plate) and write them as a .npz of arrays, a .png (image grid for image models, "
+        "scatter for 2-D points) or, for text models, a .txt of N texts.",
         epilog="example: ppgen sample runs/gmm -n 500 --out gmm.png",
     )
     m.add_argument("run", metavar="RUN", help="a run directory written by `ppgen fit` or Fit.save")
     m.add_argument("-n", type=_positive, default=64, help="items to draw (default 64)")
-    m.add_argument("--out", required=True, help="FILE.npz or FILE.png (never overwritten)")
+    m.add_argument("--out", required=True, help="FILE.npz, .png or .txt (never overwritten)")
     m.add_argument("--model", help="zoo name or module:attr of the fitted program (non-zoo runs)")
     m.add_argument("--site", help="observed site to plot (when the program has several)")
     m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -587,7 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--data",
         metavar="NAME|FILE",
-        help="built-in dataset name, file.csv or file.npz (default: the run's training data)",
+        help="built-in dataset name (NAME:key=value,... for options, e.g. "
+        "digits_binary:split=test), file.csv or file.npz (default: the run's training data)",
     )
     e.add_argument(
         "--model",

@@ -225,7 +225,8 @@ class Fit(FitCapabilities):
         values given in it are ignored and re-drawn). With no posterior draws (a program with
         no latents, or an unfitted program) this is the prior predictive.
         Returns arrays shaped ``(chain, draw, *shape)``; with ``max_draws`` (fewer than the
-        fit's draws), the first ``max_draws`` draws as one chain ``(1, max_draws, *shape)``.
+        fit's draws), the first ``max_draws`` draws as one chain ``(1, max_draws, *shape)``
+        (without posterior draws: at most ``max_draws`` data sets).
         """
         seed = self.seed + 2 if seed is None else seed
         native = self._native(data)
@@ -244,6 +245,7 @@ class Fit(FitCapabilities):
                     c, d = 1, int(max_draws)
             else:
                 n = num_samples or 1000
+                n = n if max_draws is None else min(n, int(max_draws))
                 out = self.program.ops.predictive(
                     model, native, num_samples=n, return_sites=sites, seed=seed
                 )

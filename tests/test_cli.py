@@ -449,41 +449,59 @@ def test_sample_plots_two_dimensional_points(tmp_path):
 ZOO_NAMES = sorted(__import__("ppgen.cli", fromlist=["zoo_specs"]).zoo_specs())
 
 
+def tiny_data(name, tmp_path):
+    """The zoo model's default dataset cut to its first 24 rows, as an .npz file."""
+    from ppgen.cli import zoo_specs
+
+    data = ppgen.data.load(zoo_specs()[name][1].data)
+    rows = max((len(v) for v in data.values() if np.ndim(v)), default=0)  # text: kept whole
+    tiny = {k: v[:24] if np.ndim(v) and len(v) == rows else v for k, v in data.items()}
+    np.savez(tmp_path / "tiny.npz", **tiny)
+    return str(tmp_path / "tiny.npz")
+
+
 @pytest.mark.parametrize("name", ZOO_NAMES)
-def test_every_zoo_model_fits_from_the_command_line(name, tmp_path):
+def test_every_zoo_model_through_every_cli_verb(name, tmp_path):
+    """fit (the model's own default method, sizes read from the data), summary, sample and
+    evaluate on a tiny copy of its default data; evaluate's numbers equal the Python API's."""
     from ppgen.cli import zoo_specs
 
     cls, spec = zoo_specs()[name]
-    data = ppgen.data.load(spec.data)
-    model = ZOO_FACTORY(name)
-    ppgen.Program(model).inspect(data)  # the default --data fits the model's arguments
-    # tiny: the first 32 rows (saving builds posterior_predictive: AR sampling is per pixel)
-    rows = max(len(v) for v in data.values() if np.ndim(v))
-    tiny = {k: v[:32] if np.ndim(v) and len(v) == rows else v for k, v in data.items()}
-    np.savez(tmp_path / "tiny.npz", **tiny)
-    out = tmp_path / name
-    argv = ["fit", name, "--no-plots", "--out", str(out), "--steps", "3"]
-    argv += ["--data", str(tmp_path / "tiny.npz")]
-    argv += ["--num-draws", "20"] if spec.method == "svi" else []
+    data, out = tiny_data(name, tmp_path), tmp_path / name
+    argv = ["fit", name, "--no-plots", "--out", str(out), "--data", data]
     if spec.method in ("nuts", "hmc"):
-        argv = ["fit", name, "--no-plots", "--out", str(out), "--data", str(tmp_path / "tiny.npz")]
-        argv += ["--num-samples", "5", "--num-warmup", "5", "--num-chains", "1"]
-    with warnings.catch_warnings():  # 3 steps do not converge; the CLI says so, tests know
+        argv += ["--num-samples", "4", "--num-warmup", "4", "--num-chains", "1"]
+    elif spec.method != "exact":
+        argv += ["--steps", "2"] + (["--num-draws", "4"] if spec.method == "svi" else [])
+    with warnings.catch_warnings():  # 2 steps do not converge; the CLI says so, tests know
         warnings.simplefilter("ignore", ConvergenceWarning)
         rc, stdout, stderr = run_cli(argv)
-    assert rc == 0, stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["estimator"]["name"] == spec.method  # the zoo model's own default
-    assert (out / "summary.csv").exists() and stdout.strip()
-    assert type(ppgen.load(out, ZOO_FACTORY(name)).program.obj) is cls
+        assert rc == 0, stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["estimator"]["name"] == spec.method  # the zoo model's own default
+        assert (out / "summary.csv").exists() and stdout.strip()
+        rc, stdout, stderr = run_cli(["summary", str(out)])
+        assert rc == 0 and stdout.strip(), stderr
 
-
-def ZOO_FACTORY(name):
-    import argparse
-
-    from ppgen.cli import ZOO
-
-    return ZOO[name][0](argparse.Namespace(K=3, arg=None))
+        # sample and evaluate rebuild the model from the run's cli.json: no --model
+        rc, _, stderr = run_cli(["sample", str(out), "-n", "3", "--out", str(tmp_path / "s.npz")])
+        assert rc == 0, stderr
+        fit = ppgen.cli.load_run(out)
+        assert type(fit.program.obj) is cls
+        with np.load(tmp_path / "s.npz") as f:
+            items = {k: f[k] for k in f.files}
+        assert set(items) == set(fit.info.observed) and all(len(v) == 3 for v in items.values())
+        for site, v in items.items():  # an item is a row of the data (or a whole data set)
+            shape = fit.info.sites[site].shape
+            assert v.shape[1:] == (shape[1:] if fit.info.sites[site].batch_shape else shape)
+        n = ["-n", "200"]
+        rc, _, stderr = run_cli(["evaluate", str(out), "--data", data] + n)
+        assert rc == 0, stderr
+        saved = json.loads((out / "evaluation.json").read_text())["metrics"]
+        api = ppgen.evaluate(fit, data, num_samples=200).as_dict()["metrics"]
+    assert saved == api and saved  # the same numbers, bit for bit
+    finite = [v for v in saved.values() if isinstance(v, float)]
+    assert finite and np.all(np.isfinite(finite)), saved
 
 
 def test_models_lists_every_declared_zoo_model():
@@ -506,3 +524,77 @@ def test_zoo_options_reach_the_constructor(tmp_path):
     assert fit.program.obj.z_dim == 3
     rc, _, err = run_cli(["fit", "vae", "--arg", "depth=3", "--out", str(tmp_path / "bad")])
     assert rc != 0 and "z_dim" in err and not (tmp_path / "bad").exists()
+
+
+def test_sizes_come_from_the_data_and_the_run_remembers_its_arguments(tmp_path):
+    """MADE's `features` is read from the data (6 columns here, 64 for digits); bmm's fixed
+    K=10 yields to --K; cli.json rebuilds both for `sample`/`evaluate` without --model."""
+    x = (np.random.default_rng(0).random((30, 6)) < 0.3).astype(np.float32)
+    np.savez(tmp_path / "six.npz", x=x)
+    for name, extra, attr, want in (("made", [], "features", 6), ("bmm", ["--K", "3"], "K", 3)):
+        out = tmp_path / name
+        argv = ["fit", name, "--data", str(tmp_path / "six.npz"), "--steps", "2", "--no-plots"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            assert run_cli(argv + extra + ["--out", str(out)])[0] == 0
+        record = json.loads((out / "cli.json").read_text())
+        assert record["model"] == name and record["arguments"][attr] == want
+        assert getattr(ppgen.cli.load_run(out).program.obj, attr) == want
+
+
+def test_a_tampered_cli_record_is_refused_naming_the_argument(tmp_path):
+    out = tmp_path / "vae"
+    argv = ["fit", "vae", "--steps", "1", "--no-plots", "--num-draws", "2", "--out", str(out)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert run_cli(argv)[0] == 0
+    (out / "cli.json").write_text(json.dumps({"model": "vae", "arguments": {"decoder": "os"}}))
+    rc, _, err = run_cli(["evaluate", str(out)])
+    assert rc == 2 and "decoder" in err and "z_dim" in err
+    assert not (out / "evaluation.json").exists()
+
+
+def test_sample_writes_text_for_a_text_model_equal_to_the_python_api(tmp_path):
+    out, txt = tmp_path / "ngram", tmp_path / "s.txt"
+    np.savez(tmp_path / "text.npz", tokens=np.array("the ship sailed on the sea. " * 20))
+    argv = ["fit", "ngram", "--data", str(tmp_path / "text.npz"), "--no-plots", "--out", str(out)]
+    assert run_cli(argv)[0] == 0
+    assert run_cli(["sample", str(out), "-n", "3", "--seed", "5", "--out", str(txt)])[0] == 0
+    blocks = txt.read_text().split("--- sample ")[1:]
+    fit = ppgen.cli.load_run(out)
+    texts = fit.program.obj.sample_text(fit, 3, seed=5)
+    assert [b.split("\n", 1)[1].rstrip("\n") for b in blocks] == texts
+    assert all(t and set(t) <= set("the ship sailed on the sea. ") for t in texts)
+    rc, _, err = run_cli(["sample", str(tmp_path / "ngram"), "--out", str(tmp_path / "s2.txt")])
+    assert rc == 0
+    # a model with no text form says how to declare one, and writes nothing
+    gmm = tmp_path / "gmm"
+    assert (
+        run_cli(["fit", "gmm", "--method", "svi", "--steps", "2", "--no-plots", "--out", str(gmm)])[
+            0
+        ]
+        == 0
+    )
+    rc, _, err = run_cli(["sample", str(gmm), "--out", str(tmp_path / "g.txt")])
+    assert rc == 2 and "sample_text" in err and not (tmp_path / "g.txt").exists()
+
+
+def test_dataset_options_pick_the_held_out_split_and_bad_ones_are_refused(tmp_path):
+    from ppgen.data.files import load_data
+
+    test = load_data("digits_binary:split=test", None)["x"]
+    assert test.shape == (297, 64)
+    assert np.array_equal(test, ppgen.data.load("digits_binary", split="test")["x"])
+    assert load_data("moons:n=50,seed=3", None)["x"].shape == (50, 2)
+    out = tmp_path / "made"
+    argv = ["fit", "made", "--steps", "2", "--no-plots", "--data", "digits_binary:split=test"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert run_cli(argv + ["--out", str(out)])[0] == 0
+    rc, _, err = run_cli(["evaluate", str(out), "--data", "digits_binary:split=train"])
+    assert rc == 0, err
+    saved = json.loads((out / "evaluation.json").read_text())
+    assert saved["metrics"]["n_data"] == 1500
+    for bad, needle in (("digits_binary:depth=3", "split"), ("moons:n", "key=value")):
+        rc, _, err = run_cli(["evaluate", str(out), "--data", bad])
+        assert rc == 2 and needle in err, err

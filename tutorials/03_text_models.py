@@ -20,19 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-CORPUS = Path(__file__).resolve().parents[1] / "ppgen" / "data" / "corpora" / "four_topics.txt"
-STOP = set(
-    "a an and the of to in on at by for from with into over under through than then each "
-    "is are was were be been it its his her their they she he we our one some every all "
-    "as that this there when while before after how far far until not no or but few more "
-    "most rest same other up out off down across along around behind beyond between".split()
-)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,11 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     import ppgen
     from ppgen.analysis.metrics import npmi_coherence, top_words
-    from ppgen.data.text import Tokenizer, bag_of_words, load_text, token_sequences
-    from ppgen.models.lda import LDA, as_counts
+    from ppgen.data.builtin import four_topics, four_topics_paragraphs
+    from ppgen.data.text import Tokenizer, token_sequences
+    from ppgen.models.lda import LDA
     from ppgen.models.ngram import NGramLM
 
-    paragraphs = [p.strip() for p in load_text(CORPUS).split("\n\n") if p.strip()]
+    paragraphs = four_topics_paragraphs()
     held = set(range(5, len(paragraphs), 6))  # the last paragraph of each subject
     train = [p.lower() for i, p in enumerate(paragraphs) if i not in held]
     test = [p.lower() for i, p in enumerate(paragraphs) if i in held]
@@ -84,17 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"ppgen.fit {name:5s} (order 2): held-out perplexity {ppl:6.3f}  alpha {alpha}")
 
     # 2. LDA on the bag of words of the paragraphs ----------------------------------------
-    def clean(p: str) -> str:
-        return " ".join(w for w in re.findall(r"[a-z]+", p.lower()) if w not in STOP)
-
-    docs = [clean(p) for p in paragraphs]
-    wtok = Tokenizer.from_text(docs, level="word", min_count=2)
-    bow = bag_of_words(docs, wtok)
-    keep = np.asarray(bow.counts.sum(0)).ravel() > 0
-    keep[0] = False  # <unk>
-    vocab = [w for w, k in zip(wtok.vocab, keep) if k]
-    counts = as_counts(bow)[:, keep]
-    counts = counts[counts.sum(1) > 0]
+    corpus = four_topics(with_vocab=True)
+    counts, vocab = corpus["counts"], corpus["truth"]["vocab"]
     K = 4
     lda = LDA(K, len(vocab), alpha=0.3, beta=0.1)
     est = ppgen.inference.SVI(steps=400 if args.tiny else 3000, lr=0.05, num_draws=20)

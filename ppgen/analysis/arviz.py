@@ -269,16 +269,35 @@ PREDICTIVE_VALUES = 2**23
 ``posterior_predictive`` by default: the first ``max(1, PREDICTIVE_VALUES // size)`` draws."""
 
 
-def predictive_draws(fit: Fit) -> int | None:
-    """How many draws ``posterior_predictive`` holds: all (``None``) unless the fit's observed
-    sites are so large that all draws would exceed :data:`PREDICTIVE_VALUES` values per site;
-    then as many as fit (ArviZ's groups have their own ``draw`` dimension)."""
-    total = fit.num_chains * fit.num_draws
+PREDICTIVE_SETS = 1000
+"""Data sets ``posterior_predictive`` holds for a fit without posterior draws (a point estimate
+of parameters only): draws from the fitted program, as :meth:`Fit.predict` makes by default."""
+
+
+def predictive_draws(fit: Fit) -> int:
+    """How many draws ``posterior_predictive`` holds: all the fit's draws (or
+    :data:`PREDICTIVE_SETS` data sets for a fit with none), at most ``PREDICTIVE_VALUES //
+    size`` for the largest observed site, and at most the program's own
+    ``predictive_draws`` where it declares one (an attribute of the model object, for programs
+    whose forward sampling is costly, such as autoregressive models that run the network once
+    per dimension).
+
+    Example:
+        >>> import ppgen
+        >>> from ppgen.models import MADE
+        >>> x = (np.random.default_rng(0).random((20, 4)) < 0.5).astype("float32")
+        >>> est = ppgen.inference.MLE(steps=1, check_convergence=False)
+        >>> fit = ppgen.fit(MADE(4, hidden_features=8), {"x": x}, est)
+        >>> MADE.predictive_draws, predictive_draws(fit)
+        (10, 10)
+    """
+    total = fit.num_chains * fit.num_draws or PREDICTIVE_SETS
     sizes = [int(np.prod(fit.info.sites[n].shape, dtype=np.int64)) for n in fit.info.observed]
-    if not total or not sizes:
-        return None
-    k = max(1, PREDICTIVE_VALUES // max(max(sizes), 1))
-    return None if k >= total else k
+    k = max(1, PREDICTIVE_VALUES // max(sizes + [1]))
+    declared = getattr(fit.program.obj, "predictive_draws", None)
+    if isinstance(declared, int) and declared >= 1:
+        k = min(k, declared)
+    return min(k, total)
 
 
 def _add_local_posterior(idata: az.InferenceData, fit: Fit) -> None:

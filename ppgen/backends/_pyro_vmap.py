@@ -11,8 +11,10 @@ the per-draw loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -62,7 +64,7 @@ def vmap_log_likelihood(
         return {n: _to_shape(_log_prob(tr.nodes[n]), s) for n, s in shapes.items()}
 
     # distribution validation branches on tensor values, which vmap cannot do
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), pyro.validation_enabled(False), _slow_ops_allowed():
         out = torch.func.vmap(one, randomness="error")(dict(post))
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
@@ -119,9 +121,21 @@ def vmap_predictive(
             out[name] = site["value"]
         return out
 
-    with torch.no_grad(), pyro.validation_enabled(False), _FunctionalRandom():
+    with torch.no_grad(), pyro.validation_enabled(False), _FunctionalRandom(), _slow_ops_allowed():
         out = torch.func.vmap(one, randomness="different")(dict(post))
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
+
+
+@contextlib.contextmanager
+def _slow_ops_allowed() -> Iterator[None]:
+    """An op without a batching rule (``clamp_`` in torch's StudentT sampler) still runs under
+    ``vmap``, one draw at a time; torch warns about that on every call. Still faster than the
+    per-draw loop for the rest of the program, so the notice is not passed on to users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="There is a performance drop because we have not yet implemented"
+        )
+        yield
 
 
 def _fill(t: torch.Tensor, draw: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

@@ -309,8 +309,20 @@ class PyroOps(BackendOps):
         observed sites they link: one entry per datum for a mixture, one per sequence (the
         forward-algorithm marginal, as a variable named after the first observed site) for an
         HMM inside ``plate("sequences")``. Refuses (:class:`~ppgen.errors.CapabilityError`)
-        what it cannot compute exactly, before computing anything.
+        what it cannot compute exactly, before computing anything. A density estimated with
+        random numbers (FFJORD's Hutchinson trace) draws them seeded with 0, leaving the global
+        RNG as it was: the same fit and data give the same numbers.
         """
+        with seeded(0):
+            return self._log_likelihood(fn, kwargs, samples, shapes)
+
+    def _log_likelihood(
+        self,
+        fn: Callable,
+        kwargs: Mapping[str, Any],
+        samples: Mapping[str, np.ndarray],
+        shapes: Mapping[str, tuple[int, ...]],
+    ) -> LogLikelihood:
         post = self._samples_native(samples)
         n = next(iter(post.values())).shape[0] if post else 1
         first = {k: v[:1] for k, v in post.items()}

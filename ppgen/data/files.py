@@ -20,12 +20,15 @@ __all__ = ["load_data"]
 
 
 def _arguments(model: Any) -> dict[str, bool]:
-    """The model's keyword arguments, each mapped to whether it is required."""
+    """The model's keyword arguments, each mapped to whether it is required (``model``: a
+    program function, an object with a ``.model`` method, or the class of one)."""
     fn = model.model if callable(getattr(model, "model", None)) else model
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return {}
+    if inspect.isclass(model) and params:  # a zoo class, before it is built: drop `self`
+        params = params[1:]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name: p.default is p.empty for p in params if p.kind in kinds}
 
@@ -104,6 +107,45 @@ def _csv_data(
     return data
 
 
+def _option_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def dataset_options(spec: str) -> dict[str, Any]:
+    """The loader options of ``--data NAME:key=value,...``, checked against the loader of
+    built-in dataset ``NAME`` (a :class:`~ppgen.errors.DataError` names a bad one); numbers
+    and ``true``/``false`` are converted.
+
+    Example:
+        >>> dataset_options("digits_binary:split=test")
+        {'split': 'test'}
+        >>> dataset_options("moons:n=500,seed=3")
+        {'n': 500, 'seed': 3}
+    """
+    from ppgen.data import DATASETS
+
+    name, _, text = spec.partition(":")
+    if name not in DATASETS:
+        raise DataError(f"`--data {spec}`: {name!r} is not a built-in dataset {sorted(DATASETS)}.")
+    params = inspect.signature(DATASETS[name]).parameters
+    open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    out: dict[str, Any] = {}
+    for pair in filter(None, text.split(",")):
+        key, eq, value = pair.partition("=")
+        if not eq or (key not in params and not open_kwargs):
+            raise DataError(
+                f"`--data {spec}`: {pair!r} is not an option of {name} (give key=value with key "
+                f"one of {sorted(k for k in params if not k.startswith('_'))})."
+            )
+        out[key] = _option_value(value)
+    return out
+
+
 def load_data(
     spec: str,
     model: Any,
@@ -111,6 +153,9 @@ def load_data(
     y_col: str | None = None,
 ) -> dict[str, Any]:
     """``--data``: a built-in dataset name, a ``.csv`` file or a ``.npz`` file, as a data dict.
+
+    A built-in name may carry its loader's options, ``NAME:key=value,key=value``
+    (:func:`dataset_options`): ``digits_binary:split=test``, ``moons:n=500,seed=3``.
 
     CSV: the header row holds names. Columns named like the model's arguments feed them; the
     model's ``y`` argument takes column ``y`` (or ``--y-col``); a remaining matrix argument
@@ -128,6 +173,9 @@ def load_data(
     path = Path(spec)
     if spec in DATASETS and not path.exists():
         return load(spec)
+    name, sep, options = spec.partition(":")
+    if sep and name in DATASETS and not path.exists():
+        return load(name, **dataset_options(spec))
     if path.suffix.lower() not in (".csv", ".npz"):
         raise DataError(
             f"`--data {spec!r}` is neither a built-in dataset ({sorted(DATASETS)}) nor a .csv or "

@@ -1,7 +1,21 @@
 """The model zoo: one file per family."""
 
 from ppgen.models._base import Model, deterministic
+from ppgen.models.autoregressive import MADE, CharRNN, GatedPixelCNN, PixelCNN, WaveNet
 from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
+from ppgen.models.flows import (
+    DequantizedFlowModel,
+    FFJORDModel,
+    FlowModel,
+    GlowModel,
+    IAFModel,
+    MAFModel,
+    NICEModel,
+    NSFModel,
+    PlanarModel,
+    RadialModel,
+    RealNVPModel,
+)
 from ppgen.models.gan import DCGAN, GAN, ConditionalGAN
 from ppgen.models.hierarchical import EightSchools
 from ppgen.models.infogan import InfoGAN
@@ -42,6 +56,22 @@ __all__ = [
     "HierarchicalVAE",
     "DMM",
     "VQVAE",
+    "MADE",
+    "PixelCNN",
+    "GatedPixelCNN",
+    "CharRNN",
+    "WaveNet",
+    "FlowModel",
+    "MAFModel",
+    "IAFModel",
+    "NSFModel",
+    "RealNVPModel",
+    "NICEModel",
+    "GlowModel",
+    "PlanarModel",
+    "RadialModel",
+    "FFJORDModel",
+    "DequantizedFlowModel",
     "GAN",
     "ConditionalGAN",
     "DCGAN",

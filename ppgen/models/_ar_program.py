@@ -16,6 +16,9 @@ class ARProgram(nn.Module):
 
     head: OutputHead
     event_shape: torch.Size
+    #: forward sampling runs the network once per dimension: ``to_arviz`` (and so ``save``)
+    #: keeps this many posterior predictive data sets (``ppgen.analysis.arviz.predictive_draws``)
+    predictive_draws: int = 10
 
     def distribution(self) -> AutoregressiveDistribution:
         return AutoregressiveDistribution(self)

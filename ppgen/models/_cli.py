@@ -26,6 +26,10 @@ class CLISpec:
         options: constructor arguments ``--arg NAME=VALUE`` may set, with their types.
         fixed: constructor arguments this name always passes (a variant, e.g. centred).
         description: one line for ``ppgen models``.
+        sizes: constructor arguments read from the data's shapes: ``{"vocab_size": ("counts",
+            1)}`` passes ``data["counts"].shape[1]``; an axis of ``None`` passes the shape of
+            one row (``data[key].shape[1:]``, e.g. an image's ``(C, H, W)``). So ``--data`` may
+            be any file whose arrays the model's arguments fit.
 
     Example:
         >>> spec = CLISpec("vae", "VAE", "digits_binary", "svi", {"z_dim": int})
@@ -40,6 +44,35 @@ class CLISpec:
     options: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
     fixed: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    sizes: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+
+    def arguments(self, pairs: list[str], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The constructor arguments: :attr:`fixed`, then :attr:`sizes` read from ``data``,
+        then the ``--arg`` ``pairs`` (which win).
+
+        Example:
+            >>> import numpy as np
+            >>> spec = CLISpec("lda", "topic", "four_topics", "svi", {"num_topics": int},
+            ...                fixed={"num_topics": 4}, sizes={"vocab_size": ("counts", 1)})
+            >>> spec.arguments(["num_topics=3"], {"counts": np.zeros((5, 7))})
+            {'num_topics': 3, 'vocab_size': 7}
+        """
+        out = dict(self.fixed)
+        if self.sizes and data is None:
+            raise ValueError(
+                f"{self.name} takes {sorted(self.sizes)} from the data's shapes; give the data."
+            )
+        for arg, (key, axis) in self.sizes.items():
+            value = data.get(key) if data is not None else None
+            shape = getattr(value, "shape", None)
+            if shape is None or len(shape) < 2:
+                raise ValueError(
+                    f"{self.name} reads `{arg}` from data[{key!r}], which must be an array of "
+                    f"rows; the data has {sorted(data or {})} and {key!r} has shape {shape}."
+                )
+            out[arg] = tuple(int(n) for n in shape[1:]) if axis is None else int(shape[axis])
+        out.update(self.parse(pairs))
+        return out
 
     def parse(self, pairs: list[str]) -> dict[str, Any]:
         """``["NAME=VALUE", ...]`` as constructor arguments, converted by :attr:`options`."""

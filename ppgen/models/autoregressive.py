@@ -65,7 +65,7 @@ class MADE(ARProgram):
             "autoregressive",
             "digits_binary",
             "mle",
-            fixed={"features": 64},
+            sizes={"features": ("x", 1)},
             description="MADE over 64 binary pixels",
         ),
     )
@@ -151,6 +151,18 @@ class PixelCNN(ARProgram):
         >>> m.log_prob(m.sample(2)).shape
         torch.Size([2])
     """
+
+    cli = (
+        CLISpec(
+            "pixelcnn",
+            "autoregressive",
+            "digits_binary_images",
+            "mle",
+            {"hidden_channels": int, "num_layers": int},
+            sizes={"shape": ("x", None)},
+            description="PixelCNN over binary images",
+        ),
+    )
 
     def __init__(
         self,

@@ -100,7 +100,7 @@ class MAFModel(FlowModel):
             "flow",
             "moons",
             "mle",
-            fixed={"features": 2},
+            sizes={"features": ("x", 1)},
             description="MAF density on 2-D points",
         ),
     )
@@ -111,6 +111,17 @@ class MAFModel(FlowModel):
 
 class IAFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.IAF` flow."""
+
+    cli = (
+        CLISpec(
+            "iaf",
+            "flow",
+            "moons",
+            "mle",
+            sizes={"features": ("x", 1)},
+            description="IAF density (slow to evaluate, fast to sample) on 2-D points",
+        ),
+    )
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("iaf", features, context_features, **kw)
@@ -125,7 +136,7 @@ class NSFModel(FlowModel):
             "flow",
             "moons",
             "mle",
-            fixed={"features": 2},
+            sizes={"features": ("x", 1)},
             description="neural spline flow density on 2-D points",
         ),
     )
@@ -143,7 +154,7 @@ class RealNVPModel(FlowModel):
             "flow",
             "moons",
             "mle",
-            fixed={"features": 2},
+            sizes={"features": ("x", 1)},
             description="RealNVP density on 2-D points",
         ),
     )
@@ -154,6 +165,17 @@ class RealNVPModel(FlowModel):
 
 class NICEModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.NICE` flow."""
+
+    cli = (
+        CLISpec(
+            "nice",
+            "flow",
+            "moons",
+            "mle",
+            sizes={"features": ("x", 1)},
+            description="NICE (additive coupling) density on 2-D points",
+        ),
+    )
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("nice", features, context_features, **kw)
@@ -169,6 +191,17 @@ class GlowModel(FlowModel):
 class PlanarModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.PlanarFlow` flow."""
 
+    cli = (
+        CLISpec(
+            "planar",
+            "flow",
+            "moons",
+            "mle",
+            sizes={"features": ("x", 1)},
+            description="planar flow density on 2-D points",
+        ),
+    )
+
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("planar", features, context_features, **kw)
 
@@ -176,12 +209,35 @@ class PlanarModel(FlowModel):
 class RadialModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.RadialFlow` flow."""
 
+    cli = (
+        CLISpec(
+            "radial",
+            "flow",
+            "moons",
+            "mle",
+            sizes={"features": ("x", 1)},
+            description="radial flow density on 2-D points",
+        ),
+    )
+
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("radial", features, context_features, **kw)
 
 
 class FFJORDModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.FFJORD` flow."""
+
+    cli = (
+        CLISpec(
+            "ffjord",
+            "flow",
+            "moons",
+            "mle",
+            fixed={"exact": True},
+            sizes={"features": ("x", 1)},
+            description="FFJORD continuous-time flow density (exact trace) on 2-D points",
+        ),
+    )
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("ffjord", features, context_features, **kw)

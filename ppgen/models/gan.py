@@ -268,6 +268,18 @@ class ConditionalGAN(GAN):
         (2, 5, 2)
     """
 
+    cli = (
+        CLISpec(
+            "cgan",
+            "GAN",
+            "digits_binary_labelled",
+            "adversarial",
+            {"z_dim": int, "num_classes": int},
+            sizes={"x_shape": ("x", None)},
+            description="conditional GAN G(z, y), labels y as covariates",
+        ),
+    )
+
     def __init__(self, x_shape: int | Sequence[int] = 2, num_classes: int = 10, **kw: Any):
         super().__init__(x_shape, num_classes=num_classes, **kw)
 
@@ -320,6 +332,18 @@ class DCGAN(GAN):
         >>> fit.program.backend, fit.sample(1)["x"].shape
         ('numpyro', (1, 16, 1, 8, 8))
     """
+
+    cli = (
+        CLISpec(
+            "dcgan",
+            "GAN",
+            "digits_images",
+            "adversarial",
+            {"z_dim": int, "channels": int},
+            sizes={"x_shape": ("x", None)},
+            description="DCGAN, conv generator and critic, on images",
+        ),
+    )
 
     def __init__(
         self,

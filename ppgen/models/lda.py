@@ -10,6 +10,7 @@ from pyroapi import pyro
 
 from ppgen.models._amortized_lda import AmortizedLDA
 from ppgen.models._base import Model, array
+from ppgen.models._cli import CLISpec
 from ppgen.models._lda_utils import (
     as_counts,
     check_counts,
@@ -57,6 +58,19 @@ class LDA(Model):
         >>> fit.draws["topics"].shape
         (1, 10, 3, 10)
     """
+
+    cli = (
+        CLISpec(
+            "lda",
+            "topic",
+            "four_topics",
+            "svi",
+            {"num_topics": int, "alpha": float, "beta": float},
+            fixed={"num_topics": 4},
+            sizes={"vocab_size": ("counts", 1)},
+            description="LDA (assignments summed out) on word counts",
+        ),
+    )
 
     def __init__(self, num_topics: int, vocab_size: int, alpha: float = 0.5, beta: float = 0.1):
         for name, v in (("num_topics", num_topics), ("vocab_size", vocab_size)):

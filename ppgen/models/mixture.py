@@ -152,6 +152,17 @@ class StudentTMixture(GaussianMixture):
         (1, 1, 2, 1)
     """
 
+    cli = (
+        CLISpec(
+            "tmm",
+            "mixture",
+            "blobs",
+            "nuts",
+            {"K": int, "df": float},
+            description="Student-t mixture with --K components",
+        ),
+    )
+
     family = "studentt"
 
     def __init__(self, K: int = 3, df: float = 4.0, concentration: float = 1.0, loc_scale=10.0):
@@ -217,6 +228,18 @@ class BernoulliMixture(Mixture):
         >>> fit.draws["probs"].shape
         (1, 1, 2, 6)
     """
+
+    cli = (
+        CLISpec(
+            "bmm",
+            "mixture",
+            "digits_binary",
+            "svi",
+            {"K": int},
+            fixed={"K": 10},
+            description="Bernoulli mixture of binary vectors (K=10 for digits)",
+        ),
+    )
 
     family = "bernoulli"
     label_site = "probs"

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ppgen.data.text import BOS, EOS, UNK, Tokenizer, TokenSequences
+from ppgen.models._cli import CLISpec
 from ppgen.models._ngram_counts import NGramCounts, positions
 from ppgen.models._ngram_data import TokensLike, context_ids, to_sequences
 
@@ -95,6 +96,17 @@ class NGramLM:
         >>> bool(np.allclose(lm2.predictive("a"), fit.program.obj.predictive("a")))
         True
     """
+
+    cli = (
+        CLISpec(
+            "ngram",
+            "n-gram",
+            "four_topics_text",
+            "exact",
+            {"order": int, "level": str},
+            description="Bayesian n-gram language model (Dirichlet backoff) on text",
+        ),
+    )
 
     backend: ClassVar[str] = "pyro"
 
@@ -380,6 +392,26 @@ class NGramLM:
         from ppgen.models._ngram_program import from_fit
 
         return from_fit(cls, fit)
+
+    def sample_text(self, fit: Fit, n: int, seed: int = 0, length: int = 200) -> list[str]:
+        """``n`` texts of up to ``length`` tokens from the language model of ``fit``
+        (:meth:`from_fit`), seeded: what ``ppgen sample RUN --out FILE.txt`` writes. Ids of a
+        model fitted on ids are written as space-separated numbers.
+
+        Example:
+            >>> import ppgen
+            >>> fit = ppgen.fit(NGramLM(2), {"tokens": "abracadabra " * 5}, "exact")
+            >>> texts = NGramLM(2).sample_text(fit, 2, seed=0, length=12)
+            >>> len(texts), all(set(t) <= set("abcdr ") for t in texts)
+            (2, True)
+        """
+        lm = type(self).from_fit(fit)
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(int(n)):
+            text = lm.sample(int(length), rng=rng)
+            out.append(text if isinstance(text, str) else " ".join(map(str, text.tolist())))
+        return out
 
     def __repr__(self) -> str:
         alpha = np.array2string(self.concentration, precision=3)

@@ -233,6 +233,18 @@ class ConvVAE(VAE):
         torch.Size([2, 1, 8, 8])
     """
 
+    cli = (
+        CLISpec(
+            "convvae",
+            "VAE",
+            "digits_binary_images",
+            "svi",
+            {"z_dim": int},
+            sizes={"x_shape": ("x", None)},
+            description="VAE, convolutional encoder/decoder, Bernoulli pixels",
+        ),
+    )
+
     def __init__(
         self,
         x_shape: Sequence[int] = (1, 8, 8),
@@ -276,6 +288,18 @@ class ConditionalVAE(VAE):
         >>> cvae.sample(4, y=torch.tensor([0, 1, 2, 0])).shape
         torch.Size([4, 6])
     """
+
+    cli = (
+        CLISpec(
+            "cvae",
+            "VAE",
+            "digits_binary_labelled",
+            "svi",
+            {"z_dim": int, "num_classes": int},
+            sizes={"x_dim": ("x", 1)},
+            description="conditional VAE p(x | z, y), labels y as covariates",
+        ),
+    )
 
     def __init__(self, x_dim: int = 64, z_dim: int = 16, *, num_classes: int = 10, **kwargs: Any):
         super().__init__(x_dim, z_dim, cond_features=num_classes, **kwargs)
@@ -330,6 +354,17 @@ class HierarchicalVAE(VAE):
         >>> HierarchicalVAE(6, (4, 2), hidden_features=(8,)).sample(3).shape
         torch.Size([3, 6])
     """
+
+    cli = (
+        CLISpec(
+            "hvae",
+            "VAE",
+            "digits_binary",
+            "svi",
+            sizes={"x_dim": ("x", 1)},
+            description="two-layer hierarchical VAE (z1 -> z2 -> x)",
+        ),
+    )
 
     elbo_terms = None  # several latent layers: SVI runs the program itself
 
