@@ -4,7 +4,8 @@ A callback is any ``cb(step, metrics)`` passed to ``ppgen.fit(..., callbacks=[..
 called after each optimisation step with every metric the estimator reports (``loss``;
 ``loss_d``, ``loss_g``, ``gp``... for adversarial fits). A callback object may also define
 ``on_fit_end()``, which the loop calls once when training ends (finished, early-stopped,
-interrupted or failed), so files are complete when ``fit`` returns.
+interrupted or failed), so files are complete when ``fit`` returns, and ``on_fit(fit)``, called
+with the finished :class:`~ppgen.result.Fit` (e.g. to log samples drawn from it).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ class TensorBoard:
     ``every`` steps, under tag ``prefix + name`` (e.g. ``loss``, ``loss_d``, ``loss_g``).
 
     View with ``tensorboard --logdir LOGDIR``. The event file is flushed and closed when the
-    fit ends.
+    fit ends. With ``samples=n`` (generative models), ``n`` items drawn from the finished fit
+    (:meth:`~ppgen.result.Fit.sample_items`) are logged as a figure per observed site, at the
+    last step: an image grid for images (``(C, H, W)``, ``(H, W)`` or a square number of
+    pixels) and a scatter plot for 2-D points (:func:`ppgen.analysis.plots.samples_figure`);
+    other sites, and fits that cannot sample, are skipped. (Samples during training are not
+    logged: drawing them needs the estimator's state, which callbacks do not see.)
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen, tempfile
@@ -40,23 +46,46 @@ class TensorBoard:
         1
     """
 
-    def __init__(self, logdir: str | os.PathLike, *, every: int = 1, prefix: str = "") -> None:
+    def __init__(
+        self, logdir: str | os.PathLike, *, every: int = 1, prefix: str = "", samples: int = 0
+    ) -> None:
         self.logdir = Path(logdir)
         self.every = check_int("every", every, 1)
         self.prefix = str(prefix)
+        self.samples = check_int("samples", samples, 0)
         self._writer: Any = None
+        self._step = 0
 
-    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
-        if step % self.every:
-            return False
+    def _open(self) -> Any:
         if self._writer is None:
             # imported on first use: TensorBoard's import is slow and most fits never log
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.logdir))
+        return self._writer
+
+    def __call__(self, step: int, metrics: Mapping[str, Any]) -> bool:
+        self._step = step
+        if step % self.every:
+            return False
+        writer = self._open()
         for name, value in metrics.items():
-            self._writer.add_scalar(self.prefix + name, float(value), step)
+            writer.add_scalar(self.prefix + name, float(value), step)
         return False
+
+    def on_fit(self, fit: Any) -> None:
+        """Log ``samples`` items of each drawable observed site of the finished ``fit``."""
+        if not self.samples or not fit.can_sample:
+            return
+        from ppgen.analysis.plots import samples_figure
+
+        for site, items in fit.sample_items(self.samples, seed=fit.seed).items():
+            try:
+                figure = samples_figure(items)
+            except ValueError:  # neither images nor 2-D points
+                continue
+            self._open().add_figure(f"{self.prefix}samples/{site}", figure, self._step)
+        self.on_fit_end()
 
     def on_fit_end(self) -> None:
         """Flush and close the event file (a later fit with this callback opens a new one)."""

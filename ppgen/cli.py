@@ -227,7 +227,7 @@ def log_callbacks(args: argparse.Namespace) -> list[Any]:
     log_dir = Path(args.log_dir or f"{str(args.out).rstrip('/')}-logs")
     out = []
     if "tensorboard" in args.log:
-        out.append(TensorBoard(log_dir))
+        out.append(TensorBoard(log_dir, samples=64))  # + samples of the fit, when drawable
     if "csv" in args.log:
         out.append(CSVLogger(log_dir / "metrics.csv"))  # refuses to overwrite, before the fit
     return out
@@ -449,24 +449,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_items(fit: Any, n: int, seed: int) -> dict[str, np.ndarray]:
-    """``n`` generated items of each observed site of ``fit``: rows of the site's outer plate
-    (a data set of N rows gives N items; ``ceil(n / N)`` data sets are drawn) or, for a site
-    in no plate, whole data sets. Arrays are ``(n, *item_shape)``."""
-    rows = {}
-    for name in fit.info.observed:
-        batch = fit.info.sites[name].batch_shape
-        rows[name] = int(batch[0]) if batch else 1
-    k = -(-n // max(min(rows.values()), 1)) if rows else n
-    out = {}
-    for name, v in fit.sample(k, seed=seed).items():
-        v = np.asarray(v)
-        if fit.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
-            v = v.reshape((-1,) + v.shape[2:])
-        out[name] = v[:n]
-    return out
-
-
 def _sample(args: argparse.Namespace) -> int:
     from ppgen.analysis.plots import plot_samples
     from ppgen.io import atomic_write
@@ -492,7 +474,7 @@ def _sample(args: argparse.Namespace) -> int:
         atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
         print(f"wrote {out} ({len(texts)} texts)", file=sys.stderr)
         return 0
-    items = sample_items(fit, args.n, args.seed)
+    items = fit.sample_items(args.n, seed=args.seed)
     if out.suffix == ".npz":
 
         def write(tmp: str) -> None:
@@ -705,9 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
         >>> main(["models"])  # doctest: +ELLIPSIS
-        name                     family           method       data             options / ...
+        name                     family           method       data                     options...
         ...
-        eight_schools            hierarchical     nuts         eight_schools    EightSchools, ...
+        eight_schools            hierarchical     nuts         eight_schools            EightS...
         ...
         0
     """

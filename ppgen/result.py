@@ -308,6 +308,35 @@ class Fit(FitCapabilities):
                 )
         return {k: np.asarray(out[k]) for k in observed if k in out}
 
+    def sample_items(self, n: int, *, seed: int | None = None) -> dict[str, np.ndarray]:
+        """``n`` generated items of each observed site, ``(n, *item_shape)``: rows of the
+        site's outer plate (a data set of N rows gives N items; ``ceil(n / N)`` data sets are
+        drawn with :meth:`sample`) or, for a site in no plate, whole data sets. What ``ppgen
+        sample`` writes and :class:`ppgen.callbacks.TensorBoard` draws.
+
+        Example:
+            >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
+            >>> def model(x=None):
+            ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+            ...     with pyro.plate("obs", 5):
+            ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+            >>> fit = ppgen.fit(model, {"x": np.zeros(5)}, ppgen.inference.SVI(steps=10))
+            >>> fit.sample_items(12)["x"].shape
+            (12,)
+        """
+        rows = {}
+        for name in self.info.observed:
+            batch = self.info.sites[name].batch_shape
+            rows[name] = int(batch[0]) if batch else 1
+        k = -(-int(n) // max(min(rows.values()), 1)) if rows else int(n)
+        out = {}
+        for name, v in self.sample(k, seed=seed).items():
+            v = np.asarray(v)
+            if self.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
+                v = v.reshape((-1,) + v.shape[2:])
+            out[name] = v[: int(n)]
+        return out
+
     def log_likelihood(self, data: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Pointwise log-likelihood of each observed site under each draw.
 

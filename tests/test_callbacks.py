@@ -64,6 +64,44 @@ def test_tensorboard_logs_every_adversarial_metric(tmp_path):
         np.testing.assert_allclose([x for _, x in got[f"g/{k}"]], v, rtol=1e-6)
 
 
+def test_tensorboard_logs_samples_of_the_finished_fit(tmp_path, monkeypatch):
+    """samples=n: a figure per drawable observed site, at the last step, drawn from the
+    finished fit with its own seed (the items TensorBoard plots are fit.sample_items')."""
+    import torch
+    from torch import nn
+
+    from ppgen.analysis import plots
+
+    gen = nn.Linear(2, 2)
+
+    def gan(x=None):
+        pyro.module("gen", gen)
+        with pyro.plate("data", 32):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            pyro.sample("x", ppgen.distributions.Implicit(gen(z), event_dim=1), obs=x)
+
+    drawn = []
+    real = plots.samples_figure
+    monkeypatch.setattr(plots, "samples_figure", lambda items: drawn.append(items) or real(items))
+    torch.manual_seed(0)
+    data = {"x": np.random.default_rng(1).normal(size=(32, 2)).astype(np.float32)}
+    fit = ppgen.fit(gan, data, Adversarial(steps=3), callbacks=[TensorBoard(tmp_path, samples=50)])
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    assert acc.Tags()["images"] == ["samples/x"]
+    (event,) = acc.Images("samples/x")
+    assert event.step == 3 and event.width > 100 and event.encoded_image_string[:4] == b"\x89PNG"
+    (items,) = drawn
+    np.testing.assert_array_equal(items, fit.sample_items(50, seed=fit.seed)["x"])
+    # scalar items are neither images nor points: nothing is drawn, the scalars still are
+    ppgen.fit(model, {"x": X}, SVI(steps=2), callbacks=[TensorBoard(tmp_path / "1d", samples=8)])
+    acc = EventAccumulator(str(tmp_path / "1d"))
+    acc.Reload()
+    assert acc.Tags()["images"] == [] and acc.Tags()["scalars"] == ["loss"]
+    with pytest.raises(ppgen.errors.EstimatorError, match="samples"):
+        TensorBoard(tmp_path, samples=-1)
+
+
 def test_csv_rows_are_the_history_exactly(tmp_path):
     path = tmp_path / "m.csv"
     fit = ppgen.fit(model, {"x": X}, SVI(steps=5), callbacks=[CSVLogger(path)])

@@ -226,17 +226,16 @@ def _image_shape(shape: tuple[int, ...]) -> bool:
     return len(shape) == 1 and shape[0] >= 16 and math.isqrt(shape[0]) ** 2 == shape[0]
 
 
-def plot_samples(items: np.ndarray, path: str | os.PathLike, *, dpi: int = 100) -> None:
-    """Write generated items (``(n, *item_shape)``) to a PNG: a scatter plot of 2-D points,
-    or an image grid of images (``(H, W)``, ``(C, H, W)`` with C = 1 or 3, or a square number
-    of pixels such as digits' 64). Anything else is refused (save it as ``.npz``).
+def samples_figure(items: np.ndarray) -> Any:
+    """A matplotlib figure of generated items (``(n, *item_shape)``): a scatter plot of 2-D
+    points, or an image grid of images (``(H, W)``, ``(C, H, W)`` with C = 1 or 3, or a square
+    number of pixels such as digits' 64). Anything else is a ``ValueError``.
 
     Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "digits.png")
-        >>> plot_samples(np.random.default_rng(0).random((16, 64)), path)
-        >>> os.path.getsize(path) > 500
-        True
+        >>> fig = samples_figure(np.zeros((4, 2)))
+        >>> fig.axes[0].collections[0].get_offsets().shape
+        (4, 2)
+        >>> import matplotlib.pyplot as plt; plt.close(fig)
     """
     import matplotlib.pyplot as plt
 
@@ -258,4 +257,18 @@ def plot_samples(items: np.ndarray, path: str | os.PathLike, *, dpi: int = 100) 
             "them to a .npz file instead."
         )
     fig.tight_layout()
-    _save(fig, path, dpi)
+    return fig
+
+
+def plot_samples(items: np.ndarray, path: str | os.PathLike, *, dpi: int = 100) -> None:
+    """Write generated items (``(n, *item_shape)``) to a PNG (:func:`samples_figure`: a scatter
+    plot of 2-D points or an image grid). Anything else is refused (save it as ``.npz``).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "digits.png")
+        >>> plot_samples(np.random.default_rng(0).random((16, 64)), path)
+        >>> os.path.getsize(path) > 500
+        True
+    """
+    _save(samples_figure(items), path, dpi)

@@ -550,4 +550,8 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         _save_checked(est, ckpt, state, loop_state(), step)
     fit = est.finalize(ctx, state, history)
     fit.diagnostics.update({"steps": step, "interrupted": interrupted, "early_stopped": stopped})
+    for cb in ctx.callbacks:  # e.g. a logger drawing samples from the finished fit
+        on_fit = getattr(cb, "on_fit", None)
+        if callable(on_fit):
+            on_fit(fit)
     return fit

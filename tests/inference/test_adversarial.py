@@ -320,13 +320,22 @@ def test_a_program_without_observed_sites_is_refused():
 def test_spectral_norm_bounds_every_critic_layer_and_the_generator_still_learns(backend):
     """SNGAN's setting (hinge loss, spectral norm): each critic layer's largest singular value
     is 1 (so the critic is 1-Lipschitz), and the location-scale generator still finds the
-    data."""
+    data. The generator is read from an EMA of its weights (0.99): the last iterate of this
+    game circles the data (Pyro seeds 0-3 without EMA: 0.11, 0.37, 0.18, 0.34 from the mean;
+    with it: 0.01, 0.07, 0.03, 0.10)."""
+    est = Adversarial(
+        loss="hinge",
+        spectral_norm=True,
+        steps=800,
+        lr=0.02,
+        hidden=(32, 32),
+        batch_size=256,
+        ema=0.99,
+    )
     fit = ppgen.fit(
         location_scale(backend, 2),
         {"x": X2},
-        Adversarial(
-            loss="hinge", spectral_norm=True, steps=800, lr=0.02, hidden=(32, 32), batch_size=256
-        ),
+        est,
         backend=backend,
         seed=1,
     )
