@@ -31,6 +31,16 @@ asks for it by name and falls back to running the program when it is absent:
   values and the gradients of the observed site with respect to every generator parameter
   must equal the program's (``1e-5`` relative), or the declaration is refused. Return
   ``None`` to decline (e.g. for sites it cannot draw).
+- ``evaluate_metrics(fit, data) -> {name: number}``: metrics of its own that
+  :func:`ppgen.evaluate` adds to its table (a language model's perplexity, a topic model's
+  held-out perplexity). ``data`` is ``None`` when the fit is scored on its training data,
+  else the held-out data as a dict like the training data. A name evaluate computes itself
+  is refused.
+- ``sample_text(fit, n, seed) -> list[str]``: ``n`` generated texts of a text model (an
+  n-gram language model), what ``ppgen sample RUN --out FILE.txt`` writes.
+- ``predictive_draws`` (an int attribute, not a method): the most posterior predictive data
+  sets :meth:`~ppgen.result.Fit.to_arviz` (and so ``save``) draws, for programs whose forward
+  sampling is costly (autoregressive models run the network once per dimension).
 
 A guide object may declare one too:
 
@@ -73,6 +83,8 @@ Capability = Literal[
     "reparam_draws",
     "discriminator",
     "simulate_sites",
+    "evaluate_metrics",
+    "sample_text",
 ]
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import inspect
 import os
 import pkgutil
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,17 @@ import numpy as np
 
 import ppgen.models as _models_pkg
 from ppgen.callbacks import CSVLogger, TensorBoard
+from ppgen.capabilities import declares
 from ppgen.data.files import dataset_options, load_data
-from ppgen.errors import CheckpointError, DataError, EstimatorError, PPGenError, ProgramError
+from ppgen.errors import (
+    CheckpointError,
+    ConvergenceWarning,
+    DataError,
+    EstimatorError,
+    PPGenError,
+    ProgramError,
+    SamplerWarning,
+)
 from ppgen.inference._base import resolve_method
 from ppgen.models._cli import CLISpec
 
@@ -439,10 +450,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run)
     fit = load_run(run, args.model)
     result = evaluate(
-        fit, args.data, num_samples=args.num_samples, modes=args.modes, seed=args.seed
+        fit,
+        args.data,
+        num_samples=args.num_samples,
+        modes=args.modes,
+        seed=args.seed,
+        iwae_k=args.iwae_k,
     )
     out = run / "evaluation.json"
     options = {"data": args.data, "modes": args.modes, "num_samples": args.num_samples}
+    options["iwae_k"] = args.iwae_k
     write_json(out, {**result.as_dict(), "options": {**options, "seed": args.seed}})
     print(result.table())
     print(f"wrote {out}", file=sys.stderr)
@@ -462,14 +479,13 @@ def _sample(args: argparse.Namespace) -> int:
         raise DataError(f"`--out {args.out}` exists; ppgen does not overwrite it. Give a new path.")
     fit = load_run(args.run, args.model)
     if out.suffix == ".txt":
-        sample_text = getattr(fit.program.obj, "sample_text", None)
-        if not callable(sample_text):
+        if not declares(fit.program.obj, "sample_text"):
             raise DataError(
                 f"`--out {args.out}`: {type(fit.program.obj).__name__} has no text form (a model "
                 "declares one with a `sample_text(fit, n, seed)` method, as NGramLM does). "
                 "Write .npz or .png."
             )
-        texts = sample_text(fit, args.n, seed=args.seed)
+        texts = fit.program.obj.sample_text(fit, args.n, seed=args.seed)
         body = "".join(f"--- sample {i}\n{t}\n" for i, t in enumerate(texts))
         atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
         print(f"wrote {out} ({len(texts)} texts)", file=sys.stderr)
@@ -658,8 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--model",
         metavar="MODEL",
-        help="zoo name or module:attr building the fitted model (default: the zoo model the "
-        "run names, with its default arguments)",
+        help="zoo name or module:attr building the fitted model (default: the zoo model and "
+        "arguments the run's cli.json records, else the zoo model the run names)",
     )
     e.add_argument("--modes", choices=("ring8", "grid25"), help="mode benchmark for mode coverage")
     e.add_argument(
@@ -671,12 +687,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="generated points for sample-based metrics (default 2500)",
     )
     e.add_argument(
+        "--iwae-k",
+        type=_positive,
+        default=100,
+        metavar="K",
+        help="importance samples per datum of the IWAE bound (fits with a guide; default 100)",
+    )
+    e.add_argument(
         "--seed", type=_seed, default=0, help="seed of the samples and data subset (default 0)"
     )
     e.set_defaults(func=_evaluate)
     sub.add_parser("datasets", help="list built-in datasets").set_defaults(func=_datasets)
     sub.add_parser("models", help="list zoo model names").set_defaults(func=_models)
     return p
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """ppgen's own warnings (convergence, sampler diagnostics) printed as ``warning:
+    <message>``, like errors: the file and line of the Python frame that triggered them mean
+    nothing to a command-line user. (Only the format changes: filters and recorders such as
+    ``warnings.catch_warnings(record=True)`` see the same warnings.)"""
+    formatted = warnings.formatwarning
+
+    def plain(message, category, filename, lineno, line=None):  # noqa: ANN001
+        if issubclass(category, (ConvergenceWarning, SamplerWarning)):
+            return f"warning: {message}\n"
+        return formatted(message, category, filename, lineno, line)
+
+    warnings.formatwarning = plain
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -700,7 +743,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
-        return args.func(args)
+        with _plain_warnings():
+            return args.func(args)
     except PPGenError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

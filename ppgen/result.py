@@ -50,7 +50,8 @@ class Fit(FitCapabilities):
 
     Hooks an estimator may set: ``posterior_sampler(n, seed)`` (fresh posterior draws),
     ``data_sampler(n, seed=, data=)`` (new data sets, e.g. an energy model's MCMC sampler),
-    ``encoder(fit, data, **kw)`` (amortised posteriors for :meth:`encode`); ``auxiliary``
+    ``encoder(fit, data, **kw)`` (amortised posteriors for :meth:`encode`), ``guide`` (the
+    fitted variational posterior as a program, see :meth:`guide_callable`); ``auxiliary``
     (name -> flat numpy arrays: a discriminator's weights, persistent chains) and
     ``auxiliary_settings`` (name -> JSON-able dict) are saved and restored with the run.
 
@@ -97,6 +98,7 @@ class Fit(FitCapabilities):
         auxiliary: Mapping[str, Mapping[str, np.ndarray]] | None = None,
         auxiliary_settings: Mapping[str, Mapping[str, Any]] | None = None,
         local_draws: Mapping[str, np.ndarray] | None = None,
+        guide: Callable | None = None,
     ) -> None:
         self.program = program
         self.estimator = estimator
@@ -115,6 +117,12 @@ class Fit(FitCapabilities):
         self.encoder = encoder
         self.auxiliary = {k: dict(v) for k, v in (auxiliary or {}).items()}
         self.auxiliary_settings = {k: dict(v) for k, v in (auxiliary_settings or {}).items()}
+        self.guide = guide
+        """The fitted guide :math:`q(z \\mid x)` as a program of the model's arguments (SVI
+        fits; ``None`` for fits without a variational density: MCMC, exact, AVB...). Pyro: the
+        guide whose parameters live in the param store (:meth:`guide_callable` puts the fit's
+        there); NumPyro: the guide with the fitted parameters substituted. Not saved: an SVI
+        fit's ``restore`` rebuilds it when the run is loaded."""
         self.local_draws = dict(local_draws or {})
         """The first ``diagnostics["local_draws"]`` draws of each local latent (one value per
         datum) whose ``num_draws`` draws would not fit the default budget, shaped
@@ -160,6 +168,14 @@ class Fit(FitCapabilities):
     def model_callable(self) -> Callable:
         """The program's model with the fitted parameters in place (for predictions)."""
         return self.program.ops.bind_params(self.program.model, self.params, self.param_state)
+
+    def guide_callable(self) -> Callable | None:
+        """The fitted guide with the fit's parameters in place (``None`` without a guide);
+        see :attr:`guide`. On Pyro this (like :meth:`model_callable`) loads the fit's
+        parameters into the param store, so model and guide then run with them."""
+        if self.guide is None:
+            return None
+        return self.program.ops.bind_params(self.guide, {}, self.param_state)
 
     def _latent_draws(self) -> dict[str, np.ndarray]:
         """Flat draws of the sites to condition on (deterministic sites are recomputed)."""

@@ -327,7 +327,13 @@ def test_evaluate_a_gan_run_matches_the_python_api(gan_run, monkeypatch):
     assert rc == 0, err
     saved = json.loads((root / "gan" / "evaluation.json").read_text())
     assert saved["kind"] == "samples" and saved["details"]["modes"] == "ring8"
-    assert saved["options"] == {"data": "ring8", "modes": None, "num_samples": 1000, "seed": 2}
+    assert saved["options"] == {
+        "data": "ring8",
+        "modes": None,
+        "num_samples": 1000,
+        "seed": 2,
+        "iwae_k": 100,
+    }
     loaded = ppgen.load(root / "gan", GAN(2, z_dim=2, hidden_features=(16,)))
     api = ppgen.evaluate(loaded, "ring8", num_samples=1000, seed=2).as_dict()
     assert saved["metrics"] == api["metrics"]  # the same numbers, bit for bit
@@ -502,6 +508,10 @@ def test_every_zoo_model_through_every_cli_verb(name, tmp_path):
     assert saved == api and saved  # the same numbers, bit for bit
     finite = [v for v in saved.values() if isinstance(v, float)]
     assert finite and np.all(np.isfinite(finite)), saved
+    if spec.family == "VAE":  # an amortised guide: the per-datum bounds, ELBO <= IWAE
+        assert saved["iwae_k"] == 100 and saved["elbo_per_datum"] <= saved["iwae_per_datum"]
+    if name in ("ngram", "lda"):  # the model's declared metric
+        assert saved["perplexity"] > 1.0
 
 
 def test_models_lists_every_declared_zoo_model():

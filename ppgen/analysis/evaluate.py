@@ -1,13 +1,16 @@
 """One evaluation of a fit: whatever applies to it, as one table (``ppgen.evaluate``).
 
 A fit whose program has a likelihood (an explicit program: SVI, MCMC, MLE, exact fits) is
-scored by its log predictive density on data, per datum, and, when it holds posterior draws,
-by WAIC and PSIS-LOO (ArviZ) on its training data. A fit without one (an implicit program fit
-by :class:`~ppgen.inference.Adversarial`, or an energy program with a sampler) is scored by
-its samples: the MMD to the data, mode coverage on PacGAN's ring and grid
-(:mod:`ppgen.data.modes2d`), and the Fréchet classifier distance for 8x8 digits
-(:mod:`ppgen.analysis.sample_quality`). The command line's ``ppgen evaluate RUN`` prints the
-same table for a saved run and writes it as ``evaluation.json`` in the run's directory.
+scored by its log predictive density on data, per datum and in bits per dimension; when it
+holds posterior draws, by WAIC and PSIS-LOO (ArviZ) on its training data; and when it has a
+guide over per-datum latents (a VAE's encoder), by the ELBO and IWAE bounds on log p(x) per
+datum. A fit without one (an implicit program fit by :class:`~ppgen.inference.Adversarial`,
+or an energy program with a sampler) is scored by its samples: the MMD to the data, mode
+coverage on PacGAN's ring and grid (:mod:`ppgen.data.modes2d`), and the Fréchet classifier
+distance for 8x8 digits (:mod:`ppgen.analysis.sample_quality`). A model object may add
+metrics of its own (``evaluate_metrics``, e.g. a perplexity). The command line's ``ppgen
+evaluate RUN`` prints the same table for a saved run and writes it as ``evaluation.json`` in
+the run's directory.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen._data_plate import data_plate
 from ppgen.analysis.sample_quality import (
     frechet_classifier_distance,
     median_bandwidth,
     mmd,
     mode_coverage,
 )
-from ppgen.errors import DataError
+from ppgen.capabilities import declares
+from ppgen.errors import CapabilityError, DataError, PPGenError, ProgramError
 
 if TYPE_CHECKING:
     from ppgen.result import Fit
@@ -211,6 +216,7 @@ def evaluate(
     num_samples: int = 2500,
     modes: str | tuple[Any, Any] | None = None,
     seed: int = 0,
+    iwae_k: int = 100,
 ) -> Evaluation:
     r"""Score ``fit`` with every metric that applies to it, on ``data``.
 
@@ -223,12 +229,37 @@ def evaluate(
       observed sites' batch shape; observed sites sharing a batch shape are scored jointly,
       others each entry on its own. A program with per-datum latent draws (latent sites in
       the data's plate, e.g. a VAE's codes) is scored on its training data only: for held-out
-      data this metric is skipped, as those draws belong to the training points.
+      data this metric is skipped, as those draws belong to the training points (the bounds
+      below integrate them out).
+    * ``bits_per_dim``: :math:`-\text{log\_lik\_per\_datum} / (D \ln 2)`, ``D`` the observed
+      values per datum (``details["dims_per_datum"]``: a datum's event size times its batch
+      entries), i.e. minus the total log-density in bits over the number of observed values.
+      On the data's own scale: no dequantisation or rescaling correction is applied (for
+      8-bit images scored as reals on [0, 1], add 8 bits and the log of the dequantisation
+      density yourself). Skipped when the likelihood is conditional on per-datum latent draws
+      (a reconstruction term, not a density of the data).
+    * ``elbo_per_datum``, ``iwae_per_datum``, ``iwae_k`` (and ``bits_per_dim_iwae``): for a
+      fit with a guide :math:`q(z \mid x)` (SVI) whose latents all lie in the data plate
+      (the plate over the data points), ``K = iwae_k`` draws
+      :math:`z_{ik} \sim q(\cdot \mid x_i)` per datum give
+      :math:`\log w_{ik} = \log p(x_i, z_{ik}) - \log q(z_{ik} \mid x_i)`, and
+      :math:`\frac1n \sum_i \frac1K \sum_k \log w_{ik}` (ELBO) and
+      :math:`\frac1n \sum_i \log \frac1K \sum_k w_{ik}` (IWAE, Burda et al. 2016):
+      lower bounds on :math:`\frac1n \sum_i \log p(x_i)`, the IWAE one at least the ELBO and
+      tightening as ``K`` grows (``K = 1`` is the ELBO). On held-out data or the training
+      data. Skipped, with the reason, for fits without a guide (MCMC, exact, MLE; MAP's point
+      masses), for global latents (in the model or the guide, outside the data plate: their
+      term does not split per datum), and on held-out data for an autoguide (its local
+      factors belong to the training points; an amortised guide encodes any x).
     * ``elpd_waic``, ``elpd_waic_se``, ``p_waic`` and ``elpd_loo``, ``elpd_loo_se``,
       ``p_loo``, ``pareto_k_max``: WAIC and PSIS-LOO from :func:`arviz.waic` and
       :func:`arviz.loo` on the training data's pointwise log-likelihood (sums over data, log
       scale), when the fit holds at least two posterior draws. ArviZ's warnings (e.g. Pareto
       k above 0.7) are recorded in ``details["warnings"]``, not raised.
+
+    **Any fit**: a model object that declares ``evaluate_metrics(fit, data) -> {name: number}``
+    (:mod:`ppgen.capabilities`; ``data`` is ``None`` for the training data) adds its own
+    metrics, e.g. a language model's ``perplexity``; ``details["declared_metrics"]`` lists them.
 
     **Fits without one** (implicit programs, e.g. GANs; energy programs with a sampler): the
     fit generates ``num_samples`` data points (:meth:`Fit.sample`, data sets flattened over
@@ -256,7 +287,9 @@ def evaluate(
         num_samples: the generated points for sample-based metrics (PacGAN scores 2,500).
         modes: ``"ring8"``, ``"grid25"`` or ``(centres, sigma)`` (``(K, d)`` centres, a
             standard deviation or ``(K,)`` of them) for mode coverage.
-        seed: the seed of the generated samples and of the data subset.
+        seed: the seed of the generated samples, of the data subset and of the guide's draws
+            for the bounds.
+        iwae_k: ``K``, the guide's draws per datum for the ELBO and IWAE bounds.
 
     Returns:
         An :class:`Evaluation`: ``.metrics``, ``.details``, ``.skipped`` (metric -> why it
@@ -274,6 +307,18 @@ def evaluate(
         >>> ev = ppgen.evaluate(fit, {"x": test})
         >>> ev.kind, ev["n_data"], round(ev["log_lik_per_datum"], 1), round(ev["p_loo"])
         ('likelihood', 200, -1.5, 1)
+        >>> round(ev["bits_per_dim"], 2), ev.skipped["elbo"][:9]
+        (2.12, 'no guide:')
+
+        A VAE (a few steps) is scored on held-out data by the bounds of its encoder:
+
+        >>> from ppgen.models import VAE
+        >>> x = (rng.random((60, 6)) > 0.5).astype(np.float32)
+        >>> vae = ppgen.fit(VAE(6, 2, hidden_features=(8,)), {"x": x[:40]},
+        ...                 ppgen.inference.SVI(steps=5, num_draws=2))
+        >>> ev = ppgen.evaluate(vae, {"x": x[40:]}, iwae_k=20)
+        >>> ev["n_data"], ev["iwae_k"], ev["elbo_per_datum"] <= ev["iwae_per_datum"] < 0
+        (20, 20, True)
 
         An implicit fit (a GAN, a few steps) is scored by its samples; on ``ring8`` data the
         mode coverage comes too:
@@ -294,6 +339,7 @@ def evaluate(
             f"`fit` must be a ppgen Fit (from ppgen.fit or ppgen.load); got {type(fit).__name__}."
         )
     num_samples = _check_count("num_samples", num_samples, 2)
+    iwae_k = _check_count("iwae_k", iwae_k, 1)
     seed = _check_seed(seed)
     spec = _check_modes(modes)
     if fit.has_likelihood:
@@ -304,7 +350,9 @@ def evaluate(
                 "`modes` out."
             )
         values, source = _resolve_data(fit, data)
-        return _likelihood_metrics(fit, values if data is not None else None, source)
+        held = values if data is not None else None
+        ev = _likelihood_metrics(fit, held, source, iwae_k, seed)
+        return _with_declared(fit, ev, held)
     if not fit.can_sample:
         raise DataError(
             f"This {fit.kind} fit has neither a likelihood nor a sampler: nothing to evaluate."
@@ -312,7 +360,8 @@ def evaluate(
     values, source = _resolve_data(fit, data)
     if spec is None and isinstance(data, str) and data in MODE_BENCHMARKS:
         spec = _check_modes(data)
-    return _sample_metrics(fit, values, source, num_samples, spec, seed)
+    ev = _sample_metrics(fit, values, source, num_samples, spec, seed)
+    return _with_declared(fit, ev, values if data is not None else None)
 
 
 # ---------------------------------------------------------------------- likelihood fits
@@ -336,13 +385,15 @@ def _local_latents(fit: Fit) -> list[str]:
     return [
         n
         for n in info.latent
-        if n in fit.draws
+        if (n in fit.draws or n in fit.local_draws)
         and not info.sites[n].enumerate
         and data_plates & {p.name for p in info.sites[n].plates}
     ]
 
 
-def _likelihood_metrics(fit: Fit, data: dict[str, Any] | None, source: str) -> Evaluation:
+def _likelihood_metrics(
+    fit: Fit, data: dict[str, Any] | None, source: str, iwae_k: int, seed: int
+) -> Evaluation:
     from scipy.special import logsumexp
 
     metrics: dict[str, float] = {}
@@ -353,8 +404,8 @@ def _likelihood_metrics(fit: Fit, data: dict[str, Any] | None, source: str) -> E
     if data is not None and local:
         skipped["log_lik_per_datum"] = (
             f"the latent sites {local} are per datum and their draws belong to the training "
-            "data; a held-out likelihood would have to integrate them out (e.g. an ELBO or "
-            "IWAE bound), which evaluate does not compute"
+            "data; a held-out likelihood has to integrate them out, as the ELBO and IWAE "
+            "bounds (elbo_per_datum, iwae_per_datum) from the fit's guide do"
         )
         point = None
     else:
@@ -366,17 +417,47 @@ def _likelihood_metrics(fit: Fit, data: dict[str, Any] | None, source: str) -> E
             train = point
     if local:
         details["local_latents"] = local
+    info = _scored_info(fit, data, source)
+    elements = sum(math.prod(info.sites[o].shape) for o in info.observed)
+    summary = f"{fit.kind} fit ({_estimator(fit)}) on {source}"
     if point is not None:
         c, d, n = point.shape
         flat = point.reshape(c * d, n).astype(np.float64)
         lppd = logsumexp(flat, axis=0) - math.log(c * d)
         metrics.update({"log_lik_per_datum": float(lppd.mean()), "n_data": int(n)})
-        details["summary"] = (
+        if local:
+            skipped["bits_per_dim"] = (
+                f"log_lik_per_datum is conditional on draws of the per-datum latents {local} "
+                "(a reconstruction likelihood), not a density of the data; see "
+                "bits_per_dim_iwae"
+            )
+        elif elements:
+            metrics["bits_per_dim"] = _bits(float(lppd.mean()), n, elements)
+        summary = (
             f"{fit.kind} fit ({_estimator(fit)}) scored on {source}: "
             f"{n} data points, {c * d} draw{'s' if c * d != 1 else ''}"
         )
-    else:
-        details["summary"] = f"{fit.kind} fit ({_estimator(fit)}) on {source}"
+    bounds = _bounds(fit, data, info, iwae_k, seed, skipped)
+    if bounds is not None:
+        w, plate = bounds
+        k, n = w.shape
+        iwae = float((logsumexp(w, axis=0) - math.log(k)).mean())
+        metrics.setdefault("n_data", int(n))
+        metrics["elbo_per_datum"] = float(w.mean())
+        metrics["iwae_per_datum"] = iwae
+        metrics["iwae_k"] = int(k)
+        if elements:
+            metrics["bits_per_dim_iwae"] = _bits(iwae, n, elements)
+        details["bound_plate"], details["bound_n_data"] = plate, int(n)
+        summary += f"; ELBO and IWAE bounds from the guide, K={k}, over {n} data in `{plate}`"
+    details["summary"] = summary
+    dims = {}  # D of bits/dim: the observed values per datum, as each metric counts data
+    if "bits_per_dim" in metrics:
+        dims["bits_per_dim"] = elements / point.shape[-1]
+    if "bits_per_dim_iwae" in metrics:
+        dims["bits_per_dim_iwae"] = elements / bounds[0].shape[1]
+    if dims:
+        details["dims_per_datum"] = dims
     draws = fit.num_chains * fit.num_draws
     details["num_draws"] = draws
     caught: list[str] = []
@@ -390,6 +471,123 @@ def _likelihood_metrics(fit: Fit, data: dict[str, Any] | None, source: str) -> E
     if caught:
         details["warnings"] = caught
     return Evaluation("likelihood", metrics, details, skipped)
+
+
+def _bits(per_datum: float, n: int, elements: int) -> float:
+    """Bits per dimension: ``-(per-datum log density) * n / (elements * ln 2)``."""
+    return -per_datum * n / (elements * math.log(2.0))
+
+
+def _scored_info(fit: Fit, data: dict[str, Any] | None, source: str) -> Any:
+    """The program's sites on the scored data (the fit's own for the training data)."""
+    if data is None:
+        return fit.info
+    try:
+        return fit.program.inspect(data, seed=fit.seed)
+    except DataError as e:
+        raise DataError(f"The fit cannot score {source}: {e}") from e
+
+
+def _bound_reason(fit: Fit, data: dict[str, Any] | None, info: Any) -> tuple[Any, str]:
+    """``(data plate, "")`` when the per-datum bounds apply, else ``(None, why)``."""
+    if fit.guide is None:
+        return None, (
+            f"no guide: this {_estimator(fit)} fit holds no variational density q(z | x) (the "
+            "bounds apply to SVI fits; a MAP fit's point masses and MCMC draws are none)"
+        )
+    if not info.latent:
+        return None, "the program has no latent sites: log_lik_per_datum is exact"
+    enumerated = [n for n in info.latent if info.sites[n].enumerate]
+    if enumerated:
+        return None, (
+            f"the latent sites {enumerated} are summed out by enumeration; bounds with "
+            "enumerated latents are not supported"
+        )
+    plate, why = data_plate(info, fit.data if data is None else data)
+    if plate is None:
+        return None, why
+    outside = [n for n in info.latent if all(p.name != plate.name for p in info.sites[n].plates)]
+    if outside:
+        return None, (
+            f"the latent site(s) {outside} lie outside the data plate `{plate.name}` (global): "
+            "their term belongs to all data at once, so the bound does not split per datum"
+        )
+    auto = fit.program.ops.autoguide_name(fit.guide)
+    if data is not None and auto is not None:
+        return None, (
+            f"the guide ({auto}) is an autoguide: its factors of the "
+            f"per-datum latents {list(info.latent)} are parameters of the training points, not "
+            "a function of x, so it cannot encode held-out data; fit an amortised guide "
+            "(an encoder) or evaluate on the training data"
+        )
+    return plate, ""
+
+
+_GUIDE_ERRORS = (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError)
+
+
+def _bounds(
+    fit: Fit,
+    data: dict[str, Any] | None,
+    info: Any,
+    iwae_k: int,
+    seed: int,
+    skipped: dict[str, str],
+) -> tuple[np.ndarray, str] | None:
+    """``(log weights (K, N), data plate)`` of the fit's guide on the data, or ``None`` with
+    the reason in ``skipped``."""
+    plate, why = _bound_reason(fit, data, info)
+    if plate is not None:
+        ops = fit.program.ops
+        native = fit._native(data)
+        try:
+            with ops.device_context(fit.device):
+                model, guide = fit.model_callable(), fit.guide_callable()
+                w = ops.local_log_weights(
+                    model, guide, native, plate=plate.name, num_particles=iwae_k, seed=seed
+                )
+            return w, plate.name
+        except CapabilityError as e:
+            why = str(e)
+        except PPGenError:
+            raise
+        except _GUIDE_ERRORS as e:
+            if data is None:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            why = f"the guide could not run on these data ({type(e).__name__}: {first})"
+    skipped.update({"elbo": why, "iwae": why})
+    return None
+
+
+def _with_declared(fit: Fit, ev: Evaluation, data: dict[str, Any] | None) -> Evaluation:
+    """``ev`` with the metrics the model object declares (``evaluate_metrics(fit, data)``)."""
+    obj = fit.program.obj
+    if not declares(obj, "evaluate_metrics"):
+        return ev
+    by = f"{type(obj).__name__}.evaluate_metrics"
+    out = obj.evaluate_metrics(fit, data)
+    if not isinstance(out, Mapping):
+        raise ProgramError(
+            f"`{by}(fit, data)` must return a dict of metric name -> number; got "
+            f"{type(out).__name__}."
+        )
+    metrics = dict(ev.metrics)
+    for name, value in out.items():
+        v = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if not isinstance(name, str) or v.ndim != 0 or v.dtype.kind not in "iuf":
+            raise ProgramError(
+                f"`{by}(fit, data)` must return a dict of metric name (str) -> number; got "
+                f"{name!r}: {value!r}."
+            )
+        if name in metrics:
+            raise ProgramError(
+                f"`{by}` declares the metric `{name}`, which evaluate computes itself; give "
+                "it another name."
+            )
+        metrics[name] = int(v) if v.dtype.kind in "iu" else float(v)
+    details = {**ev.details, "declared_metrics": list(out), "declared_by": by}
+    return dataclasses.replace(ev, metrics=metrics, details=details)
 
 
 def _waic_loo(fit: Fit, point: np.ndarray, caught: list[str]) -> dict[str, float]:

@@ -128,6 +128,60 @@ class BackendOps(ABC):
         :class:`~ppgen.errors.CapabilityError` before anything is computed.
         """
 
+    @abstractmethod
+    def local_log_weights(
+        self,
+        model: Callable,
+        guide: Callable,
+        kwargs: Mapping[str, Any],
+        *,
+        plate: str,
+        num_particles: int,
+        seed: int = 0,
+        max_values: int = 2**24,
+    ) -> np.ndarray:
+        r"""Per-datum log importance weights of a guide whose latents are all local.
+
+        .. math:: \log w_{ik} = \log p(x_i, z_{ik}) - \log q(z_{ik} \mid x_i), \qquad
+           z_{ik} \sim q(\cdot \mid x_i), \quad k = 1, \dots, K
+
+        :math:`\log p(x_i, z_{ik})` sums the log-densities of every sample site of the model
+        (observed and latent) over the batch dims of datum ``i`` (the entries of ``plate``),
+        :math:`\log q` those of every sample site of the guide; masked-out elements are 0 and
+        ``scale`` is not applied (the density itself, not a training weight).
+        :math:`\frac1{NK}\sum_{ik} \log w_{ik}` estimates the ELBO per datum and
+        :math:`\frac1N\sum_i \log \frac1K \sum_k w_{ik}` the IWAE bound (Burda et al. 2016).
+
+        The particles are drawn at once in an outer plate at dim ``-(nesting + 1)`` (the
+        deepest batch dim any site uses), in chunks of about ``max_values`` values; a program
+        that does not broadcast over that plate is run particle by particle (NumPyro:
+        ``jax.vmap`` first). Draws are seeded with ``seed`` (Pyro's global RNG is left as it
+        was).
+
+        Arguments:
+            model: The program with its parameters in place (``Fit.model_callable()``).
+            guide: The guide with its parameters in place (``Fit.guide_callable()``).
+            kwargs: The programs' arguments, data included (native arrays).
+            plate: The data plate's name: every sample site must sit in it.
+            num_particles: ``K``.
+            seed: The seed of the draws.
+            max_values: About how many values one chunk of particles may hold.
+
+        Returns:
+            A float64 array ``(K, N)``, ``N`` the size of ``plate``.
+
+        Raises:
+            CapabilityError: a sample site of the model or of the guide outside ``plate``
+                (a global latent), a model latent the guide does not draw, enumerated sites
+                or a guide of point masses (``Delta``), naming the sites.
+        """
+
+    def autoguide_name(self, guide: Any) -> str | None:
+        """The class name of ``guide`` when it is one of the backend's autoguides (its local
+        factors, if any, are one set of parameters per training datum: not amortised), seen
+        through wrappers and handlers; ``None`` for any other guide."""
+        return None
+
     def scale_box(self, name: str) -> ScaleBox:
         """Minibatch scaling of plate ``name``: sites in it are weighted ``box.scale`` (set it to
         ``N / B`` before each step), exactly what a subsampled plate does."""

@@ -14,6 +14,7 @@ from numpyro import handlers
 from numpyro.primitives import Messenger
 
 from ppgen.backends import _numpyro_ops as _ops
+from ppgen.backends import _numpyro_weights
 from ppgen.backends import _pointwise as _pw
 from ppgen.backends._base import BackendOps, Plate, ScaleBox, Site
 from ppgen.backends._data import (
@@ -296,6 +297,32 @@ class NumPyroOps(BackendOps):
 
         out = jax.jit(jax.vmap(one))(post)  # one XLA program, not one per primitive
         return LogLikelihood({n: np.asarray(out[n]) for n in plan.units}, plan.units)
+
+    def local_log_weights(
+        self,
+        model: Callable,
+        guide: Callable,
+        kwargs: Mapping[str, Any],
+        *,
+        plate: str,
+        num_particles: int,
+        seed: int = 0,
+        max_values: int = 2**24,
+    ) -> np.ndarray:
+        return _numpyro_weights.local_log_weights(
+            model, guide, kwargs, plate, num_particles, seed, max_values
+        )
+
+    def autoguide_name(self, guide: Any) -> str | None:
+        from numpyro.infer.autoguide import AutoGuide
+
+        for _ in range(32):  # handlers hold what they wrap as `.fn`, functools as __wrapped__
+            if isinstance(guide, AutoGuide):
+                return type(guide).__name__
+            guide = getattr(guide, "fn", None) or getattr(guide, "__wrapped__", None)
+            if guide is None:
+                break
+        return None
 
     def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
         def scaled(*args: Any, **kwargs: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 from ppgen.backends import _pointwise as _pw
 from ppgen.backends import _pyro_ops as _ops
+from ppgen.backends import _pyro_weights
 from ppgen.backends._base import BackendOps, ScaleBox, Site
 from ppgen.backends._checks import first_line
 from ppgen.backends._data import (
@@ -502,6 +504,27 @@ class PyroOps(BackendOps):
                 lp = _masked(site["fn"].log_prob(site["value"]), site["mask"])
                 out[name] = self._to_unit(lp, n, depth, tuple(shape), None)
         return out
+
+    def local_log_weights(
+        self,
+        model: Callable,
+        guide: Callable,
+        kwargs: Mapping[str, Any],
+        *,
+        plate: str,
+        num_particles: int,
+        seed: int = 0,
+        max_values: int = 2**24,
+    ) -> np.ndarray:
+        return _pyro_weights.local_log_weights(
+            model, guide, kwargs, plate, num_particles, seed, max_values
+        )
+
+    def autoguide_name(self, guide: Any) -> str | None:
+        from pyro.infer.autoguide import AutoGuide
+
+        guide = inspect.unwrap(guide)
+        return type(guide).__name__ if isinstance(guide, AutoGuide) else None
 
     def scale_sites(self, fn: Callable, box: ScaleBox) -> Callable:
         return _ops.ScalePlate(box)(fn)

@@ -13,7 +13,7 @@ from ppgen.result import Fit, chunk_seed
 if TYPE_CHECKING:
     from ppgen.inference._base import Estimator, FitContext
 
-__all__ = ["guide_latents", "guide_fit", "local_sites", "LOCAL_DRAW_VALUES"]
+__all__ = ["guide_latents", "guide_fit", "local_sites", "density_guide", "LOCAL_DRAW_VALUES"]
 
 LOCAL_DRAW_VALUES = 2**23
 """Values (about 32 MiB in float32) a fit keeps of one local latent's draws by default."""
@@ -29,6 +29,12 @@ def local_sites(ctx: FitContext) -> list[str]:
     info = ctx.info
     data_plates = {p.name for o in info.observed for p in info.sites[o].plates}
     return [n for n in info.latent if {p.name for p in info.sites[n].plates} & data_plates]
+
+
+def density_guide(ctx: FitContext, guide: Any, point_mass: bool) -> Any:
+    """``guide`` when it is a density q(z | x) over latents (``fit.guide``), else ``None``: a
+    point-mass guide (MAP) and the empty guide of a program without latents (MLE) are not."""
+    return guide if guide is not None and not point_mass and guide_latents(ctx) else None
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -85,6 +91,7 @@ def guide_fit(
     sampler: Callable[[int, int], dict[str, np.ndarray]],
     diagnostics: dict[str, Any],
     point_mass: bool = False,
+    guide: Callable | None = None,
 ) -> Fit:
     """The :class:`Fit` of a guide-based estimator: ``est.num_draws`` guide draws as one chain.
 
@@ -97,6 +104,9 @@ def guide_fit(
     ``fit.local_draws``; global latents keep all ``num_draws`` in ``fit.draws``. The draws
     are then made in chunks whose seeds ``fit.diagnostics`` records (``local_draws``,
     ``draw_seed``), so log-likelihood and predictive passes remake every draw exactly.
+
+    ``guide``: the fitted guide program, kept as ``fit.guide`` (held-out ELBO and IWAE bounds
+    in :func:`ppgen.evaluate`) when it is a density (:func:`density_guide`).
     """
     n = 1 if point_mass else est.num_draws
     local: dict[str, np.ndarray] = {}
@@ -124,4 +134,5 @@ def guide_fit(
         posterior_sampler=sampler,
         diagnostics=diagnostics,
         local_draws=local,
+        guide=density_guide(ctx, guide, point_mass),
     )

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ppgen._data_plate import array_shape as _shape
+from ppgen._data_plate import describe_plate as _describe
+from ppgen._data_plate import observed_axis as _observed_axis
+from ppgen._data_plate import outer_leading, plate_candidates
 from ppgen.errors import CheckpointError, EstimatorError, NonFiniteError, PPGenError, ProgramError
 from ppgen.inference._step_errors import step_error
 from ppgen.io import load_tree, save_tree
@@ -63,33 +67,9 @@ class EarlyStopping:
         return self.wait >= self.patience
 
 
-def _shape(v: Any) -> tuple[int, ...]:
-    shape = getattr(v, "shape", None)
-    return tuple(int(n) for n in shape) if shape is not None else ()
-
-
 def _leading_len(v: Any) -> int | None:
     shape = _shape(v)
     return shape[0] if shape else None
-
-
-def _observed_axis(info: ProgramInfo, key: str, shape: tuple[int, ...], plate: Any) -> int | None:
-    """The axis of observed array ``data[key]`` that ``plate`` indexes, by the trace: the
-    plate's (negative) ``dim`` counted from the end of the site's batch shape; ``None`` where
-    the site is outside the plate or its value broadcasts along it (no axis of the plate's
-    size there)."""
-    site = info.sites[info.obs_keys[key]]
-    if all(p.name != plate.name for p in site.plates):
-        return None
-    axis = len(shape) - site.event_dim + plate.dim
-    return axis if 0 <= axis < len(shape) and shape[axis] == plate.size else None
-
-
-def _describe(plate: Any, axes: Mapping[str, int]) -> str:
-    where = ", ".join(f"axis {a} of `{k}`" for k, a in axes.items())
-    return f"`{plate.name}` (size {plate.size}, dim {plate.dim}" + (
-        f"; indexes {where})" if where else ")"
-    )
 
 
 def find_batch_plate(
@@ -116,23 +96,7 @@ def find_batch_plate(
                 f"{sorted(plates)}."
             )
         return plates[name]
-    common = None
-    for o in info.observed:
-        names = {p.name for p in info.sites[o].plates}
-        common = names if common is None else common & names
-    obs = {k: _shape(data[k]) for k in info.obs_keys if k in data}
-    cands: dict[str, dict[str, int]] = {}
-    for n in sorted(common or (), key=lambda n: plates[n].dim):
-        p = plates[n]
-        if obs:
-            found = {k: _observed_axis(info, k, s, p) for k, s in obs.items()}
-            axes = {k: a for k, a in found.items() if a is not None}
-        else:  # no observed site is fed by a data key as it is: any array with the plate's size
-            axes = {k: _shape(v).index(p.size) for k, v in data.items() if p.size in _shape(v)}
-        if axes:
-            cands[n] = axes
-    if len(cands) > 1 and any(plates[n].size > 1 for n in cands):
-        cands = {n: a for n, a in cands.items() if plates[n].size > 1}
+    cands = plate_candidates(info, data)
     if not cands:
         raise EstimatorError(
             f"{b} is set but no plate holds every observed site and indexes an axis of the "
@@ -142,7 +106,7 @@ def find_batch_plate(
             "`batch_plate=`."
         )
     if len(cands) > 1:
-        outer = _outer_leading(info, cands)
+        outer = outer_leading(info, cands)
         if outer is not None:
             return plates[outer]
         listed = "; ".join(_describe(plates[n], a) for n, a in cands.items())
@@ -154,20 +118,6 @@ def find_batch_plate(
             + "."
         )
     return plates[next(iter(cands))]
-
-
-def _outer_leading(info: ProgramInfo, cands: Mapping[str, Mapping[str, int]]) -> str | None:
-    """The candidate plate that strictly holds the others' sites and indexes axis 0 of the
-    observed arrays, if there is one (see :func:`find_batch_plate`)."""
-    held = {
-        n: {s.name for s in info.sites.values() if any(p.name == n for p in s.plates)}
-        for n in cands
-    }
-    for n, axes in cands.items():
-        others = [held[m] for m in cands if m != n]
-        if all(h < held[n] for h in others) and all(a == 0 for a in axes.values()):
-            return n
-    return None
 
 
 def plate_axes(info: ProgramInfo, data: Mapping[str, Any], plate: Any) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ppgen.errors import ProgramError
-from ppgen.inference._guide_fit import guide_fit, guide_latents
+from ppgen.inference._guide_fit import density_guide, guide_fit, guide_latents
 from ppgen.inference._step_errors import step_error
 from ppgen.result import Fit
 
@@ -205,7 +205,12 @@ class JaxEngine(JaxState):
     def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
         like = self.svi.get_params(self.state)
         fit.param_state = dict(state)
-        fit.posterior_sampler = self.sampler(unflatten_params(state, like))
+        jparams = unflatten_params(state, like)
+        fit.posterior_sampler = self.sampler(jparams)
+        from numpyro.infer.autoguide import AutoDelta
+
+        point_mass = isinstance(self.guide, AutoDelta)
+        fit.guide = density_guide(self.ctx, self.bound_guide(jparams), point_mass)
         fit.encoder = self.encoder()
 
     def finalize(self, history: dict[str, list[float]]) -> Fit:
@@ -217,10 +222,24 @@ class JaxEngine(JaxState):
 
         point_mass = isinstance(self.guide, AutoDelta)
         fit = guide_fit(
-            self.est, self.ctx, history, params, params, sampler, diagnostics, point_mass
+            self.est,
+            self.ctx,
+            history,
+            params,
+            params,
+            sampler,
+            diagnostics,
+            point_mass,
+            guide=self.bound_guide(jparams),
         )
         fit.encoder = self.encoder()
         return fit
+
+    def bound_guide(self, jparams: Mapping[str, Any]) -> Any:
+        """The guide with the fitted parameters substituted (``fit.guide``)."""
+        from numpyro import handlers
+
+        return handlers.substitute(self.guide, data=dict(jparams))
 
     def encoder(self) -> Any:
         """The guide's ``encode_fit`` (an amortised guide declares it), for ``Fit.encode``."""

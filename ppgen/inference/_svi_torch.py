@@ -33,7 +33,7 @@ from ppgen.backends._checks import Fault
 from ppgen.backends._pyro_trace import find_fault
 from ppgen.capabilities import declares
 from ppgen.errors import PPGenError, ProgramError
-from ppgen.inference._guide_fit import guide_fit, guide_latents
+from ppgen.inference._guide_fit import density_guide, guide_fit, guide_latents
 from ppgen.inference._pyro import (
     SyncTorchEngine,
     constrained_params,
@@ -295,6 +295,8 @@ class TorchEngine(SyncTorchEngine):
         load_unconstrained(state)
         fit.param_state = snapshot_params()
         fit.posterior_sampler = self.sampler(self.final_guide())
+        guide = self.final_guide()
+        fit.guide = density_guide(self.ctx, guide, isinstance(guide, AutoDelta))
 
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         guide = self.final_guide()
@@ -308,6 +310,7 @@ class TorchEngine(SyncTorchEngine):
             self.sampler(guide),
             diagnostics,
             point_mass=isinstance(guide, AutoDelta),
+            guide=guide,
         )
 
 

@@ -118,6 +118,12 @@ class LDA(Model):
             seed,
         )
 
+    def evaluate_metrics(self, fit: Any, data: Any = None) -> dict[str, float]:
+        """``perplexity`` per word: on the training counts (``data=None``), or held-out
+        document completion on ``data["counts"]`` (:meth:`perplexity`): the capability
+        :func:`ppgen.evaluate` reads."""
+        return {"perplexity": self.perplexity(fit, None if data is None else data["counts"])}
+
     def to_arviz(self, fit: Any, **kw: Any) -> Any:
         """``fit.to_arviz`` with ``topic``, ``vocab`` and ``document`` dims."""
         import xarray as xr

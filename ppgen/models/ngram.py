@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -392,6 +392,24 @@ class NGramLM:
         from ppgen.models._ngram_program import from_fit
 
         return from_fit(cls, fit)
+
+    def evaluate_metrics(self, fit: Fit, data: Mapping[str, Any] | None) -> dict[str, float]:
+        """``perplexity`` and ``bits_per_token`` of the fit's language model (:meth:`from_fit`)
+        on ``data["tokens"]`` (held out) or, with ``data=None``, on its training tokens: the
+        capability :func:`ppgen.evaluate` reads (``ppgen evaluate RUN --data FILE``).
+
+        Example:
+            >>> import ppgen
+            >>> fit = ppgen.fit(NGramLM(2), {"tokens": "abracadabra " * 5}, "exact")
+            >>> m = NGramLM(2).evaluate_metrics(fit, {"tokens": "abracadabra"})
+            >>> round(m["perplexity"], 3) == round(2 ** m["bits_per_token"], 3)
+            True
+        """
+        tokens = (fit.data if data is None else data)["tokens"]
+        tokens = tokens.item() if isinstance(tokens, np.ndarray) and tokens.ndim == 0 else tokens
+        logp = type(self).from_fit(fit).pointwise_log_prob(tokens)
+        nats = float(-np.mean(logp))
+        return {"perplexity": float(np.exp(nats)), "bits_per_token": nats / float(np.log(2))}
 
     def sample_text(self, fit: Fit, n: int, seed: int = 0, length: int = 200) -> list[str]:
         """``n`` texts of up to ``length`` tokens from the language model of ``fit``

@@ -41,7 +41,9 @@ def test_held_out_log_likelihood_is_the_analytic_posterior_predictive(conjugate)
     want = norm.logpdf(test[:, 0], mean[0], math.sqrt(1.0 + sd[0] ** 2)).mean()
     assert ev.kind == "likelihood" and ev["n_data"] == 400
     assert ev["log_lik_per_datum"] == pytest.approx(want, abs=2e-3)
-    assert ev.details["data"] == "the given data" and not ev.skipped
+    assert ev.details["data"] == "the given data"
+    assert set(ev.skipped) == {"elbo", "iwae"}  # an exact fit has no guide: no bounds
+    assert ev["bits_per_dim"] == pytest.approx(-want / math.log(2), abs=3e-3)
 
 
 def test_loo_and_waic_match_exact_leave_one_out(conjugate):
@@ -69,7 +71,8 @@ def test_a_point_estimate_gives_the_plug_in_likelihood_and_no_waic():
     mu = float(fit.draws["mu"].reshape(-1)[0])
     ev = ppgen.evaluate(fit, test)  # an array: the values of the one observed site
     assert ev["log_lik_per_datum"] == pytest.approx(norm.logpdf(test, mu, 1.0).mean(), abs=1e-5)
-    assert set(ev.skipped) == {"waic", "loo"} and "one draw" in ev.skipped["loo"]
+    assert set(ev.skipped) == {"waic", "loo", "elbo", "iwae"} and "one draw" in ev.skipped["loo"]
+    assert ev.skipped["elbo"].startswith("no guide: this MLE fit")  # MAP: a point mass
     assert "elpd_loo" not in ev
 
 

@@ -141,3 +141,17 @@ def test_bad_corpora_raise_named_errors(data, match):
 def test_model_validation_names_counts(model, counts, match):
     with pytest.raises(DataError, match="`counts`"):
         ppgen.fit(model, {"counts": counts}, ppgen.inference.SVI(steps=1, num_draws=1))
+
+
+def test_evaluate_reports_lda_perplexity():
+    """ppgen.evaluate reads LDA's declared metric: the training perplexity per word, below the
+    vocabulary size (a uniform model's) for a fit that found the topics."""
+    import ppgen
+    from ppgen.models.lda import LDA
+
+    counts = ppgen.data.load("four_topics")["counts"]
+    lda = LDA(4, counts.shape[1])
+    fit = ppgen.fit(lda, {"counts": counts}, ppgen.inference.SVI(steps=300, lr=0.05, num_draws=10))
+    ev = ppgen.evaluate(fit)
+    assert ev["perplexity"] == pytest.approx(lda.perplexity(fit), rel=1e-12)
+    assert ev["perplexity"] < 0.8 * counts.shape[1]

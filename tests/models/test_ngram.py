@@ -247,3 +247,19 @@ def test_bad_inputs_name_the_argument():
         lm.sample(3, prompt="ab")
     with pytest.raises(RuntimeError, match="not fitted"):
         NGramLM().perplexity([0, 1])
+
+
+def test_evaluate_reports_the_language_models_held_out_perplexity():
+    """ppgen.evaluate reads NGramLM's declared metrics: held-out perplexity equals the
+    posterior-predictive language model's own, and 2 ** bits_per_token."""
+    import ppgen
+
+    train = "the ship sailed on the sea and the crew sang. " * 6
+    held = "the crew sailed on the sea."
+    fit = ppgen.fit(NGramLM(3), {"tokens": train}, "exact")
+    ev = ppgen.evaluate(fit, {"tokens": held})
+    want = NGramLM.from_fit(fit).perplexity(held)
+    assert ev["perplexity"] == pytest.approx(want, rel=1e-12)
+    assert ev["perplexity"] == pytest.approx(2 ** ev["bits_per_token"], rel=1e-12)
+    train_ppl = ppgen.evaluate(fit)["perplexity"]  # training text: lower than held out
+    assert 1.0 < train_ppl < ev["perplexity"] < NGramLM.from_fit(fit).vocab_size
