@@ -278,6 +278,8 @@ def _fit(args: argparse.Namespace) -> int:
         "elbo": args.elbo,
         "num_draws": args.num_draws,
     }
+    if args.model in specs:  # e.g. InfoGAN's code sites and recogniser for Adversarial
+        options.update(specs[args.model][1].estimator_options(model, method))
     takes_elbo = "elbo" in inspect.signature(type(resolve_method(method)).__init__).parameters
     if args.elbo is None and takes_elbo:
         info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)

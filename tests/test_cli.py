@@ -485,6 +485,12 @@ def test_every_zoo_model_through_every_cli_verb(name, tmp_path):
         assert rc == 0, stderr
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["estimator"]["name"] == spec.method  # the zoo model's own default
+        settings = manifest["estimator"]["settings"]
+        for key, attr in spec.estimator_args.items():  # InfoGAN: its codes reach Adversarial
+            if key != "guide":  # a callable: not a setting
+                assert settings[key] == getattr(
+                    cls(**json.loads((out / "cli.json").read_text())["arguments"]), attr
+                )
         assert (out / "summary.csv").exists() and stdout.strip()
         rc, stdout, stderr = run_cli(["summary", str(out)])
         assert rc == 0 and stdout.strip(), stderr

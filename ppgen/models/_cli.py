@@ -30,6 +30,10 @@ class CLISpec:
             1)}`` passes ``data["counts"].shape[1]``; an axis of ``None`` passes the shape of
             one row (``data[key].shape[1:]``, e.g. an image's ``(C, H, W)``). So ``--data`` may
             be any file whose arrays the model's arguments fit.
+        estimator_args: options of the default estimator read from the built model:
+            ``{"info_sites": "info_sites", "guide": "q"}`` passes ``model.info_sites`` and
+            ``model.q`` (InfoGAN's code sites and recogniser) when ``--method`` is
+            :attr:`method`.
 
     Example:
         >>> spec = CLISpec("vae", "VAE", "digits_binary", "svi", {"z_dim": int})
@@ -45,6 +49,13 @@ class CLISpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     sizes: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+    estimator_args: Mapping[str, str] = field(default_factory=dict)
+
+    def estimator_options(self, model: Any, method: str) -> dict[str, Any]:
+        """The :attr:`estimator_args` of the built ``model`` (``{}`` for another ``method``)."""
+        if method.lower() != self.method:
+            return {}
+        return {key: getattr(model, attr) for key, attr in self.estimator_args.items()}
 
     def arguments(self, pairs: list[str], data: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The constructor arguments: :attr:`fixed`, then :attr:`sizes` read from ``data``,

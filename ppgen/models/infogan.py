@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
+from ppgen.models._cli import CLISpec
 from ppgen.models.gan import _check_backend, jax_critic
 from ppgen.nn import Critic, mlp_layers, register_module
 
@@ -77,6 +78,20 @@ class InfoGAN(nn.Module):
         >>> fit.program.backend, sorted({k.split(".")[0] for k in fit.params})
         ('numpyro', ['generator', 'recogniser'])
     """
+
+    cli = (
+        CLISpec(
+            "infogan",
+            "GAN",
+            "ring8",
+            "adversarial",
+            {"z_dim": int, "num_categories": int, "continuous_codes": int},
+            fixed={"num_categories": 8, "continuous_codes": 0},
+            sizes={"x_shape": ("x", None)},
+            estimator_args={"info_sites": "info_sites", "guide": "q", "info_weight": "info_weight"},
+            description="InfoGAN: a categorical code (8 for ring8) and its recogniser q",
+        ),
+    )
 
     backend: str = "pyro"  # per instance: the constructor's ``backend``
 
