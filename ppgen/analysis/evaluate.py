@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ppgen._data_plate import data_plate
+from ppgen.analysis.ppc import predictive_pvalues
 from ppgen.analysis.sample_quality import (
     frechet_classifier_distance,
     median_bandwidth,
@@ -256,6 +257,10 @@ def evaluate(
       :func:`arviz.loo` on the training data's pointwise log-likelihood (sums over data, log
       scale), when the fit holds at least two posterior draws. ArviZ's warnings (e.g. Pareto
       k above 0.7) are recorded in ``details["warnings"]``, not raised.
+    * ``ppc_p_mean``, ``ppc_p_sd``, ``ppc_p_min``, ``ppc_p_max``: posterior predictive
+      p-values :math:`\Pr(T(y^{rep}) \ge T(y))` of the mean, standard deviation, minimum
+      and maximum of the observed values (:mod:`ppgen.analysis.ppc`; near 0 or 1: the model
+      misses that feature), for a program with one observed site; seeded with ``seed``.
 
     **Any fit**: a model object that declares ``evaluate_metrics(fit, data) -> {name: number}``
     (:mod:`ppgen.capabilities`; ``data`` is ``None`` for the training data) adds its own
@@ -458,6 +463,7 @@ def _likelihood_metrics(
         dims["bits_per_dim_iwae"] = elements / bounds[0].shape[1]
     if dims:
         details["dims_per_datum"] = dims
+    metrics.update(_ppc(fit, data, local, seed, skipped))
     draws = fit.num_chains * fit.num_draws
     details["num_draws"] = draws
     caught: list[str] = []
@@ -471,6 +477,24 @@ def _likelihood_metrics(
     if caught:
         details["warnings"] = caught
     return Evaluation("likelihood", metrics, details, skipped)
+
+
+def _ppc(
+    fit: Fit, data: dict[str, Any] | None, local: list[str], seed: int, skipped: dict[str, str]
+) -> dict[str, float]:
+    """Posterior predictive p-values (:mod:`ppgen.analysis.ppc`), or why they are skipped."""
+    if len(fit.info.observed) != 1:
+        skipped["ppc"] = f"{len(fit.info.observed)} observed sites: the checks take one"
+        return {}
+    if data is not None and local:
+        skipped["ppc"] = f"the per-datum latents {local} have draws for the training data only"
+        return {}
+    try:
+        p = predictive_pvalues(fit, data, seed=seed)
+    except PPGenError as e:
+        skipped["ppc"] = f"the fit cannot replicate the data: {e}"
+        return {}
+    return {f"ppc_p_{name}": v for name, v in p.items()}
 
 
 def _bits(per_datum: float, n: int, elements: int) -> float:
