@@ -282,21 +282,23 @@ def _fit(args: argparse.Namespace) -> int:
         options.update(specs[args.model][1].estimator_options(model, method))
     takes_elbo = "elbo" in inspect.signature(type(resolve_method(method)).__init__).parameters
     if args.elbo is None and takes_elbo:
-        info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)
+        with _likelihood_hint(specs[args.model][1] if args.model in specs else None):
+            info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)
         if any(info.sites[n].enumerate for n in info.discrete_latent):
             options["elbo"] = "enum"  # summed-out discrete sites need TraceEnum_ELBO
     est = make_estimator(method, options)
     progress = args.progress or sys.stderr.isatty()
-    fit = ppgen.fit(
-        model,
-        data,
-        est,
-        seed=args.seed,
-        device=args.device,
-        backend=args.backend,
-        progress=progress,
-        callbacks=log_callbacks(args),
-    )
+    with _likelihood_hint(specs[args.model][1] if args.model in specs else None):
+        fit = ppgen.fit(
+            model,
+            data,
+            est,
+            seed=args.seed,
+            device=args.device,
+            backend=args.backend,
+            progress=progress,
+            callbacks=log_callbacks(args),
+        )
     out = Path(args.out)
     fit.save(str(out))
     if arguments is not None:  # how to build the model again: `ppgen sample/evaluate RUN`
@@ -314,6 +316,21 @@ def _fit(args: argparse.Namespace) -> int:
     _print_table(summary)
     print(f"saved run to {out}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _likelihood_hint(spec: CLISpec | None) -> Iterator[None]:
+    """Data outside a zoo model's likelihood (grey pixels for a Bernoulli): the error also says
+    how to pick another likelihood on the command line."""
+    try:
+        yield
+    except DataError as e:
+        if spec is None or "likelihood" not in spec.options or "support" not in str(e):
+            raise
+        raise DataError(
+            f"{e} On the command line: `--arg likelihood=NAME` (e.g. cbernoulli or gaussian for "
+            "grey levels in [0, 1])."
+        ) from e
 
 
 def _summary(args: argparse.Namespace) -> int:

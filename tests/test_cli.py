@@ -614,3 +614,11 @@ def test_dataset_options_pick_the_held_out_split_and_bad_ones_are_refused(tmp_pa
     for bad, needle in (("digits_binary:depth=3", "split"), ("moons:n", "key=value")):
         rc, _, err = run_cli(["evaluate", str(out), "--data", bad])
         assert rc == 2 and needle in err, err
+
+
+def test_grey_pixels_for_a_bernoulli_vae_say_how_to_switch_likelihood(tmp_path):
+    rc, _, err = run_cli(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "a")])
+    assert rc == 2 and "--arg likelihood=" in err and not (tmp_path / "a").exists()
+    argv = ["fit", "vae", "--data", "digits", "--arg", "likelihood=cbernoulli", "--steps", "2"]
+    assert run_cli(argv + ["--no-plots", "--num-draws", "2", "--out", str(tmp_path / "b")])[0] == 0
+    assert ppgen.cli.load_run(tmp_path / "b").program.obj.likelihood == "cbernoulli"
