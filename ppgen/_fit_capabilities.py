@@ -54,7 +54,8 @@ class FitCapabilities:
 
     @property
     def kind(self) -> str:
-        """The program's kind: ``"explicit"``, ``"implicit"`` or ``"energy"``."""
+        """The program's kind: ``"explicit"``, ``"implicit"``, ``"energy"`` or ``"unobserved"``
+        (no observed site: a target density for NUTS/HMC, or a prior for ``Prior``)."""
         return self.info.kind
 
     @property

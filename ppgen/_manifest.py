@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import numbers
@@ -26,6 +27,11 @@ __all__ = [
     "resolve_device",
     "check_program",
     "program_sites",
+    "guide_record",
+    "passed_guide",
+    "describe_guide",
+    "guide_label",
+    "guide_remedy",
 ]
 
 FORMAT_VERSION = 2
@@ -315,9 +321,107 @@ def check_program(
         )
 
 
-def build_estimator(path: Path, manifest: dict[str, Any]) -> Any:
+def describe_guide(guide: Any) -> dict[str, str]:
+    """What a guide the user wrote is, by name only: ``{"function": "my_guide"}`` for a
+    function (or method, or ``functools.partial`` of one), ``{"class": "AutoDiagonalNormal"}``
+    for a guide object (or a class). Nothing else of it is recorded: a run never holds code."""
+    fn = guide.func if isinstance(guide, functools.partial) else guide
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
+        return {"function": str(getattr(fn, "__name__", "guide"))}
+    if isinstance(fn, type):
+        return {"class": fn.__name__}
+    return {"class": type(fn).__name__}
+
+
+def passed_guide(program: Any) -> Any:
+    """The guide a :class:`~ppgen.program.Program` carries because the user gave it one
+    (``ppgen.fit(..., guide=g)``, ``Program(model, g)``), or ``None``: no guide, or the one
+    the model object declares itself (its ``.guide``, which the program takes by default)."""
+    guide = getattr(program, "user_guide", None)
+    obj = getattr(program, "obj", None)
+    own = None if obj is None or inspect.isfunction(obj) else getattr(obj, "guide", None)
+    if guide is None or guide is own:
+        return None
+    if inspect.ismethod(guide) and inspect.ismethod(own):  # a bound method is made anew
+        if guide.__self__ is own.__self__ and guide.__func__ is own.__func__:
+            return None
+    return guide
+
+
+def guide_record(fit: Any) -> dict[str, Any] | None:
+    """The manifest's record of the guide a fit used (``None``: its estimator uses no guide
+    that load rebuilds, e.g. NUTS, or a GAN's InfoGAN/ALI guide, which load does not need).
+
+    - ``{"kind": "builtin", "class": "AutoNormal"}``: an autoguide the estimator builds from
+      its settings (``SVI(guide="normal")``, the default; MLE's ``AutoDelta``); no ``class``
+      for an estimator's own internal guide (MLE's empty guide of a program without latents).
+    - ``{"kind": "program", ...}``: the guide the model object declares (its ``.guide``),
+      which load takes from the program again.
+    - ``{"kind": "user", "class": "AutoDiagonalNormal", "passed": "fit"}`` (or
+      ``"function": "my_guide"``): a guide the user passed to ``ppgen.fit(guide=)`` /
+      ``Program(model, guide)`` (``"passed": "fit"``) or to the estimator (``SVI(guide=)``,
+      ``"passed": "estimator"``). Only its name is recorded; load asks for the guide itself.
+    """
+    from types import SimpleNamespace
+
+    from ppgen.inference.guides.auto import guide_class_name
+
+    est, prog = fit.estimator, fit.program
+    spec_of = getattr(est, "_guide_spec", None)
+    if spec_of is None:
+        return None
+    spec = spec_of(SimpleNamespace(program=prog, info=fit.info))
+    try:
+        name = guide_class_name(spec)
+    except EstimatorError:  # pragma: no cover - validated when the estimator was built
+        name = None
+    if name is not None:
+        return {"kind": "builtin", "class": name}
+    if prog.guide is not None and spec is prog.guide:
+        passed = passed_guide(prog)
+        if passed is None:
+            return {"kind": "program", **describe_guide(prog.user_guide)}
+        return {"kind": "user", **describe_guide(passed), "passed": "fit"}
+    if spec is not None and spec is getattr(est, "guide", None):
+        return {"kind": "user", **describe_guide(spec), "passed": "estimator"}
+    return {"kind": "builtin"}
+
+
+def guide_label(record: Mapping[str, Any]) -> str:
+    """How an error names the user's guide a record describes (its class or function)."""
+    if "function" in record:
+        return f"your own guide function `{record['function']}`"
+    return f"your own guide `{record.get('class', 'guide')}`"
+
+
+def guide_remedy(record: Mapping[str, Any]) -> str:
+    """The load call that passes the guide a record names."""
+    if "function" in record:
+        return f"`ppgen.load(path, model, guide={record['function']})`"
+    return f"`ppgen.load(path, model, guide={record.get('class', 'Guide')}(model))`"
+
+
+def _guide_setting(v: Any) -> bool:
+    """Whether an estimator's saved ``guide`` setting names a guide the estimator can build
+    again (an autoguide name or class name): a user's guide is recorded by name only."""
+    from ppgen.inference.guides.auto import guide_class_name
+
+    if v is None:
+        return True
+    try:
+        return isinstance(v, str) and guide_class_name(v) is not None
+    except EstimatorError:
+        return False
+
+
+def build_estimator(path: Path, manifest: dict[str, Any], guide: Any = None) -> Any:
     """The estimator the manifest names, built from its saved settings (or a
-    :class:`~ppgen.errors.CheckpointError` saying why it cannot be)."""
+    :class:`~ppgen.errors.CheckpointError` saying why it cannot be).
+
+    A run fitted with the user's own guide passed to the estimator (``SVI(guide=my_guide)``:
+    the manifest's ``guide`` record says ``"passed": "estimator"``) gets ``guide``, the one
+    passed to load, in its place; the saved setting (the guide's name) is never used.
+    """
     from ppgen.inference._base import REGISTRY
 
     name = manifest["estimator"]["name"]
@@ -330,11 +434,15 @@ def build_estimator(path: Path, manifest: dict[str, Any]) -> Any:
         )
     settings = manifest["estimator"]["settings"]
     sig = inspect.signature(cls.__init__).parameters
+    record = manifest.get("guide")
+    user = isinstance(record, dict) and record.get("kind") == "user"
     kwargs = {
         k: v
         for k, v in settings.items()
-        if k in sig and (k != "guide" or v in (None,) or isinstance(v, str) and v.islower())
+        if k in sig and (k != "guide" or (not user and _guide_setting(v)))
     }
+    if user and guide is not None and record.get("passed") == "estimator" and "guide" in sig:
+        kwargs["guide"] = guide
     if "steps" in kwargs and kwargs.get("epochs") is not None:
         kwargs.pop("steps")
     try:

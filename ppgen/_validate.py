@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppgen.errors import DataError, ProgramError
+from ppgen.errors import DataError, ProgramError, caller_stacklevel
 
 if TYPE_CHECKING:
     from ppgen.backends import BackendOps, Site
@@ -167,7 +168,22 @@ def check_observed(info: ProgramInfo, ops: BackendOps) -> None:
         if s.density != "explicit":  # Implicit / Unnormalized: support is all of R^n
             continue
         bad = ops.support_violations(s)
-        if bad.any():
+        if bad.any() and _validation_off(s.fn):
+            warnings.warn(
+                f"Observed site `{name}` ({s.dist}) has {int(bad.sum())} value(s) outside its "
+                f"support `{s.support}`, and its distribution has validation switched off "
+                "(validate_args=False), so ppgen fits it as written: its log-density there is "
+                "not a normalised likelihood"
+                + (
+                    " (for grey levels in [0, 1], ContinuousBernoulli is the normalised one)"
+                    if "Bernoulli" in s.dist
+                    else ""
+                )
+                + ".",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        elif bad.any():
             idx = tuple(int(i) for i in np.argwhere(np.atleast_1d(bad))[0])
             val = np.atleast_1d(ops.to_numpy(s.value))
             try:
@@ -179,6 +195,19 @@ def check_observed(info: ProgramInfo, ops: BackendOps) -> None:
                 f"got {int(bad.sum())} value(s) outside it (e.g. {shown!s} at index {idx}). "
                 "Fix the data or choose a likelihood whose support covers it."
             )
+
+
+def _validation_off(fn: Any) -> bool:
+    """Whether the user switched argument validation off for this distribution (Pyro or
+    NumPyro; through ``Independent``/masked wrappers): ``validate_args=False``."""
+    for _ in range(8):
+        if getattr(fn, "_validate_args", None) is False:
+            return True
+        inner = getattr(fn, "base_dist", None)
+        if inner is None:
+            return False
+        fn = inner
+    return False
 
 
 def check_kinds(info: ProgramInfo) -> None:
@@ -211,7 +240,13 @@ def check_guide(info: ProgramInfo, guide_sites: list[Site]) -> None:
                 f"Site `{name}` has shape {s.shape} in the model but {g.shape} in the guide. "
                 "Make the guide's distribution (and its plates) match the model's."
             )
-    extra = [n for n, g in gs.items() if g.kind == "latent" and n not in info.sites]
+    # auxiliary sites (an autoguide's joint `_AutoDiagonalNormal_latent`, marked
+    # infer={"is_auxiliary": True}) are the guide's own: the model need not have them
+    extra = [
+        n
+        for n, g in gs.items()
+        if g.kind == "latent" and n not in info.sites and not g.infer.get("is_auxiliary")
+    ]
     if extra:
         raise ProgramError(
             f"The guide samples site(s) {extra} that the model does not have. Remove them "

@@ -280,13 +280,7 @@ def _fit(args: argparse.Namespace) -> int:
     }
     if args.model in specs:  # e.g. InfoGAN's code sites and recogniser for Adversarial
         options.update(specs[args.model][1].estimator_options(model, method))
-    takes_elbo = "elbo" in inspect.signature(type(resolve_method(method)).__init__).parameters
-    if args.elbo is None and takes_elbo:
-        with _likelihood_hint(specs[args.model][1] if args.model in specs else None):
-            info = ppgen.Program(model, backend=args.backend).inspect(data, seed=args.seed)
-        if any(info.sites[n].enumerate for n in info.discrete_latent):
-            options["elbo"] = "enum"  # summed-out discrete sites need TraceEnum_ELBO
-    est = make_estimator(method, options)
+    est = make_estimator(method, options)  # SVI/MAP pick elbo='enum' for enumerated sites
     progress = args.progress or sys.stderr.isatty()
     with _likelihood_hint(specs[args.model][1] if args.model in specs else None):
         fit = ppgen.fit(

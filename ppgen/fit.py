@@ -21,6 +21,8 @@ _FITTED_BY = {
     "energy": "contrastive estimators (noise-contrastive estimation, contrastive divergence, "
     "score matching), whose samplers (Langevin, Gibbs) draw from the model",
     "explicit": "likelihood-based estimators (NUTS, HMC, SVI, MLE, Exact)",
+    "unobserved": "samplers of the latent sites' joint density (NUTS, HMC) and forward "
+    "sampling (Prior)",
 }
 
 
@@ -55,10 +57,15 @@ def check_device(device: str | None, backend: str) -> str | None:
 
 
 def check_kind(est: Estimator, info: ProgramInfo) -> None:
-    """Refuse a program whose kind (explicit, implicit, energy) ``est`` does not fit.
+    """Refuse a program whose kind (explicit, implicit, energy, unobserved) ``est`` does not fit.
 
     The error names the estimator, the program's kind, the observed sites that make it so and
-    the registered estimators that fit that kind.
+    the registered estimators that fit that kind. A program with no observed site for the data
+    (kind ``"unobserved"``) is refused with a :class:`~ppgen.errors.DataError` (the data may
+    simply be missing) naming the estimators that sample such a program (NUTS, HMC, Prior);
+    other kinds with an :class:`EstimatorError`. Estimators that ignore the observations
+    (``Estimator.conditions_on_data = False``: ``Prior``) are not offered as fitters of
+    programs with observed sites.
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist
@@ -78,6 +85,30 @@ def check_kind(est: Estimator, info: ProgramInfo) -> None:
     accepted = tuple(getattr(est, "kinds", ("explicit",)))
     if kind in accepted:
         return
+    names = sorted(
+        n
+        for n, cls in REGISTRY.items()
+        if kind in getattr(cls, "kinds", ())
+        and (kind == "unobserved" or getattr(cls, "conditions_on_data", True))
+    )
+    if names:
+        fix = f"Use an estimator that fits {kind} programs: method= one of {names}."
+    else:
+        fix = (
+            f"No estimator for {kind} programs is registered yet; {_FITTED_BY[kind]} are "
+            "what fit them."
+        )
+    head = f"{type(est).__name__} (`method={est.name!r}`) fits {' / '.join(accepted)} programs"
+    if kind == "unobserved":
+        latent = ", ".join(f"`{n}`" for n in info.latent) or "none"
+        raise DataError(
+            f"The program has no observed sites for this data: {head}, and this program is "
+            f"unobserved (no `sample(..., obs=)` site received a value; latent sites: "
+            f"{latent}), so there is no likelihood to fit. To condition on data, pass the "
+            "observations in `data` under the argument name that feeds `obs=`. To sample the "
+            "program's own density (the joint of its latent sites, e.g. a prior-only target "
+            f"such as Neal's funnel, or prior draws): {fix[0].lower()}{fix[1:]}"
+        )
     sites = info.sites_of_kind(kind) if kind != "explicit" else info.observed
     shown = ", ".join(f"`{n}` ({info.sites[n].dist})" for n in sites)
     many = len(sites) > 1
@@ -86,18 +117,7 @@ def check_kind(est: Estimator, info: ProgramInfo) -> None:
         "implicit": "no density (Implicit: a generator's output)",
         "energy": "a density only up to an unknown log Z (Unnormalized)",
     }.get(kind, "a normalised density")
-    names = sorted(n for n, cls in REGISTRY.items() if kind in getattr(cls, "kinds", ()))
-    if names:
-        fix = f"Use an estimator that fits {kind} programs: method= one of {names}."
-    else:
-        fix = (
-            f"No estimator for {kind} programs is registered yet; {_FITTED_BY[kind]} are "
-            "what fit them."
-        )
-    raise EstimatorError(
-        f"{type(est).__name__} (`method={est.name!r}`) fits {' / '.join(accepted)} programs; "
-        f"this program is {kind}: {label} {what}. {fix}"
-    )
+    raise EstimatorError(f"{head}; this program is {kind}: {label} {what}. {fix}")
 
 
 def fit(
@@ -122,7 +142,9 @@ def fit(
         program: a Pyro/NumPyro callable, a zoo model, or a :class:`~ppgen.program.Program`.
         data: keyword arguments of the program (observations and covariates).
         method: an estimator object (``ppgen.inference.NUTS(...)``) or a registered name
-            (``"nuts"``, ``"hmc"``, ``"svi"``, ``"mle"``, ...).
+            (``"nuts"``, ``"hmc"``, ``"svi"``, ``"mle"``, ``"prior"``, ...). A program with no
+            observed site for ``data`` (a prior-only target density) is fitted by ``"nuts"``,
+            ``"hmc"`` and ``"prior"``; the others refuse it, naming these.
         guide: a guide callable for SVI (overrides the program's own).
         seed: seeds every random choice; the same seed gives the same fit.
         device: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
@@ -184,12 +206,7 @@ def fit(
             raise EstimatorError(f"Every callback must be callable; got {type(cb).__name__}.")
     prog.ops.seed_everything(seed)
     native, info = prog.validate(data, dev, seed)
-    check_kind(est, info)
-    if not info.observed and est.name not in ("prior",):
-        raise DataError(
-            "The program has no observed sites for this data: pass the observations in `data` "
-            "under the argument name that feeds `obs=`."
-        )
+    check_kind(est, info)  # before the estimator's own checks: the program's kind first
     est.check(prog, info)
     data_np = prog.check_values(data)
     ctx = FitContext(

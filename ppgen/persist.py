@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from ppgen._manifest import (
     build_estimator,
     check_manifest,
     check_program,
+    describe_guide,
+    guide_label,
+    guide_record,
+    guide_remedy,
+    passed_guide,
     program_sites,
     read_arrays,
     read_checked,
@@ -125,7 +131,10 @@ def save_fit(fit: Fit, path: str | Path) -> None:
     ``inference_data.nc`` (the ``to_arviz()`` result as netCDF: the groups the fit can build),
     and one ``aux_<name>.safetensors`` per entry of ``fit.auxiliary`` (estimator state beyond
     the model, e.g. a discriminator; ``fit.auxiliary_settings`` go into the manifest). The
-    manifest records the program's kind (explicit, implicit or energy).
+    manifest records the program's kind (explicit, implicit or energy), and under ``guide``
+    which guide a guide-based fit (SVI, MLE) used: ``{"kind": "builtin", "class":
+    "AutoNormal"}``, the model object's own (``"program"``), or the user's own (``"user"``,
+    with its class or function name only, never its code: load asks for the guide itself).
 
     Run format 2 (``FORMAT_VERSION``; format 1 before it): the manifest's ``files`` section
     records, for every other file, its sha256 and size in bytes and, for safetensors files,
@@ -164,6 +173,7 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         "program_kind": fit.info.kind,
         "sites": program_sites(fit.info),
         "auxiliary": _auxiliary_manifest(fit),
+        "guide": guide_record(fit),
     }
     idata = fit.to_arviz()
 
@@ -224,12 +234,81 @@ def _restore_buffers(program: Any, buffers: dict[str, np.ndarray]) -> None:
             own[k].copy_(torch.as_tensor(v, dtype=own[k].dtype))
 
 
-def load(path: str | Path, program: Any) -> Fit:
+def _load_guide(path: Path, manifest: Mapping[str, Any], program: Any, guide: Any) -> Any:
+    """The user's guide to fit into the loaded run, checked against the manifest's record of
+    the guide the run was fitted with (before any work): a run fitted with the user's own guide
+    needs it (``guide=``, or ``Program(model, guide)``), and ``guide=`` is refused for a run
+    whose guide load rebuilds itself. Runs saved before guides were recorded take ``guide=``
+    as given."""
+    if "guide" not in manifest:
+        return guide
+    record = manifest["guide"]
+    est = manifest["estimator"]
+    fitted_by = f"{est.get('class', est['name'])} (`method={est['name']!r}`)"
+    if record is not None and (
+        not isinstance(record, dict)
+        or record.get("kind") not in ("builtin", "program", "user")
+        or not all(isinstance(record.get(k, ""), str) for k in ("class", "function", "passed"))
+    ):
+        raise CheckpointError(
+            f"`{path / 'manifest.json'}` has `guide` {record!r} (expected null or a record "
+            'such as {"kind": "builtin", "class": "AutoNormal"}): the manifest is damaged. '
+            "Restore the run from a backup, or fit and save it again."
+        )
+    if record is not None and record["kind"] == "user":
+        from ppgen.program import Program
+
+        supplied = guide
+        if supplied is None and isinstance(program, Program):
+            supplied = passed_guide(program)
+        if supplied is None:
+            raise CheckpointError(
+                f"`{path}` was fitted with {guide_label(record)}, which a saved run does not "
+                "hold (only its name: loading never executes code from a run). Pass it: "
+                f"{guide_remedy(record)}, with the same code and constructor arguments as when "
+                "it was fitted."
+            )
+        return supplied
+    if guide is None:
+        return None
+    if record is None:
+        what = f"was fitted by {fitted_by}, which has no guide for load to restore"
+    elif record["kind"] == "program":
+        name = record.get("function") or record.get("class") or "guide"
+        what = (
+            f"was fitted with the program's own guide (`{name}` of the model object), which "
+            "load takes from the program you pass"
+        )
+    elif record.get("class"):
+        what = (
+            f"was fitted with the built-in guide `{record['class']}` of {fitted_by}, which "
+            "load rebuilds from the manifest"
+        )
+    else:
+        what = f"was fitted by {fitted_by} with its own internal guide, which load rebuilds"
+    raise CheckpointError(
+        f"`{path}` {what}; `guide=` is only for runs fitted with your own guide "
+        "(`ppgen.fit(..., guide=...)`). Load it without `guide=`: "
+        "`ppgen.load(path, model)`."
+    )
+
+
+def load(path: str | Path, program: Any, guide: Any = None) -> Fit:
     """Load a run saved by :meth:`Fit.save` for ``program`` (the same model code).
 
     Nothing in the directory is executed: arrays come from safetensors, settings from JSON,
     and the program is the one you pass. Returns a :class:`~ppgen.result.Fit` whose
     ``predict``/``log_likelihood``/``to_arviz`` give the same results as the saved fit.
+
+    ``guide``: the guide of a run fitted with your own guide (``ppgen.fit(model, data,
+    SVI(...), guide=AutoDiagonalNormal(model))``, a guide function, or ``SVI(guide=...)``):
+    the same guide (code and constructor arguments; a fresh object is fine). The manifest
+    records only its class or function name, so such a run is refused without it, naming the
+    guide and this remedy; ``guide=`` for a run whose guide load rebuilds itself (a built-in
+    autoguide, the model object's own guide, or an estimator without a guide) is refused too.
+    The saved parameters are put into the guide (a guide whose parameters differ from the
+    saved ones is refused, naming them), and the loaded fit's draws, ``predict``,
+    ``sample_posterior`` and ``guide`` are those of the saved fit.
     Auxiliary state comes back in ``fit.auxiliary``/``fit.auxiliary_settings``; an estimator
     with a ``restore_auxiliary(fit, name, arrays, settings)`` method gets each entry too.
 
@@ -260,10 +339,13 @@ def load(path: str | Path, program: Any) -> Fit:
     path = Path(path)
     manifest = read_json(path / "manifest.json")
     files = check_manifest(path, manifest)
-    est = build_estimator(path, manifest)
+    user_guide = _load_guide(path, manifest, program, guide)
+    record = manifest.get("guide") or {}
+    to_estimator = record.get("kind") == "user" and record.get("passed") == "estimator"
+    est = build_estimator(path, manifest, guide=user_guide if to_estimator else None)
     backend = manifest["backend"]
     device = resolve_device(path, manifest, backend)
-    prog = Program(program, backend=backend)
+    prog = Program(program, None if to_estimator else user_guide, backend=backend)
     data = dict(read_arrays(path, "data.safetensors", files))
     data.update(manifest.get("data_scalars", {}))
     try:
@@ -323,6 +405,14 @@ def load(path: str | Path, program: Any) -> Fit:
         ctx = FitContext(
             program=prog, info=info, data=native, data_np=fit.data, seed=fit.seed, device=device
         )
+        if record.get("kind") == "user":  # what a parameter mismatch says to do
+            passed = describe_guide(user_guide)
+            ctx.extra["restore_hint"] = (
+                f"The run was fitted with {guide_label(record)}; the guide passed to load is "
+                f"{guide_label(passed).replace('your own guide', 'a guide')}. Pass the guide the "
+                f"run was fitted with (the same code and constructor arguments): "
+                f"{guide_remedy(record)}."
+            )
         try:
             with prog.ops.device_context(device):
                 est.restore(ctx, fit, state)

@@ -89,7 +89,14 @@ class ProgramInfo:
     @property
     def kind(self) -> str:
         """``"explicit"`` (every observed site has a density), ``"implicit"`` (an observed site
-        is ``Implicit``: no density) or ``"energy"`` (an observed site is ``Unnormalized``)."""
+        is ``Implicit``: no density), ``"energy"`` (an observed site is ``Unnormalized``) or
+        ``"unobserved"`` (no observed site for this data: the target is the joint density of
+        the latent sites, e.g. a prior-only program such as Neal's funnel).
+
+        Estimators declare the kinds they fit (``Estimator.kinds``); an unobserved program is
+        fitted by NUTS/HMC (its joint density) and ``Prior`` (forward draws)."""
+        if not self.observed:
+            return "unobserved"
         for kind in ("implicit", "energy"):
             if self.sites_of_kind(kind):
                 return kind

@@ -122,7 +122,8 @@ class Fit(FitCapabilities):
         fits; ``None`` for fits without a variational density: MCMC, exact, AVB...). Pyro: the
         guide whose parameters live in the param store (:meth:`guide_callable` puts the fit's
         there); NumPyro: the guide with the fitted parameters substituted. Not saved: an SVI
-        fit's ``restore`` rebuilds it when the run is loaded."""
+        fit's ``restore`` rebuilds it when the run is loaded (a run fitted with your own guide
+        takes it from ``ppgen.load(path, model, guide=...)``)."""
         self.local_draws = dict(local_draws or {})
         """The first ``diagnostics["local_draws"]`` draws of each local latent (one value per
         datum) whose ``num_draws`` draws would not fit the default budget, shaped

@@ -91,7 +91,10 @@ def to_inference_data(
     Only the groups the fit can build are built (:meth:`~ppgen.result.Fit.unavailable_groups`):
     an implicit program (``Implicit`` observed site) has no ``log_likelihood``; an energy
     program (``Unnormalized``) has neither ``log_likelihood`` (log Z is unknown) nor
-    ``posterior_predictive`` (no forward simulation). ``posterior_predictive`` and
+    ``posterior_predictive`` (no forward simulation); an unobserved program (no observed site:
+    NUTS/HMC on its joint density, ``Prior``) has only ``posterior`` (and ``sample_stats``,
+    ``prior``), no ``log_likelihood``, ``posterior_predictive``, ``observed_data`` or
+    ``prior_predictive``. ``posterior_predictive`` and
     ``log_likelihood`` are ``None`` (build when available), ``True`` (required: raises
     :class:`~ppgen.errors.CapabilityError` saying why when the fit cannot) or ``False``. The
     groups left out for want of a capability and why are in
@@ -195,6 +198,11 @@ def to_inference_data(
         dims[name] = site_dims(site, val.ndim)
     if observed:
         groups["observed_data"] = observed
+    else:  # an unobserved program (NUTS/HMC on its joint density, Prior): nothing conditioned on
+        omitted["observed_data"] = (
+            "the program has no observed sites: its draws are of the joint density of its "
+            "latent sites, conditioned on no data"
+        )
     obs_keys = set(info.obs_keys)
     const = {
         k: np.asarray(v)
@@ -249,6 +257,8 @@ def to_inference_data(
             groups["prior"] = pri
         if ppri:
             groups["prior_predictive"] = ppri
+        elif simulate and not info.observed:
+            omitted["prior_predictive"] = "the program has no observed sites to simulate"
 
     # plate dims get integer coordinates; ArviZ checks sizes for us
     idata = az.from_dict(**groups, dims=dims)

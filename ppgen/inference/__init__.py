@@ -1,4 +1,4 @@
-"""Estimators: SVI, NUTS/HMC, MLE, Exact, Adversarial, ALI, AVB; the base classes of estimators."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact, Prior, Adversarial, ALI, AVB; their base classes."""
 
 import warnings as _warnings
 
@@ -15,6 +15,7 @@ from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
 from ppgen.inference.objectives import KLWarmup, ReparamELBO
 from ppgen.inference.optim import Optim
+from ppgen.inference.prior import Prior
 from ppgen.inference.runners import Local, Runner
 from ppgen.inference.svi import SVI
 
@@ -36,6 +37,7 @@ __all__ = [
     "MLE",
     "ConvergenceWarning",
     "Exact",
+    "Prior",
     "Adversarial",
     "ALI",
     "BiGAN",

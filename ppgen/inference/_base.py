@@ -103,13 +103,17 @@ class Estimator(ABC):
     estimators derive from :class:`OptimEstimator` instead and implement only ``init`` and
     ``step``; the shared loop does progress, callbacks, NaN guard, checkpoints and resume.
     ``kinds`` declares the program kinds the estimator fits (``"explicit"``, ``"implicit"``,
-    ``"energy"``; see :attr:`~ppgen.program.ProgramInfo.kind`): ``ppgen.fit`` refuses any
-    other kind before work.
+    ``"energy"``, ``"unobserved"``: no observed site; see
+    :attr:`~ppgen.program.ProgramInfo.kind`): ``ppgen.fit`` refuses any other kind before work,
+    naming the registered estimators that fit it. ``conditions_on_data = False`` marks an
+    estimator whose draws ignore the observations (``Prior``): it is not offered as a fitter
+    of programs with observed sites in those refusals.
     """
 
     name: ClassVar[str] = "estimator"
     backends: ClassVar[tuple[str, ...]] = ("pyro", "numpyro")
     kinds: ClassVar[tuple[str, ...]] = ("explicit",)
+    conditions_on_data: ClassVar[bool] = True
 
     def check(self, program: Program, info: ProgramInfo) -> None:
         """Raise :class:`EstimatorError` if this estimator cannot fit ``program`` (before work)."""
@@ -284,6 +288,12 @@ class OptimEstimator(Estimator):
         """Sites whose log-density is NaN/inf now (only asked once the loss went NaN)."""
         return []
 
+    def live_params(self, state: Any, n: int) -> dict[str, Any] | None:
+        """The model's parameters as they are now, repeated ``n`` times along a leading axis,
+        to draw samples during training; ``None`` when they are not in ``state`` (Pyro: they
+        are the param store's, which the program reads as it is)."""
+        return None
+
 
 class EngineEstimator(OptimEstimator):
     """An :class:`OptimEstimator` whose loop state is one engine object per fit.
@@ -318,6 +328,11 @@ class EngineEstimator(OptimEstimator):
 
     def nonfinite_loss_sites(self, state: Any) -> list[str]:
         return state.nonfinite_loss_sites() if hasattr(state, "nonfinite_loss_sites") else []
+
+    def live_params(self, state: Any, n: int) -> dict[str, Any] | None:
+        if hasattr(state, "live_params"):
+            return state.live_params(n)
+        return super().live_params(state, n)
 
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
         return state.finalize(history)

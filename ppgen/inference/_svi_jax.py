@@ -165,6 +165,11 @@ class JaxEngine(JaxState):
         fault = find_proposal_fault(self.model, self.guide, params, self.ctx.data)
         return step_error(fault, when)
 
+    def live_params(self, n: int) -> dict[str, Any] | None:
+        """The parameters now, repeated ``n`` times (samples during training); ``None`` for
+        nested parameters (network modules), which predictive cannot substitute by name."""
+        return repeat_params(self.svi.get_params(self.state), n)
+
     def nonfinite(self) -> list[str]:
         flat = flatten_params(self.svi.get_params(self.state))
         return [k for k, v in flat.items() if not np.isfinite(v).all()]
@@ -201,6 +206,10 @@ class JaxEngine(JaxState):
             )
 
         return sample
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the rebuilt run's parameters (flattened as saved), by name."""
+        return {k: v.shape for k, v in flatten_params(self.svi.get_params(self.state)).items()}
 
     def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
         like = self.svi.get_params(self.state)
@@ -244,6 +253,15 @@ class JaxEngine(JaxState):
     def encoder(self) -> Any:
         """The guide's ``encode_fit`` (an amortised guide declares it), for ``Fit.encode``."""
         return getattr(inspect.unwrap(self.guide), "encode_fit", None)
+
+
+def repeat_params(params: Mapping[str, Any], n: int) -> dict[str, Any] | None:
+    """``params`` with a leading axis of ``n`` copies, or ``None`` if any is nested."""
+    import jax.numpy as jnp
+
+    if any(isinstance(v, Mapping) for v in params.values()):
+        return None
+    return {k: jnp.broadcast_to(v, (n, *jnp.shape(v))) for k, v in params.items()}
 
 
 def flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -291,6 +291,10 @@ class TorchEngine(SyncTorchEngine):
 
         return sample
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the rebuilt run's parameters (unconstrained, as saved), by name."""
+        return {k: tuple(v.shape) for k, v in pyro.get_param_store().get_state()["params"].items()}
+
     def restore(self, fit: Fit, state: Mapping[str, Any]) -> None:
         load_unconstrained(state)
         fit.param_state = snapshot_params()
@@ -361,7 +365,7 @@ class _Optimizer:
 
 def _reparam_elbo(est: Any, info: Any) -> ReparamELBO | None:
     """The reparameterised ELBO for the estimator's objective, or ``None`` if it has none."""
-    elbo = est.elbo
+    elbo = est.objective(info)
     if isinstance(elbo, ReparamELBO):
         if elbo.num_particles > 1 and elbo.plate_nesting is None:
             elbo.plate_nesting = info.max_plate_nesting

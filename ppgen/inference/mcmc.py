@@ -82,6 +82,10 @@ class MCMC(Estimator):
     ``resume`` are refused before any work; run a NumPyro (or backend-neutral) program instead.
     """
 
+    # any program's joint density: also one with no observed site (a prior-only target such
+    # as Neal's funnel)
+    kinds = ("explicit", "unobserved")
+
     kernel_name = "NUTS"
 
     def __init__(

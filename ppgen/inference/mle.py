@@ -137,7 +137,7 @@ class MLE(SVI):
         self._auto_lr = LBFGS_LR if lbfgs else ADAM_LR  # before SVI validates the settings
         super().__init__(
             guide=None,
-            elbo="trace",
+            elbo=kwargs.pop("elbo", None),
             optim=optim,
             lr=self._auto_lr if lr is None else lr,
             steps=steps,
@@ -175,7 +175,7 @@ class MLE(SVI):
         return {"loss": loss, "nll": nll, "bits_per_dim": nll / (dims * math.log(2))}
 
     def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
-        fit = state.finalize(history)
+        fit = super().finalize(ctx, state, history)
         if "nll" in history:
             fit.diagnostics["train_nll"] = history["nll"][-1]
         fit.diagnostics["converged"] = None

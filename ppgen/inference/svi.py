@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from ppgen.errors import EstimatorError, check_int
+import numpy as np
+
+from ppgen.errors import CheckpointError, EstimatorError, check_int
 from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference._svi_jax import JaxEngine
 from ppgen.inference._svi_torch import TorchEngine
@@ -37,7 +39,9 @@ class SVI(EngineEstimator):
             ``"laplace"``, ``"delta"``, ``"iaf"``), an autoguide class, or a guide callable.
             Defaults to the program's own guide if it has one, else ``"normal"``.
         elbo: ``"trace"``, ``"meanfield"``, ``"graph"``, ``"enum"`` (sum out discrete latents
-            marked ``infer={"enumerate": "parallel"}``), ``"renyi"`` or ``"iwae"``.
+            marked ``infer={"enumerate": "parallel"}``), ``"renyi"`` or ``"iwae"``, or a
+            backend ELBO object. ``None`` (default): ``"enum"`` when the program marks sites
+            for enumeration, else ``"trace"``; ``fit.diagnostics["elbo"]`` says which ran.
         num_particles: Monte Carlo particles per step (vectorised); K for IWAE/Rényi.
         alpha: Rényi divergence order for ``elbo="renyi"``.
         optim: ``"adam"``, ``"clipped_adam"``, ``"sgd"``, ``"rmsprop"``, ``"adagrad"``, or a
@@ -98,7 +102,7 @@ class SVI(EngineEstimator):
     def __init__(
         self,
         guide: Any = None,
-        elbo: str | Any = "trace",
+        elbo: str | Any | None = None,
         *,
         num_particles: int = 1,
         vectorize_particles: bool = True,
@@ -144,7 +148,8 @@ class SVI(EngineEstimator):
         self.local_draws = None if local_draws is None else check_int("local_draws", local_draws, 1)
         self.init_scale = init_scale
         self.max_plate_nesting = max_plate_nesting
-        make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)  # validate early
+        if elbo is not None:  # validate early
+            make_elbo(elbo, "pyro", num_particles=num_particles, alpha=alpha)
         # unknown names and bad numbers fail here, before any work
         spec = self._optim_spec() if isinstance(optim, str | Optim) else None
         if spec is not None and spec.full_batch and not self._full_batch_optim:
@@ -170,7 +175,7 @@ class SVI(EngineEstimator):
                 + f"), so the autoguide {guide_class_name(spec)} has nothing to fit and the fit "
                 "would hold no draws. Use method='mle' to fit its parameters by maximum likelihood."
             )
-        enum = self.elbo == "enum"
+        enum = self.objective(info) == "enum"
         undeclared = [n for n in info.discrete_latent if info.sites[n].enumerate is None]
         guide = self.guide if self.guide is not None else program.guide
         if undeclared and guide_class_name(guide or "normal") is not None:
@@ -181,8 +186,25 @@ class SVI(EngineEstimator):
         enumerated = [n for n in info.discrete_latent if info.sites[n].enumerate]
         if enumerated and not enum:
             raise EstimatorError(
-                f"Site(s) {enumerated} are marked for enumeration; use SVI(elbo='enum')."
+                f"Site(s) {enumerated} are marked for enumeration, which elbo={self.elbo!r} "
+                "cannot sum out; use elbo='enum', or leave `elbo` out (it then picks 'enum')."
             )
+
+    def objective(self, info: Any) -> Any:
+        """The ELBO this fit runs: ``elbo`` as given or, for ``elbo=None``, ``"enum"`` when
+        the program marks sites for enumeration, else ``"trace"``."""
+        if self.elbo is not None:
+            return self.elbo
+        enumerated = any(info.sites[n].enumerate for n in info.discrete_latent)
+        return "enum" if enumerated else "trace"
+
+    def finalize(self, ctx: FitContext, state: Any, history: dict[str, list[float]]) -> Fit:
+        fit = super().finalize(ctx, state, history)
+        objective = self.objective(ctx.info)
+        fit.diagnostics.setdefault(
+            "elbo", objective if isinstance(objective, str) else type(objective).__name__
+        )
+        return fit
 
     def _guide_spec(self, ctx: FitContext) -> Any:
         if self.guide is not None:
@@ -210,12 +232,13 @@ class SVI(EngineEstimator):
         Enumeration needs the nesting on both backends; Pyro's vectorised particles too.
         """
         nesting = self.max_plate_nesting
+        objective = self.objective(ctx.info)
         if nesting is None and (
-            self.elbo == "enum" or (backend == "pyro" and self.num_particles > 1)
+            objective == "enum" or (backend == "pyro" and self.num_particles > 1)
         ):
             nesting = ctx.info.max_plate_nesting
         return make_elbo(
-            self.elbo,
+            objective,
             backend,
             num_particles=self.num_particles,
             vectorize_particles=self.vectorize_particles,
@@ -244,9 +267,51 @@ class SVI(EngineEstimator):
         return state, self.metrics(state.step(batch["data"], batch["scale"]), state)
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
-        """Rebuild the guide of a loaded fit and put the saved parameters in it."""
+        """Rebuild the guide of a loaded fit and put the saved parameters in it.
+
+        The saved parameters must be exactly those of the rebuilt guide and program (names and
+        shapes); otherwise a :class:`~ppgen.errors.CheckpointError` names the parameters in
+        the run but not rebuilt, those rebuilt but not in the run, and those of another shape
+        (``ctx.extra["restore_hint"]``, set by load for a run fitted with the user's own
+        guide, says which guide to pass)."""
         engine = self.init(ctx)
+        _check_saved_params(ctx, {k: np.shape(v) for k, v in state.items()}, engine.param_shapes())
         engine.restore(fit, state)
+
+
+def _check_saved_params(
+    ctx: FitContext, saved: Mapping[str, tuple[int, ...]], rebuilt: Mapping[str, tuple[int, ...]]
+) -> None:
+    """Refuse saved parameters that differ (names or shapes) from the rebuilt ones."""
+    missing = sorted(set(saved) - set(rebuilt))
+    extra = sorted(set(rebuilt) - set(saved))
+    shapes = [
+        f"`{k}` (saved {tuple(saved[k])}, rebuilt {tuple(rebuilt[k])})"
+        for k in sorted(set(saved) & set(rebuilt))
+        if tuple(saved[k]) != tuple(rebuilt[k])
+    ]
+    if not (missing or extra or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(
+            "in the run but not in the guide and program passed to load: "
+            + ", ".join(f"`{k}`" for k in missing)
+        )
+    if extra:
+        parts.append(
+            "in the guide and program passed to load but not in the run: "
+            + ", ".join(f"`{k}`" for k in extra)
+        )
+    if shapes:
+        parts.append("of another shape: " + ", ".join(shapes))
+    hint = ctx.extra.get("restore_hint") or (
+        "Load the run with the program (model code and constructor arguments) it was fitted with."
+    )
+    raise CheckpointError(
+        "The parameters saved in the run do not match those of the guide and program passed "
+        "to load (" + "; ".join(parts) + "). " + hint
+    )
 
 
 def _deprecated_engine(engine: str, elbo: Any, num_particles: int, alpha: float) -> Any:
