@@ -30,8 +30,10 @@ class TensorBoard:
     (:meth:`~ppgen.result.Fit.sample_items`) are logged as a figure per observed site, at the
     last step: an image grid for images (``(C, H, W)``, ``(H, W)`` or a square number of
     pixels) and a scatter plot for 2-D points (:func:`ppgen.analysis.plots.samples_figure`);
-    other sites, and fits that cannot sample, are skipped. (Samples during training are not
-    logged: drawing them needs the estimator's state, which callbacks do not see.)
+    other sites, and fits that cannot sample, are skipped. With ``samples_every=k`` too, every
+    ``k`` steps the loop hands :meth:`on_samples` ``n`` items of the program run forward with
+    the parameters of that step (latents from their prior; Pyro estimators, and NumPyro's SVI,
+    MLE and Adversarial).
 
     Example:
         >>> import numpy as np, pyro, pyro.distributions as dist, ppgen, tempfile
@@ -47,12 +49,19 @@ class TensorBoard:
     """
 
     def __init__(
-        self, logdir: str | os.PathLike, *, every: int = 1, prefix: str = "", samples: int = 0
+        self,
+        logdir: str | os.PathLike,
+        *,
+        every: int = 1,
+        prefix: str = "",
+        samples: int = 0,
+        samples_every: int = 0,
     ) -> None:
         self.logdir = Path(logdir)
         self.every = check_int("every", every, 1)
         self.prefix = str(prefix)
         self.samples = check_int("samples", samples, 0)
+        self.samples_every = check_int("samples_every", samples_every, 0)
         self._writer: Any = None
         self._step = 0
 
@@ -73,19 +82,22 @@ class TensorBoard:
             writer.add_scalar(self.prefix + name, float(value), step)
         return False
 
-    def on_fit(self, fit: Any) -> None:
-        """Log ``samples`` items of each drawable observed site of the finished ``fit``."""
-        if not self.samples or not fit.can_sample:
-            return
+    def on_samples(self, step: int, items: Mapping[str, Any]) -> None:
+        """Log a figure of each drawable site's ``items`` (``(n, *item_shape)``) at ``step``."""
         from ppgen.analysis.plots import samples_figure
 
-        for site, items in fit.sample_items(self.samples, seed=fit.seed).items():
+        for site, values in items.items():
             try:
-                figure = samples_figure(items)
+                figure = samples_figure(values)
             except ValueError:  # neither images nor 2-D points
                 continue
-            self._open().add_figure(f"{self.prefix}samples/{site}", figure, self._step)
-        self.on_fit_end()
+            self._open().add_figure(f"{self.prefix}samples/{site}", figure, step)
+
+    def on_fit(self, fit: Any) -> None:
+        """Log ``samples`` items of each drawable observed site of the finished ``fit``."""
+        if self.samples and fit.can_sample:
+            self.on_samples(self._step, fit.sample_items(self.samples, seed=fit.seed))
+            self.on_fit_end()
 
     def on_fit_end(self) -> None:
         """Flush and close the event file (a later fit with this callback opens a new one)."""

@@ -141,3 +141,51 @@ def test_cli_log_writes_csv_and_tensorboard(tmp_path):
     rows = list(csv.reader((logs / "metrics.csv").read_text().splitlines()))
     assert [float(r[1]) for r in rows[1:]] == history["loss"]
     assert [v for _, v in _scalars(logs)["loss"]] == pytest.approx(history["loss"], rel=1e-6)
+
+
+def test_samples_during_training_use_the_parameters_of_that_step(tmp_path):
+    """samples_every=k: the loop hands on_samples the program run forward with the current
+    parameters. An MLE of a location: the samples' mean is the location at that step."""
+    import torch
+
+    def loc_model(x=None):
+        loc = pyro.param("loc", torch.tensor(-4.0))
+        with pyro.plate("data", 50):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    class Probe(TensorBoard):
+        def __init__(self):
+            super().__init__(tmp_path, samples=4000, samples_every=3)
+            self.locs, self.means = {}, {}
+
+        def __call__(self, step, metrics):
+            self.locs[step] = float(pyro.param("loc").detach())
+            return super().__call__(step, metrics)
+
+        def on_samples(self, step, items):
+            assert items["x"].shape == (4000,)
+            self.means[step] = float(items["x"].mean())
+            super().on_samples(step, items)
+
+    probe = Probe()
+    data = {"x": np.full(50, 2.0, np.float32)}
+    est = ppgen.inference.MLE(steps=9, lr=0.5, check_convergence=False)
+    ppgen.fit(loc_model, data, est, callbacks=[probe])
+    assert sorted(probe.means) == [3, 6, 9]
+    for step, mean in probe.means.items():  # 4000 draws of N(loc, 1): se 0.016
+        assert abs(mean - probe.locs[step]) < 0.08, (step, mean, probe.locs[step])
+    assert probe.locs[3] < probe.locs[9]  # the parameter moved, and the samples with it
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_tensorboard_logs_samples_every_k_steps_on_both_backends(tmp_path, backend):
+    from ppgen.models import GAN
+
+    gan = GAN(2, z_dim=2, hidden_features=(8,), backend=backend)
+    data = {"x": np.random.default_rng(1).normal(size=(64, 2)).astype(np.float32)}
+    tb = TensorBoard(tmp_path, samples=32, samples_every=2)
+    ppgen.fit(gan, data, Adversarial(steps=4), backend=backend, callbacks=[tb])
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Images("samples/x")]
+    assert steps == [2, 4, 4]  # every 2 steps, then the finished fit's

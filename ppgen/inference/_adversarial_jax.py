@@ -18,7 +18,7 @@ from ppgen.inference._adversarial_common import (
     input_features,
     pack,
 )
-from ppgen.inference._svi_jax import JaxState, flatten_params
+from ppgen.inference._svi_jax import JaxState, flatten_params, repeat_params
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
 from ppgen.result import Fit
 
@@ -314,6 +314,11 @@ class JaxAdversarial(JaxState):
         """A step is one jitted call: nothing half-done to undo."""
 
     # rewind, state_dict, load_state_dict: JaxState's (the state is one pytree)
+
+    def live_params(self, n: int) -> dict[str, Any] | None:
+        """The parameters now, repeated ``n`` times (samples during training); ``None`` for
+        nested parameters (network modules), which predictive cannot substitute by name."""
+        return repeat_params(self.constrain(self.state.get("ema", self.state["g"])), n)
 
     def nonfinite(self) -> list[str]:
         import jax

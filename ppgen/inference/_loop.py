@@ -364,6 +364,55 @@ def _step_failure(state: Any, err: ValueError, n: int) -> PPGenError | None:
     return out if out is not None else step_error(None, f"at step {n}", err)
 
 
+def live_samples(
+    est: OptimEstimator, ctx: FitContext, state: Any, n: int, seed: int
+) -> dict[str, np.ndarray] | None:
+    """``n`` items of each observed site (rows of its plate) from the program run forward with
+    the parameters as they are now, latent sites drawn from their prior: what a callback logs
+    during training. ``None`` where the estimator cannot give its current parameters (NumPyro
+    estimators other than SVI/MLE and Adversarial; nested network parameters)."""
+    observed = ctx.info.observed
+    if not observed or ctx.info.kind not in ("explicit", "implicit"):
+        return None
+    rows = min(
+        int(ctx.info.sites[o].batch_shape[0]) if ctx.info.sites[o].batch_shape else 1
+        for o in observed
+    )
+    sets = -(-int(n) // max(rows, 1))
+    params = est.live_params(state, sets)
+    if params is None and ctx.program.backend != "pyro":
+        return None
+    ops = ctx.program.ops
+    with ops.device_context(ctx.device):
+        out = ops.predictive(
+            ctx.program.model,
+            ctx.data,
+            samples=params or None,
+            num_samples=None if params else sets,
+            return_sites=observed,
+            seed=seed,
+        )
+    items = {}
+    for name in observed:
+        v = np.asarray(out[name])
+        if ctx.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
+            v = v.reshape((-1,) + v.shape[2:])
+        items[name] = v[: int(n)]
+    return items
+
+
+def _log_live_samples(est: OptimEstimator, ctx: FitContext, state: Any, step: int) -> None:
+    """Hand callbacks that ask for samples every ``samples_every`` steps their samples."""
+    for cb in ctx.callbacks:
+        every, n = getattr(cb, "samples_every", 0), getattr(cb, "samples", 0)
+        on_samples = getattr(cb, "on_samples", None)
+        if not (every and n and callable(on_samples)) or step % every:
+            continue
+        items = live_samples(est, ctx, state, n, seed=ctx.seed + step)
+        if items is not None:
+            on_samples(step, items)
+
+
 def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     """Run an :class:`OptimEstimator` to completion and return its :class:`Fit`."""
     info = ctx.info
@@ -461,6 +510,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 raise err from e
             in_step = False
             step += 1
+            _log_live_samples(est, ctx, state, step)  # the parameters of this very step
             if pending is not None:
                 (n, m), pending = pending, None
                 if record(n, m):  # a callback stopped the loop at step n: undo step n + 1
