@@ -42,6 +42,27 @@ def _flatten(draws: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.reshape((-1,) + v.shape[2:]) for k, v in draws.items()}
 
 
+def sets_for_items(info: ProgramInfo, n: int) -> int:
+    """How many data sets hold ``n`` items: rows of the observed sites' outer plate (a set of
+    N rows gives N items), or whole sets for sites in no plate."""
+    rows = [
+        int(info.sites[o].batch_shape[0]) if info.sites[o].batch_shape else 1 for o in info.observed
+    ]
+    return -(-int(n) // max(min(rows), 1)) if rows else int(n)
+
+
+def items_of(info: ProgramInfo, sets: Mapping[str, Any], n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` items of data sets ``{site: (sets, *shape)}``: their rows, flattened
+    over the sets, for a site in a plate; the sets themselves otherwise."""
+    out = {}
+    for name, v in sets.items():
+        v = np.asarray(v)
+        if info.sites[name].batch_shape:  # data sets of rows: the rows are the items
+            v = v.reshape((-1,) + v.shape[2:])
+        out[name] = v[: int(n)]
+    return out
+
+
 class Fit(FitCapabilities):
     """What an estimator returns: learned params, posterior draws, history and diagnostics.
 
@@ -341,18 +362,7 @@ class Fit(FitCapabilities):
             >>> fit.sample_items(12)["x"].shape
             (12,)
         """
-        rows = {}
-        for name in self.info.observed:
-            batch = self.info.sites[name].batch_shape
-            rows[name] = int(batch[0]) if batch else 1
-        k = -(-int(n) // max(min(rows.values()), 1)) if rows else int(n)
-        out = {}
-        for name, v in self.sample(k, seed=seed).items():
-            v = np.asarray(v)
-            if self.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
-                v = v.reshape((-1,) + v.shape[2:])
-            out[name] = v[: int(n)]
-        return out
+        return items_of(self.info, self.sample(sets_for_items(self.info, n), seed=seed), n)
 
     def log_likelihood(self, data: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Pointwise log-likelihood of each observed site under each draw.

@@ -20,6 +20,7 @@ from ppgen._data_plate import outer_leading, plate_candidates
 from ppgen.errors import CheckpointError, EstimatorError, NonFiniteError, PPGenError, ProgramError
 from ppgen.inference._step_errors import step_error
 from ppgen.io import load_tree, save_tree
+from ppgen.result import items_of, sets_for_items
 
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext, OptimEstimator
@@ -374,11 +375,7 @@ def live_samples(
     observed = ctx.info.observed
     if not observed or ctx.info.kind not in ("explicit", "implicit"):
         return None
-    rows = min(
-        int(ctx.info.sites[o].batch_shape[0]) if ctx.info.sites[o].batch_shape else 1
-        for o in observed
-    )
-    sets = -(-int(n) // max(rows, 1))
+    sets = sets_for_items(ctx.info, n)
     params = est.live_params(state, sets)
     if params is None and ctx.program.backend != "pyro":
         return None
@@ -392,13 +389,7 @@ def live_samples(
             return_sites=observed,
             seed=seed,
         )
-    items = {}
-    for name in observed:
-        v = np.asarray(out[name])
-        if ctx.info.sites[name].batch_shape:  # data sets of rows: the rows are the items
-            v = v.reshape((-1,) + v.shape[2:])
-        items[name] = v[: int(n)]
-    return items
+    return items_of(ctx.info, {name: out[name] for name in observed}, n)
 
 
 def _log_live_samples(est: OptimEstimator, ctx: FitContext, state: Any, step: int) -> None:
