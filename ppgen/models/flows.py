@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import pyro
 import torch
@@ -28,6 +28,20 @@ __all__ = [
     "RadialModel",
     "RealNVPModel",
 ]
+
+
+def _flow_cli(name: str, description: str, **fixed: Any) -> CLISpec:
+    """The command line of a flow density: fit by MLE to 2-D ``moons`` by default, its
+    ``features`` read from the width of ``x``; ``fixed`` constructor arguments."""
+    return CLISpec(
+        name,
+        "flow",
+        "moons",
+        "mle",
+        fixed=fixed,
+        sizes={"features": ("x", 1)},
+        description=f"{description} on 2-D points",
+    )
 
 
 class FlowModel(nn.Module):
@@ -94,16 +108,7 @@ class FlowModel(nn.Module):
 class MAFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.MAF` flow."""
 
-    cli = (
-        CLISpec(
-            "maf",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="MAF density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("maf", "MAF density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("maf", features, context_features, **kw)
@@ -112,16 +117,7 @@ class MAFModel(FlowModel):
 class IAFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.IAF` flow."""
 
-    cli = (
-        CLISpec(
-            "iaf",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="IAF density (slow to evaluate, fast to sample) on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("iaf", "IAF density (slow to evaluate, fast to sample)"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("iaf", features, context_features, **kw)
@@ -130,16 +126,7 @@ class IAFModel(FlowModel):
 class NSFModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.NSF` flow."""
 
-    cli = (
-        CLISpec(
-            "nsf",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="neural spline flow density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("nsf", "neural spline flow density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("nsf", features, context_features, **kw)
@@ -148,16 +135,7 @@ class NSFModel(FlowModel):
 class RealNVPModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.RealNVP` flow."""
 
-    cli = (
-        CLISpec(
-            "realnvp",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="RealNVP density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("realnvp", "RealNVP density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("realnvp", features, context_features, **kw)
@@ -166,16 +144,7 @@ class RealNVPModel(FlowModel):
 class NICEModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.NICE` flow."""
 
-    cli = (
-        CLISpec(
-            "nice",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="NICE (additive coupling) density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("nice", "NICE (additive coupling) density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("nice", features, context_features, **kw)
@@ -191,16 +160,7 @@ class GlowModel(FlowModel):
 class PlanarModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.PlanarFlow` flow."""
 
-    cli = (
-        CLISpec(
-            "planar",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="planar flow density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("planar", "planar flow density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("planar", features, context_features, **kw)
@@ -209,16 +169,7 @@ class PlanarModel(FlowModel):
 class RadialModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.RadialFlow` flow."""
 
-    cli = (
-        CLISpec(
-            "radial",
-            "flow",
-            "moons",
-            "mle",
-            sizes={"features": ("x", 1)},
-            description="radial flow density on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("radial", "radial flow density"),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("radial", features, context_features, **kw)
@@ -227,17 +178,7 @@ class RadialModel(FlowModel):
 class FFJORDModel(FlowModel):
     """:class:`FlowModel` with a :class:`~ppgen.flows.FFJORD` flow."""
 
-    cli = (
-        CLISpec(
-            "ffjord",
-            "flow",
-            "moons",
-            "mle",
-            fixed={"exact": True},
-            sizes={"features": ("x", 1)},
-            description="FFJORD continuous-time flow density (exact trace) on 2-D points",
-        ),
-    )
+    cli = (_flow_cli("ffjord", "FFJORD continuous-time flow density (exact trace)", exact=True),)
 
     def __init__(self, features: int | Sequence[int], context_features: int | None = None, **kw):
         super().__init__("ffjord", features, context_features, **kw)
