@@ -11,7 +11,7 @@ import os
 import pkgutil
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from ppgen.models._cli import CLISpec
 __all__ = [
     "main",
     "build_parser",
-    "ZOO",
     "load_model",
     "load_data",
     "make_estimator",
@@ -93,21 +92,6 @@ def zoo_arguments(name: str, args: argparse.Namespace, data: Any = None) -> dict
         raise ProgramError(str(e)) from e
 
 
-def _factory(name: str, cls: type) -> Callable[..., Any]:
-    def build(args: argparse.Namespace, data: Any = None) -> Any:
-        return cls(**zoo_arguments(name, args, data))
-
-    return build
-
-
-# name -> (factory taking the parsed arguments (and the data, for models sized by it), default
-# --data, description): from the zoo
-ZOO: dict[str, tuple[Callable[..., Any], str, str]] = {
-    name: (_factory(name, cls), spec.data, spec.description or cls.__name__)
-    for name, (cls, spec) in zoo_specs().items()
-}
-
-
 def load_model(spec: str, args: argparse.Namespace | None = None) -> Any:
     """A zoo model by name, or the object ``attr`` of module ``module`` for ``"module:attr"``.
 
@@ -118,11 +102,12 @@ def load_model(spec: str, args: argparse.Namespace | None = None) -> Any:
         >>> load_model("eight_schools")
         EightSchools(centered=False)
     """
-    if spec in ZOO:
-        return ZOO[spec][0](args or argparse.Namespace())
+    specs = zoo_specs()
+    if spec in specs:
+        return specs[spec][0](**zoo_arguments(spec, args or argparse.Namespace()))
     if ":" not in spec:
         raise ProgramError(
-            f"Unknown MODEL {spec!r}. Zoo models: {sorted(ZOO)}; or give 'module:attr' naming a "
+            f"Unknown MODEL {spec!r}. Zoo models: {sorted(specs)}; or give 'module:attr' naming a "
             "model function or object in an importable module (e.g. mymodels:model)."
         )
     mod_name, _, attr = spec.partition(":")
@@ -407,7 +392,7 @@ def load_run(run: str | Path, model: str | None = None) -> Any:
         if cls.__name__ != program.split(".")[0] or spec.sizes:
             continue
         try:
-            return ppgen.load(run, ZOO[name][0](argparse.Namespace()))
+            return ppgen.load(run, cls(**zoo_arguments(name, argparse.Namespace())))
         except CheckpointError as e:
             errors.append(f"{name}: {e}")
     tried = f" (the zoo models of that class did not load: {'; '.join(errors)})" if errors else ""
@@ -580,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: ppgen fit eight_schools --data eight_schools --method nuts "
         "--out runs/schools",
     )
-    f.add_argument("model", metavar="MODEL", help=f"zoo name ({', '.join(ZOO)}) or module:attr")
+    zoo = ", ".join(zoo_specs())
+    f.add_argument("model", metavar="MODEL", help=f"zoo name ({zoo}) or module:attr")
     f.add_argument(
         "--data",
         help="built-in dataset name (with options: NAME:key=value,..., e.g. "
