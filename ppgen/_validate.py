@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from ppgen.backends import BackendOps, Site
     from ppgen.program import ProgramInfo
 
-__all__ = ["check_keys", "check_values", "check_observed", "check_guide", "check_kinds"]
+__all__ = [
+    "bind_positional",
+    "check_subsampling",
+    "check_keys",
+    "check_values",
+    "check_observed",
+    "check_guide",
+    "check_kinds",
+]
 
 
 def check_keys(signature: inspect.Signature | None, data: Mapping[str, Any]) -> None:
@@ -46,6 +54,66 @@ def check_keys(signature: inspect.Signature | None, data: Mapping[str, Any]) -> 
             f"`data` is missing required argument(s) {missing} of the program. "
             f"Pass them in `data`, e.g. data={{{missing[0]!r}: ...}}."
         )
+
+
+def bind_positional(
+    signature: inspect.Signature | None, args: Any, data: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """``data`` with the positional ``args`` of a call ``program(*args, **data)`` put under the
+    names of the parameters they fill, so that a program called positionally (``model(sequences,
+    lengths)``) is fitted, saved and loaded like one called by name.
+
+    Refused, naming what to do: ``args`` that is not a tuple or list, more values than the
+    program has named positional parameters (``*args`` cannot be passed by name), a parameter
+    given both in ``args`` and in ``data``, and positional-only parameters.
+
+    Example:
+        >>> def model(sequences, lengths, hidden=2, obs=None): ...
+        >>> sorted(bind_positional(inspect.signature(model), ([0.0], [1]), {"hidden": 3}))
+        ['hidden', 'lengths', 'sequences']
+    """
+    if not isinstance(args, tuple | list):
+        raise DataError(
+            f"`args` must be a tuple of the program's positional arguments; got "
+            f"{type(args).__name__}. Pass e.g. args=(sequences, lengths)."
+        )
+    if not args or not isinstance(data, Mapping):  # check_keys names a `data` of the wrong type
+        return data
+    if signature is None:
+        raise DataError(
+            "`args` needs the program's signature to name the values, and this program has none "
+            "Python can read. Pass the arguments by name in `data`."
+        )
+    params = list(signature.parameters.values())
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(args) > len(named):
+        star = next((p.name for p in params if p.kind is p.VAR_POSITIONAL), None)
+        why = (
+            f"the rest would go to `*{star}`, which ppgen cannot pass by name"
+            if star
+            else "it takes no more"
+        )
+        raise DataError(
+            f"`args` has {len(args)} value(s) but the program has {len(named)} named positional "
+            f"parameter(s) ({[p.name for p in named]}): {why}. ppgen passes every argument by "
+            "name (so that it can minibatch, save and reload it); wrap the program, e.g. "
+            "`def program(sequences, lengths): return model(sequences, lengths)`."
+        )
+    names = [p.name for p in named[: len(args)]]
+    only = [p.name for p in named[: len(args)] if p.kind is p.POSITIONAL_ONLY]
+    if only:
+        raise DataError(
+            f"The program's parameter(s) {only} are positional-only (declared before `/`); "
+            "ppgen passes every argument by name. Wrap the program: `def program(x, y): "
+            "return model(x, y)`."
+        )
+    both = [n for n in names if n in data]
+    if both:
+        raise DataError(
+            f"Argument(s) {both} are given twice: positionally in `args` and by name in `data`. "
+            "Pass each once."
+        )
+    return {**dict(zip(names, args, strict=True)), **data}
 
 
 def check_values(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,7 +261,13 @@ def check_observed(info: ProgramInfo, ops: BackendOps) -> None:
             raise DataError(
                 f"Observed site `{name}` ({s.dist}) needs values in support `{s.support}`; "
                 f"got {int(bad.sum())} value(s) outside it (e.g. {shown!s} at index {idx}). "
-                "Fix the data or choose a likelihood whose support covers it."
+                "Fix the data or choose a likelihood whose support covers it"
+                + (
+                    " (grey levels in [0, 1]: binarise them, use ContinuousBernoulli, or pass "
+                    "validate_args=False to fit the Bernoulli as written)."
+                    if "Bernoulli" in s.dist
+                    else "."
+                )
             )
 
 
@@ -218,6 +292,34 @@ def check_kinds(info: ProgramInfo) -> None:
             f"The program mixes implicit observed site(s) {implicit} (Implicit: no density) "
             f"with energy site(s) {energy} (Unnormalized: density up to log Z). No estimator "
             "fits both at once; write one kind of observed site per program."
+        )
+
+
+def check_subsampling(info: ProgramInfo) -> None:
+    """Refuse, before any work, a program that subsamples a plate itself.
+
+    ``plate("sequences", N, subsample_size=B)`` (or a program argument such as Pyro's
+    ``batch_size`` that sets it) draws B of the N rows on every run: what is fitted is then
+    only ever a random part of the data, so the log-likelihood, the predictions and the saved
+    data of the fit would not be the data's, and MCMC would sample the wrong posterior. ppgen
+    subsamples for the program instead (``batch_size=`` of the estimator), with the same
+    ``N / B`` weighting; the error says so, with the numbers.
+    """
+    for plate in info.plates.values():
+        b = plate.subsample_size
+        if b is None:
+            continue
+        sites = [n for n, s in info.sites.items() if any(p.name == plate.name for p in s.plates)]
+        raise DataError(
+            f"Plate `{plate.name}` subsamples {b} of its {plate.size} rows inside the program "
+            f"(`plate({plate.name!r}, {plate.size}, subsample_size={b})`, or a batch-size "
+            f"argument of the program that sets it; sites {sites[:5]}). ppgen needs the whole "
+            "plate after the fit (log-likelihoods, predictions and a saved run's data hold "
+            "every row) and MCMC would sample a random part of the data. Let ppgen subsample "
+            f"instead: give the program the whole plate (drop `subsample_size`, or leave its "
+            f"batch-size argument at None) and the estimator `batch_size={b}` (e.g. "
+            f"`SVI(batch_size={b})`): it draws batches of {b} along `{plate.name}` and weights "
+            f"the plate's sites by {plate.size}/{b}, as the plate did."
         )
 
 

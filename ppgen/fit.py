@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ppgen._typing import Callback
+from ppgen._validate import bind_positional
 from ppgen.errors import DataError, EstimatorError
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, resolve_method
 from ppgen.inference.runners import Local, Runner
@@ -125,6 +126,7 @@ def fit(
     data: Mapping[str, Any] | None = None,
     method: Estimator | str = "svi",
     *,
+    args: Sequence[Any] = (),
     guide: Any = None,
     seed: int = 0,
     device: str | None = None,
@@ -140,11 +142,18 @@ def fit(
 
     Arguments:
         program: a Pyro/NumPyro callable, a zoo model, or a :class:`~ppgen.program.Program`.
-        data: keyword arguments of the program (observations and covariates).
+        data: keyword arguments of the program (observations and covariates). Values that are
+            neither arrays nor numbers (a function, a settings object) are passed as they are;
+            a saved run records them by name, and :func:`ppgen.load` asks for them again
+            (``static=``).
         method: an estimator object (``ppgen.inference.NUTS(...)``) or a registered name
             (``"nuts"``, ``"hmc"``, ``"svi"``, ``"mle"``, ``"prior"``, ...). A program with no
             observed site for ``data`` (a prior-only target density) is fitted by ``"nuts"``,
             ``"hmc"`` and ``"prior"``; the others refuse it, naming these.
+        args: positional arguments of the program (``model(sequences, lengths)``), put under
+            the names of the parameters they fill; the fit, its ``data`` and a saved run then
+            hold them by name. ``*args`` beyond the named parameters are refused (wrap the
+            program).
         guide: a guide callable for SVI (overrides the program's own).
         seed: seeds every random choice; the same seed gives the same fit.
         device: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
@@ -199,6 +208,7 @@ def fit(
         )
     if checkpoint_every and checkpoint_dir is None:
         raise EstimatorError("`checkpoint_every` is set but `checkpoint_dir` is not; pass both.")
+    data = bind_positional(prog.signature, args, data)
     seed = check_seed(seed)  # before seed_everything: NumPy's range on both backends
     dev = check_device(device, prog.backend)
     for cb in callbacks:

@@ -151,6 +151,9 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         k: v for k, v in fit.data.items() if v is None or isinstance(v, bool | int | float | str)
     }
     arrays = {k: v for k, v in fit.data.items() if isinstance(v, np.ndarray)}
+    static = {
+        k: describe_static(v) for k, v in fit.data.items() if k not in scalars and k not in arrays
+    }
     manifest = {
         "format": "ppgen-run",
         "format_version": FORMAT_VERSION,
@@ -166,6 +169,7 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         "device": fit.device,
         "program": getattr(fit.program.raw_model, "__qualname__", type(fit.program.obj).__name__),
         "data_scalars": scalars,
+        "data_static": static,
         "diagnostics": {
             k: v for k, v in fit.diagnostics.items() if isinstance(v, int | float | str | bool)
         },
@@ -293,7 +297,53 @@ def _load_guide(path: Path, manifest: Mapping[str, Any], program: Any, guide: An
     )
 
 
-def load(path: str | Path, program: Any, guide: Any = None) -> Fit:
+def describe_static(value: Any) -> str:
+    """What a program argument that is neither an array nor a number is, in words (the manifest
+    records this, never the value: a saved run holds no code and no pickles).
+
+    Example:
+        >>> import argparse
+        >>> describe_static(len), describe_static(argparse.Namespace(k=2))
+        ('function `len`', 'Namespace object')
+    """
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"function `{value.__qualname__}`"
+    return f"{type(value).__name__} object"
+
+
+def _static_arguments(
+    path: Path, manifest: Mapping[str, Any], static: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The program arguments a run could not hold (functions, objects), given again to load,
+    checked against the manifest's record of them before any work."""
+    recorded = dict(manifest.get("data_static") or {})
+    static = dict(static or {})
+    if not isinstance(static, dict) or not all(isinstance(k, str) for k in static):
+        raise CheckpointError("`static` must be a dict mapping argument names to values.")
+    unknown = sorted(k for k in static if k not in recorded)
+    if unknown:
+        saved = "; it recorded none" if not recorded else f" (it recorded {sorted(recorded)})"
+        raise CheckpointError(
+            f"`static` names argument(s) {unknown} that `{path}` did not record as unsaved "
+            f"program arguments{saved}: arrays and numbers come back from the run itself. Drop "
+            "them from `static`."
+        )
+    missing = [k for k in recorded if k not in static]
+    if missing:
+        shown = ", ".join(f"`{k}` ({recorded[k]})" for k in missing)
+        example = ", ".join(f"{k!r}: ..." for k in missing)
+        raise CheckpointError(
+            f"`{path}` was fitted with program argument(s) {shown} that are neither arrays nor "
+            "numbers; a saved run holds arrays, numbers and settings, never code or pickled "
+            f"objects, so load needs them again: `ppgen.load(path, program, static={{{example}}})` "
+            "with the values the fit was given."
+        )
+    return static
+
+
+def load(
+    path: str | Path, program: Any, guide: Any = None, *, static: Mapping[str, Any] | None = None
+) -> Fit:
     """Load a run saved by :meth:`Fit.save` for ``program`` (the same model code).
 
     Nothing in the directory is executed: arrays come from safetensors, settings from JSON,
@@ -309,6 +359,10 @@ def load(path: str | Path, program: Any, guide: Any = None) -> Fit:
     The saved parameters are put into the guide (a guide whose parameters differ from the
     saved ones is refused, naming them), and the loaded fit's draws, ``predict``,
     ``sample_posterior`` and ``guide`` are those of the saved fit.
+    ``static``: the program's arguments that are neither arrays nor numbers (a function such
+    as ``conditioned_model(model, sigma, y)``'s ``model``, an ``argparse.Namespace`` of
+    settings), which a run records by name and kind only: pass the values the fit was given,
+    ``static={"model": model}``; a missing or unknown name is refused, naming them.
     Auxiliary state comes back in ``fit.auxiliary``/``fit.auxiliary_settings``; an estimator
     with a ``restore_auxiliary(fit, name, arrays, settings)`` method gets each entry too.
 
@@ -348,6 +402,7 @@ def load(path: str | Path, program: Any, guide: Any = None) -> Fit:
     prog = Program(program, None if to_estimator else user_guide, backend=backend)
     data = dict(read_arrays(path, "data.safetensors", files))
     data.update(manifest.get("data_scalars", {}))
+    data.update(_static_arguments(path, manifest, static))
     try:
         native, info = prog.validate(data, device, manifest.get("seed", 0))
     except CheckpointError:

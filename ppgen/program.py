@@ -348,6 +348,7 @@ class Program:
         return None
 
     def _check_observed(self, info: ProgramInfo) -> None:
+        _validate.check_subsampling(info)
         _validate.check_observed(info, self.ops)
         _validate.check_kinds(info)
 

@@ -296,7 +296,7 @@ BAD = [
         {"x": X50},
         _svi(batch_size=10),
         ProgramError,
-        ["Plate `data` keeps size 50", "batch_size=10", "plate('data', len(x))", "subsample_size"],
+        ["Plate `data` keeps size 50", "batch_size=10", "plate('data', len(x))"],
     ),
     *_both(
         "plate-sized-by-number-with-batch-size",

@@ -12,11 +12,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Plate:
-    """A plate a site sits in: ``name``, full ``size`` and batch ``dim`` (negative)."""
+    """A plate a site sits in: ``name``, full ``size`` and batch ``dim`` (negative);
+    ``subsample_size`` when the program itself subsamples the plate (``None``: all of it)."""
 
     name: str
     size: int
     dim: int
+    subsample_size: int | None = None
 
 
 @dataclass

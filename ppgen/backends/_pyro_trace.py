@@ -73,7 +73,12 @@ def sites_of(tr: Any) -> list[Site]:
             if s["infer"].get("_deterministic"):
                 kind = "deterministic"
             plates = tuple(
-                Plate(f.name, int(f.full_size or f.size), int(f.dim))
+                Plate(
+                    f.name,
+                    int(f.full_size or f.size),
+                    int(f.dim),
+                    int(f.size) if f.full_size and f.full_size != f.size else None,
+                )
                 for f in s["cond_indep_stack"]
                 if f.vectorized
             )

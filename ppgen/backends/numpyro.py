@@ -97,6 +97,16 @@ def jax_device(device: str | None) -> Any:
     return devices[i]
 
 
+def _plate(frame: Any, tr: Mapping[str, Any]) -> Plate:
+    """A NumPyro plate frame as a :class:`Plate`: the frame holds the subsample size, the
+    plate's own trace node its full size."""
+    node = tr.get(frame.name) or {}
+    args = (node.get("args") or ()) if node.get("type") == "plate" else ()
+    size = int(args[0]) if args and args[0] is not None else int(frame.size)
+    sub = int(frame.size) if size != int(frame.size) else None
+    return Plate(frame.name, size, int(frame.dim), sub)
+
+
 class NumPyroOps(BackendOps):
     """NumPyro backend: arrays are ``jax.Array`` placed with ``jax.default_device``."""
 
@@ -174,9 +184,7 @@ class NumPyroOps(BackendOps):
         for name, s in tr.items():
             if s["type"] == "sample":
                 fn_ = s["fn"]
-                plates = tuple(
-                    Plate(f.name, int(f.size), int(f.dim)) for f in s["cond_indep_stack"]
-                )
+                plates = tuple(_plate(f, tr) for f in s["cond_indep_stack"])
                 kind = "observed" if s["is_observed"] else "latent"
                 sites.append(
                     Site(
@@ -198,7 +206,9 @@ class NumPyroOps(BackendOps):
                 )
             elif s["type"] == "param":
                 v = s["value"]
-                sites.append(Site(name=name, kind="param", shape=tuple(jnp.shape(v)), value=v))
+                # a network's parameters (stax, flax: a pytree) have no one shape
+                shape = tuple(jnp.shape(v)) if isinstance(v, jax.Array | np.ndarray) else ()
+                sites.append(Site(name=name, kind="param", shape=shape, value=v))
             elif s["type"] == "deterministic":
                 v = s["value"]
                 sites.append(Site(name=name, kind="deterministic", shape=tuple(jnp.shape(v))))

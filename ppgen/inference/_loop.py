@@ -270,9 +270,7 @@ def check_plate_follows_data(ctx: FitContext, plate: Any, batcher: Minibatcher) 
         f"Minibatching with `batch_size={b}` needs plate `{plate.name}` to take its size from "
         f"the data: write `plate({plate.name!r}, len(x))` with `x` the observed array "
         f"(`x.shape[axis]` for the axis the plate indexes, if not the first; ppgen passes "
-        f"batches of {b} along it and weights the plate's sites by N/B), or subsample in the "
-        f"program with `plate({plate.name!r}, {plate.size}, subsample_size={b})` and leave "
-        "`batch_size` out."
+        f"batches of {b} along it and weights the plate's sites by N/B)."
     )
     try:
         sites = ctx.program.ops.trace(ctx.program.model, batch, seed=ctx.seed)
@@ -425,6 +423,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     if plate is not None and batcher.batch_size:
         check_plate_follows_data(ctx, plate, batcher)
     ctx.extra["batch_plate"] = plate.name if (plate is not None and batcher.batch_size) else None
+    ctx.extra["batch_keys"] = tuple(batcher.keys) if ctx.extra["batch_plate"] else ()
     total = est.steps if est.epochs is None else est.epochs * batcher.steps_per_epoch
 
     state = est.init(ctx)

@@ -140,7 +140,8 @@ def mcmc_health(
       where R-hat is undefined, or fewer than 4 draws) and ``rhat_max_site``;
     - ``ess_bulk_min`` / ``ess_tail_min`` (:func:`arviz.ess`, ``method="bulk"``/``"tail"``;
       ``None`` under 4 draws) and their ``..._site``;
-    - ``stuck_chains``: chains in which some component never moved;
+    - ``stuck_chains``: chains in which a site never moved (all its components; single
+      components constant by construction, like a Cholesky factor's fixed entries, are not);
     - ``health_warnings``: one sentence per problem, with the counts and what to do. A problem
       is any divergence, any tree-depth hit, R-hat > 1.01, bulk or tail ESS < 100 per chain
       (``100 * num_chains``, as PyMC), or a stuck chain. Empty when all is well.
@@ -197,7 +198,9 @@ def mcmc_health(
     draws = {k: np.asarray(v) for k, v in draws.items() if np.asarray(v).size}
     if num_draws >= 2:
         for c in range(num_chains):
-            frozen = [k for k, v in draws.items() if (np.ptp(v[c], axis=0) == 0).any()]
+            # a whole site frozen: a stuck sampler freezes every coordinate, whereas single
+            # components may be constant by construction (a Cholesky factor's fixed entries)
+            frozen = [k for k, v in draws.items() if (np.ptp(v[c], axis=0) == 0).all()]
             if frozen:
                 out["stuck_chains"].append(c)
                 problems.append(

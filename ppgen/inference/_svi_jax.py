@@ -17,6 +17,7 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
+
 __all__ = ["JaxEngine", "JaxState", "flatten_params", "unflatten_params"]
 
 
@@ -75,7 +76,13 @@ class JaxEngine(JaxState):
             if "valid initial param" not in str(e):
                 raise
             raise self._init_error(e) from e
-        self._update = jax.jit(self.svi.update)
+        # Only the minibatched arrays are traced arguments of the jitted update; every other
+        # argument is closed over, as NumPyro's own `SVI.run` does, so a program may compute
+        # with its covariates in NumPy (`np.unique(dept)`) or take settings (ints, objects).
+        self.batch_keys = tuple(ctx.extra.get("batch_keys") or ())
+        fixed = {k: v for k, v in ctx.data.items() if k not in self.batch_keys}
+        update = self.svi.update
+        self._update = jax.jit(lambda state, **batch: update(state, **batch, **fixed))
         self._befores: list[Any] = []
 
     def _init_error(self, err: RuntimeError) -> ProgramError:
@@ -104,7 +111,23 @@ class JaxEngine(JaxState):
         # the states before the last two steps: the loop reads a loss one step late, and a
         # NaN step is diagnosed with the parameters it started from
         self._befores = (self._befores + [self.state])[-2:]
-        self.state, loss = self._update(self.state, **data)
+        try:
+            self.state, loss = self._update(self.state, **{k: data[k] for k in self.batch_keys})
+        except Exception as e:
+            import jax
+
+            tracer = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError)
+            if not isinstance(e, tracer):
+                raise
+            keys = ", ".join(self.batch_keys)
+            raise ProgramError(
+                f"The program needs the values of a minibatched argument ({keys}) while "
+                f"NumPyro's SVI step is compiled ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0]}). Arguments that are minibatched are traced "
+                "arrays: compute with them in jax.numpy (not NumPy, `int()` or `if`), and pass "
+                "what you derive from all the data (e.g. the number of groups) as an argument "
+                "of its own, which ppgen closes over; or leave `batch_size` out."
+            ) from e
         return loss
 
     def gradient_report(self) -> dict[str, Any]:

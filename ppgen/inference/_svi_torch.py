@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -115,7 +116,8 @@ class TorchEngine(SyncTorchEngine):
             with warnings.catch_warnings():
                 # a NaN loss is ppgen's NonFiniteError (raised by the loop), not Pyro's warning
                 warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
-                return elbo.loss_and_grads(model, guide, **data)
+                # bound, so arguments named `model` or `guide` reach the program, not Pyro
+                return elbo.loss_and_grads(partial(model, **data), partial(guide, **data))
 
         return "pyro", pyro_loss
 

@@ -161,6 +161,18 @@ def test_a_chain_that_never_moves_is_reported():
     assert any("chain 1 never moved for site 'mu'" in m for m in h["health_warnings"])
 
 
+def test_components_constant_by_construction_are_not_a_stuck_chain():
+    """A 2x2 LKJ Cholesky factor's first row is (1, 0) in every draw; the chain moves."""
+    rng = np.random.default_rng(3)
+    r = np.tanh(rng.normal(size=(2, 50)))
+    chol = np.zeros((2, 50, 2, 2))
+    chol[..., 0, 0], chol[..., 1, 0], chol[..., 1, 1] = 1.0, r, np.sqrt(1 - r**2)
+    h = mcmc_health({"L": chol}, {"diverging": np.zeros((2, 50), bool)})
+    assert h["stuck_chains"] == []
+    chol[1] = chol[1, :1]  # chain 1 frozen at its first draw: every component constant
+    assert mcmc_health({"L": chol}, {"diverging": np.zeros((2, 50), bool)})["stuck_chains"] == [1]
+
+
 def test_pyro_backend_fills_the_same_diagnostics():
     est = NUTS(100, 100, jit=False, max_tree_depth=2)
     with pytest.warns(SamplerWarning, match="hit max_tree_depth=2") as caught:

@@ -189,7 +189,7 @@ class ReparamELBO(ELBO):
             self.plate_nesting = _max_plate_nesting(model, guide, kwargs)
         return lean_passes(model, guide, kwargs, self.num_particles, self.plate_nesting)
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+    def differentiable_loss(self, model: Callable, guide: Callable, /, *args: Any, **kwargs: Any):
         """The negative objective as a tensor with gradients."""
         if args:
             raise EstimatorError("ReparamELBO takes the program's data as keyword arguments.")
@@ -279,11 +279,13 @@ class ReparamELBO(ELBO):
     def _get_trace(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - unused
         raise NotImplementedError("ReparamELBO builds no traces.")
 
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+    def loss(self, model: Callable, guide: Callable, /, *args: Any, **kwargs: Any) -> float:
         with torch.no_grad():
             return float(self.differentiable_loss(model, guide, *args, **kwargs))
 
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+    def loss_and_grads(
+        self, model: Callable, guide: Callable, /, *args: Any, **kwargs: Any
+    ) -> float:
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
         if loss.requires_grad:
             loss.backward()
