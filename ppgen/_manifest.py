@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import CheckpointError, EstimatorError
+from ppgen.inference.optim import FULL_BATCH_OPTIMIZERS, OPTIMIZERS
 
 __all__ = [
     "FORMAT_VERSION",
@@ -445,6 +446,11 @@ def build_estimator(path: Path, manifest: dict[str, Any], guide: Any = None) -> 
         kwargs["guide"] = guide
     if "steps" in kwargs and kwargs.get("epochs") is not None:
         kwargs.pop("steps")
+    optim = kwargs.get("optim")
+    if isinstance(optim, str) and optim.lower() not in OPTIMIZERS + FULL_BATCH_OPTIMIZERS:
+        # an optimiser object ppgen has no name for (its class name was saved): a loaded fit
+        # never optimises (resuming reads the checkpoint), so the default stands in for it
+        kwargs.pop("optim")
     try:
         return cls(**kwargs)
     except Exception as e:

@@ -295,7 +295,7 @@ def check_kinds(info: ProgramInfo) -> None:
         )
 
 
-def check_subsampling(info: ProgramInfo) -> None:
+def check_subsampling(sites: list[Site], which: str = "program") -> None:
     """Refuse, before any work, a program that subsamples a plate itself.
 
     ``plate("sequences", N, subsample_size=B)`` (or a program argument such as Pyro's
@@ -303,20 +303,21 @@ def check_subsampling(info: ProgramInfo) -> None:
     only ever a random part of the data, so the log-likelihood, the predictions and the saved
     data of the fit would not be the data's, and MCMC would sample the wrong posterior. ppgen
     subsamples for the program instead (``batch_size=`` of the estimator), with the same
-    ``N / B`` weighting; the error says so, with the numbers.
+    ``N / B`` weighting; the error says so, with the numbers. ``which`` names where the plate
+    is (``"program"`` or ``"guide"``: a guide that subsamples, as Pyro's ``lda.py`` does, makes
+    the model subsample too).
     """
-    for plate in info.plates.values():
+    plates = {p.name: p for s in sites for p in s.plates if p.subsample_size is not None}
+    for plate in plates.values():
         b = plate.subsample_size
-        if b is None:
-            continue
-        sites = [n for n, s in info.sites.items() if any(p.name == plate.name for p in s.plates)]
+        inside = [s.name for s in sites if any(p.name == plate.name for p in s.plates)]
         raise DataError(
-            f"Plate `{plate.name}` subsamples {b} of its {plate.size} rows inside the program "
+            f"Plate `{plate.name}` subsamples {b} of its {plate.size} rows inside the {which} "
             f"(`plate({plate.name!r}, {plate.size}, subsample_size={b})`, or a batch-size "
-            f"argument of the program that sets it; sites {sites[:5]}). ppgen needs the whole "
+            f"argument that sets it; sites {inside[:5]}). ppgen needs the whole "
             "plate after the fit (log-likelihoods, predictions and a saved run's data hold "
             "every row) and MCMC would sample a random part of the data. Let ppgen subsample "
-            f"instead: give the program the whole plate (drop `subsample_size`, or leave its "
+            f"instead: give the {which} the whole plate (drop `subsample_size`, or leave its "
             f"batch-size argument at None) and the estimator `batch_size={b}` (e.g. "
             f"`SVI(batch_size={b})`): it draws batches of {b} along `{plate.name}` and weights "
             f"the plate's sites by {plate.size}/{b}, as the plate did."

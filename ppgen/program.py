@@ -348,9 +348,10 @@ class Program:
         return None
 
     def _check_observed(self, info: ProgramInfo) -> None:
-        _validate.check_subsampling(info)
+        _validate.check_subsampling(list(info.sites.values()))
         _validate.check_observed(info, self.ops)
         _validate.check_kinds(info)
 
     def _check_guide(self, info: ProgramInfo, guide_sites: list[Site]) -> None:
+        _validate.check_subsampling(guide_sites, "guide")
         _validate.check_guide(info, guide_sites)

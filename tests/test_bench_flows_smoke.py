@@ -47,7 +47,8 @@ def test_bench_flows_quick_runs_and_prints_finite_tables(run_script):
     diff, moved = float(found[1]), float(found[2])
     assert moved > 1e-3 and diff < 1e-3 * moved
     anchor = _table(tables, "Anchor", "path")
-    assert len(anchor) == 3 and all(math.isfinite(_number(r[1])) for r in anchor)
+    assert len(anchor) == 4 and all(math.isfinite(_number(r[1])) for r in anchor)
+    assert anchor[-1][0].startswith("hand loop, nflows MaskedAutoregressiveFlow")
     digits = _table(tables, "Digits", "model")
     assert len(digits) == 4
     for row in digits:  # bits/dim of a 17-level image: between 0 and a few bits

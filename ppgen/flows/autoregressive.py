@@ -12,7 +12,7 @@ from nflows.transforms import (
 )
 
 from ppgen.flows.distribution import Flow
-from ppgen.flows.transforms import MaskedAffineAutoregressiveTransform
+from ppgen.flows.transforms import SCALES, MaskedAffineAutoregressiveTransform
 
 __all__ = ["IAF", "MAF", "NSF"]
 
@@ -36,6 +36,16 @@ class MAF(Flow):
         num_transforms: The number of autoregressive layers.
         num_blocks: The number of residual blocks in each MADE.
         random_permutation: Permute features randomly between layers instead of reversing.
+        scale: The scale parametrisation of each affine layer, ``"softplus"`` (nflows' own,
+            the default for MAF) or ``"tanh"`` (a bounded log-scale, the default for IAF); see
+            :class:`~ppgen.flows.transforms.MaskedAffineAutoregressiveTransform`.
+
+    With the defaults each layer is the one of nflows' ``MaskedAutoregressiveFlow(features,
+    hidden_features, num_layers=num_transforms, num_blocks_per_layer=num_blocks)``: a MADE of
+    ``num_blocks`` residual blocks (ReLU, near-zero last layer in each block), softplus scale
+    (its logit shifted so that the scale is 1 at initialisation, where nflows' is 0.69).
+    nflows also reverses the features before the first layer; MAF does not (no effect on the
+    family, and saved MAFs keep their module names).
 
     Example:
         >>> import torch
@@ -52,7 +62,11 @@ class MAF(Flow):
         num_transforms: int = 5,
         num_blocks: int = 2,
         random_permutation: bool = False,
+        scale: str | None = None,
     ):
+        self.scale = self.default_scale if scale is None else scale
+        if self.scale not in SCALES:
+            raise ValueError(f"`scale` must be one of {SCALES}, got {scale!r}.")
         layers: list[Transform] = []
         for i in range(num_transforms):
             if i > 0:
@@ -64,11 +78,13 @@ class MAF(Flow):
             layers.append(self._layer(features, context_features, hidden_features, num_blocks))
         super().__init__(CompositeTransform(layers), features, context_features)
 
+    default_scale = "softplus"
+
     def _layer(
         self, features: int, context_features: int | None, hidden_features: int, num_blocks: int
     ) -> Transform:
         return MaskedAffineAutoregressiveTransform(
-            features, hidden_features, context_features, num_blocks=num_blocks
+            features, hidden_features, context_features, num_blocks=num_blocks, scale=self.scale
         )
 
 
@@ -86,7 +102,8 @@ class IAF(MAF):
         arXiv:1606.04934
 
     Arguments:
-        The same as :class:`MAF`.
+        The same as :class:`MAF`; ``scale`` is ``"tanh"`` by default (a bounded log-scale keeps
+        the guide's samples stable early in a variational fit).
 
     Example:
         >>> import torch
@@ -95,6 +112,8 @@ class IAF(MAF):
         >>> log_p.shape
         torch.Size([4])
     """
+
+    default_scale = "tanh"
 
     def _layer(
         self, features: int, context_features: int | None, hidden_features: int, num_blocks: int

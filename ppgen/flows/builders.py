@@ -114,7 +114,8 @@ def build_flow(
         hidden_features: The width of the networks (ignored by planar and radial).
         num_transforms: The number of layers (per level for image flows); default per family
             (5 for autoregressive and planar/radial, 4 for couplings, 1 CNF block for FFJORD).
-        kwargs: Family-specific options (e.g. ``num_bins``, ``num_levels``, ``exact``).
+        kwargs: Family-specific options (e.g. ``num_blocks`` and ``scale`` for ``maf`` and
+            ``iaf``, ``num_bins``, ``num_levels``, ``exact``).
 
     Returns:
         A :class:`Flow` module.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import nflows.transforms
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,11 @@ __all__ = [
     "PlanarTransform",
     "RadialTransform",
 ]
+
+#: The scale parametrisations of :class:`MaskedAffineAutoregressiveTransform`
+SCALES = ("softplus", "tanh")
+#: softplus(log(e - 1)) = 1: the shift that makes the softplus scale 1 at zero logits
+_SOFTPLUS_ONE = math.log(math.e - 1)
 
 
 class _Amortized(Transform):
@@ -236,17 +243,28 @@ class OneByOneConvolution(_SolveTriangular, nflows.transforms.OneByOneConvolutio
 
 
 class MaskedAffineAutoregressiveTransform(nflows.transforms.MaskedAffineAutoregressiveTransform):
-    r"""nflows' MADE affine layer with a soft-clamped log-scale, identity-like at init.
+    r"""nflows' MADE affine layer, with a choice of scale parametrisation.
 
-    .. math:: z_i = x_i \exp(s_i) + t_i, \quad s_i = 3 \tanh(\tilde s_i / 3)
+    .. math:: z_i = x_i \, \sigma_i + t_i, \quad \sigma_i = \mathrm{softplus}(\tilde s_i
+        + \log(e - 1)) + 10^{-3} \ (\texttt{"softplus"}) \quad \text{or} \quad
+        \sigma_i = \exp(3 \tanh(\tilde s_i / 3)) \ (\texttt{"tanh"})
 
-    nflows uses :math:`\mathrm{softplus}(\tilde s) + 10^{-3}`, whose scale is 0.69 at
-    initialisation and can collapse to :math:`10^{-3}`; five stacked layers then sample at a
-    scale of hundreds. The bounded log-scale (as in Zuko) keeps sampling stable.
+    ``"softplus"`` is nflows' own parametrisation with the logit shifted by the constant
+    :math:`\log(e - 1)`, so that the scale is 1 (not nflows' 0.69) at initialisation and the
+    flow starts near the identity; on 2-D moons it trained 0.02-0.04 nats better at equal
+    steps than the bounded log-scale (issue 17), as nflows' does, so MAF uses it. ``"tanh"``
+    bounds the log-scale to ``[-3, 3]`` (as in Zuko): a scale cannot collapse to
+    :math:`10^{-3}`, which keeps sampling through stacked layers stable, so IAF (sampled in
+    the guide of a variational fit) uses it.
 
     References:
         Masked Autoregressive Flow for Density Estimation (Papamakarios et al., 2017),
         arXiv:1705.07057
+
+    Arguments:
+        features, hidden_features, context_features, num_blocks, ...: as nflows'
+            ``MaskedAffineAutoregressiveTransform`` (a MADE of ``num_blocks`` residual blocks).
+        scale: ``"softplus"`` or ``"tanh"``, see above.
 
     Example:
         >>> t = MaskedAffineAutoregressiveTransform(3, 8)
@@ -254,9 +272,17 @@ class MaskedAffineAutoregressiveTransform(nflows.transforms.MaskedAffineAutoregr
         torch.Size([2, 3])
     """
 
+    def __init__(self, *args, scale: str = "softplus", **kwargs):
+        if scale not in SCALES:
+            raise ValueError(f"`scale` must be one of {SCALES}, got {scale!r}.")
+        super().__init__(*args, **kwargs)
+        self.scale = scale
+
     def _log_scale_and_shift(self, params: Tensor) -> tuple[Tensor, Tensor]:
         unconstrained, shift = self._unconstrained_scale_and_shift(params)
-        return 3 * torch.tanh(unconstrained / 3), shift
+        if self.scale == "tanh":
+            return 3 * torch.tanh(unconstrained / 3), shift
+        return torch.log(F.softplus(unconstrained + _SOFTPLUS_ONE) + self._epsilon), shift
 
     def _elementwise_forward(self, inputs: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._log_scale_and_shift(params)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._loop import run_loop
+from ppgen.inference.optim import Optim, describe_optimizer
 
 if TYPE_CHECKING:
     from ppgen._typing import Callback
@@ -129,9 +130,17 @@ class Estimator(ABC):
 
     def settings(self) -> dict[str, Any]:
         """JSON-able settings, stored in a saved run's manifest."""
-        out = {}
+        out: dict[str, Any] = {}
+        object_lr = None
         for k, v in vars(self).items():
             if k.startswith("_"):
+                continue
+            if k == "optim" and v is not None and not isinstance(v, str):
+                # an optimiser object: its name (and learning rate, where it says)
+                if isinstance(v, Optim):
+                    out[k], object_lr = v.name, v.lr
+                else:
+                    out[k], object_lr = describe_optimizer(v)
                 continue
             if isinstance(v, str | int | float | bool) or v is None:
                 out[k] = v
@@ -139,6 +148,8 @@ class Estimator(ABC):
                 out[k] = list(v)
             else:
                 out[k] = getattr(v, "__name__", type(v).__name__)
+        if object_lr is not None and "lr" in out:
+            out["lr"] = object_lr
         return out
 
     def __repr__(self) -> str:

@@ -16,13 +16,41 @@ import torch
 
 from ppgen.errors import EstimatorError, check_positive
 
-__all__ = ["Optim", "TorchOptimizer", "OPTIMIZERS", "FULL_BATCH_OPTIMIZERS"]
+__all__ = [
+    "Optim",
+    "TorchOptimizer",
+    "OPTIMIZERS",
+    "FULL_BATCH_OPTIMIZERS",
+    "describe_optimizer",
+]
 
 #: optimiser names accepted everywhere (``optim=`` of every optimisation estimator)
 OPTIMIZERS = ("adam", "adamw", "clipped_adam", "sgd", "rmsprop", "adagrad")
 #: quasi-Newton optimisers with a line search: deterministic full-batch objectives only (MLE/MAP)
 FULL_BATCH_OPTIMIZERS = ("lbfgs",)
 _GROUP_KEYS = ("lr", "betas", "weight_decay")
+
+
+def describe_optimizer(obj: Any) -> tuple[str, float | None]:
+    """A backend optimiser object as ppgen's name for it and its learning rate (``None`` when
+    the object does not say), for a saved run's settings: ``pyro.optim.Adam({"lr": 0.1})``
+    is ``("adam", 0.1)``, a ``torch.optim`` class or ``numpyro.optim.Adam(...)`` ``("adam",
+    None)``; an optimiser ppgen has no name for keeps its class name.
+
+    Example:
+        >>> import pyro.optim
+        >>> describe_optimizer(pyro.optim.ClippedAdam({"lr": 0.05}))
+        ('clipped_adam', 0.05)
+    """
+    cls = getattr(obj, "pt_optim_constructor", None)  # pyro.optim.PyroOptim
+    args = getattr(obj, "pt_optim_args", None)
+    if cls is None:
+        cls = obj if isinstance(obj, type) else type(obj)
+    raw = cls.__name__
+    snake = "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(raw))
+    name = next((n for n in OPTIMIZERS + FULL_BATCH_OPTIMIZERS if n in (raw.lower(), snake)), raw)
+    lr = args.get("lr") if isinstance(args, Mapping) else None
+    return name, (float(lr) if isinstance(lr, int | float) else None)
 
 
 def _torch_class(name: str) -> type[torch.optim.Optimizer]:

@@ -268,3 +268,51 @@ def test_plates_expand_to_a_flow_distribution_that_keeps_the_cache():
     assert torch.allclose(d.log_prob(x.clone()), log_q, atol=1e-6)
     c = torch.randn(1, CONTEXT, dtype=torch.float64)
     assert make("maf", 3, CONTEXT)(c).expand((5,)).rsample().shape == (5, 3)
+
+
+def test_maf_layers_are_nflows_masked_autoregressive_flow_layers():
+    """MAF's default layer is nflows' MaskedAutoregressiveFlow layer (issue 17): a MADE of 2
+    residual blocks and the softplus scale, its logit shifted by log(e - 1) (scale 1 at
+    initialisation), so copied weights with that shift in the scale biases give nflows'
+    density. IAF keeps the bounded log-scale. The density is normalised on a 2-D grid."""
+    import math
+
+    import nflows.distributions
+    import nflows.flows
+    import nflows.transforms as nt
+    from nflows.transforms.made import MaskedResidualBlock
+
+    torch.manual_seed(0)
+    flow = build_flow("maf", 2, hidden_features=16, num_transforms=3, num_blocks=2)
+    made = [m for m in flow.modules() if isinstance(m, nt.MaskedAffineAutoregressiveTransform)]
+    assert [m.scale for m in made] == ["softplus"] * 3
+    assert all(sum(isinstance(b, MaskedResidualBlock) for b in m.modules()) == 2 for m in made)
+    layers = []
+    for i in range(3):
+        layers += [nt.ReversePermutation(2)] if i else []
+        layers.append(nt.MaskedAffineAutoregressiveTransform(2, 16, num_blocks=2))
+    ref = nflows.flows.Flow(nt.CompositeTransform(layers), nflows.distributions.StandardNormal([2]))
+    with torch.no_grad():  # move every layer away from its near-identity initialisation
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    state = flow._transform.state_dict()
+    for k in state:  # the final layer's outputs are (scale logit, shift) per feature
+        if k.endswith("final_layer.bias"):
+            state[k] = state[k].clone()
+            state[k][0::2] += math.log(math.e - 1)
+    ref._transform.load_state_dict(state)
+    x = torch.randn(64, 2)
+    assert torch.allclose(flow.log_prob(x), ref.log_prob(x), atol=1e-5)
+    grid = torch.linspace(-10, 10, 201)
+    with torch.no_grad():
+        mass = (
+            flow.log_prob(torch.cartesian_prod(grid, grid)).exp().sum() * (grid[1] - grid[0]) ** 2
+        )
+    assert 0.95 < mass.item() < 1.05
+    iaf = build_flow("iaf", 2, hidden_features=8)
+    scales = {
+        m.scale for m in iaf.modules() if isinstance(m, nt.MaskedAffineAutoregressiveTransform)
+    }
+    assert scales == {"tanh"}
+    with pytest.raises(ValueError, match="`scale` must be one of"):
+        build_flow("maf", 2, scale="exp")
