@@ -11,10 +11,12 @@ params, draws, sample stats and data plus ``arviz.InferenceData.to_netcdf`` of t
 save wrote (computed beforehand, not timed). The ratio save/raw is the overhead of computing
 the groups; about 1-3x means a save costs about what writing its arrays costs.
 
-Programs: ``schools`` (the zoo's EightSchools, written to broadcast over sample dims) and
+Programs: ``schools`` (the zoo's EightSchools, written to broadcast over sample dims),
 ``regression`` (a user's plain program ``y ~ Normal(b + X @ w, sigma)`` with 100 observations
 and 3 covariates: ``X @ w`` does not broadcast over an extra leading sample dim, so Pyro cannot
-run it plate-vectorised).
+run it plate-vectorised) and ``vae`` (issue 17's case: the zoo's ``VAE`` on all 1,797
+binarised scikit-learn digits, minibatches of 128, Pyro only: per-datum latents, so the save
+holds a local posterior and a predictive of 1,797 x 64 pixels a draw).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ warnings.filterwarnings("ignore", message=".*ArviZ is undergoing.*")
 import ppgen  # noqa: E402
 from benchmarks._machine import machine  # noqa: E402
 from ppgen.inference import SVI  # noqa: E402
-from ppgen.models import EightSchools  # noqa: E402
+from ppgen.models import VAE, EightSchools  # noqa: E402
 
 HEADER = "| program | backend | draws | save s | raw write s | save/raw | run MB |"
 
@@ -69,6 +71,11 @@ def program(name: str, backend: str) -> tuple[Any, dict[str, Any]]:
     """The program and data of case ``name``."""
     if name == "schools":
         return EightSchools(), ppgen.data.load("eight_schools")
+    if name == "vae":
+        from sklearn.datasets import load_digits
+
+        x = (load_digits().data > 7).astype(np.float32)
+        return VAE(64, 8, hidden_features=(256,), likelihood="bernoulli"), {"x": x}
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 3))
     y = X @ np.array([1.0, -1.0, 0.5]) + 0.3 + rng.normal(size=100)
@@ -98,12 +105,14 @@ def raw_write(fit: ppgen.Fit, idata: Any, out: Path) -> float:
 def measure(name: str, backend: str, draws: int, steps: int, reps: int) -> dict[str, float]:
     """Median save and raw-write seconds over ``reps`` fresh fits."""
     model, data = program(name, backend)
+    batch = {"batch_size": 128} if name == "vae" else {}
     with tempfile.TemporaryDirectory() as warm:  # imports and first-call costs, untimed
-        small = SVI(steps=2, num_draws=5)
+        small = SVI(steps=2, num_draws=5, **batch)
         ppgen.fit(model, data, small, backend=backend).save(Path(warm) / "run")
     saves, raws, size = [], [], 0.0
     for rep in range(reps):
-        fit = ppgen.fit(model, data, SVI(steps=steps, num_draws=draws), backend=backend, seed=rep)
+        est = SVI(steps=steps, num_draws=draws, **batch)
+        fit = ppgen.fit(model, data, est, backend=backend, seed=rep)
         tmp = Path(tempfile.mkdtemp(prefix="bench_save_"))
         try:
             t = time.perf_counter()
@@ -124,15 +133,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--reps", type=int, default=1, help="fits per case (median reported)")
     parser.add_argument("--tiny", action="store_true", help="smoke size: 20 draws, 5 steps")
     parser.add_argument("--backends", choices=("pyro", "numpyro"), nargs="*")
-    parser.add_argument("--programs", choices=("schools", "regression"), nargs="*")
+    parser.add_argument("--programs", choices=("schools", "regression", "vae"), nargs="*")
     args = parser.parse_args(argv)
     draws, steps = (20, 5) if args.tiny else (args.draws, args.steps)
     print("\n".join(machine()), flush=True)
     print(HEADER)
     print("|---|---|---|---|---|---|---|")
     rows = []
-    for name in args.programs or ("schools", "regression"):
+    for name in args.programs or ("schools", "regression", "vae"):
         for backend in args.backends or ("pyro", "numpyro"):
+            if name == "vae" and backend == "numpyro":
+                continue  # the zoo VAE here is the Pyro one
             r = measure(name, backend, draws, steps, args.reps)
             rows.append({"program": name, "backend": backend, "draws": draws, **r})
             print(
