@@ -51,7 +51,9 @@ class MCMC(Estimator):
 
     Pyro chains run one after another in this process, each seeded ``seed + chain`` (Pyro's own
     multi-chain mode forks processes and needs picklable programs); NumPyro chains follow
-    ``chain_method`` (``"sequential"``, ``"vectorized"`` or ``"parallel"``).
+    ``chain_method`` (``"sequential"``, ``"vectorized"`` or ``"parallel"``: one chain per JAX
+    device, refused before work when there are fewer devices than chains, with the flag that
+    makes host devices; ``fit.diagnostics["devices"]`` lists the devices the draws came from).
     Per-draw ``sample_stats`` follow ArviZ's names: ``diverging``, ``energy``, ``step_size``,
     ``tree_depth``, ``n_steps``, ``acceptance_rate``, ``lp``. On Pyro, ``energy`` is the
     Hamiltonian at the start of each transition and ``tree_depth`` is
@@ -143,6 +145,25 @@ class MCMC(Estimator):
             raise EstimatorError(
                 f"{type(self).__name__}: the program has no latent sites to sample. Use "
                 "method='mle' to fit its parameters."
+            )
+        if program.backend == "numpyro" and self.chain_method == "parallel":
+            self._check_devices()
+
+    def _check_devices(self) -> None:
+        """``chain_method="parallel"`` runs one chain per JAX device: refuse, before work, more
+        chains than devices (NumPyro would warn and run them one after another)."""
+        import jax
+
+        n = jax.local_device_count()
+        if self.num_chains > n:
+            raise EstimatorError(
+                f"`chain_method='parallel'` runs one chain per device, and JAX sees {n} "
+                f"device(s) ({jax.default_backend()}) for num_chains={self.num_chains}. On CPU, "
+                f"make {self.num_chains} host devices before JAX starts: "
+                f"`numpyro.set_host_device_count({self.num_chains})` first thing in the script, "
+                f"or XLA_FLAGS=--xla_force_host_platform_device_count={self.num_chains} in the "
+                "environment; or use chain_method='vectorized' (all chains on one device) or "
+                "'sequential'."
             )
 
     # -------------------------------------------------------------- kernels
@@ -279,7 +300,11 @@ class MCMC(Estimator):
             draws, ex, diag = _mcmc_checkpoint.run_chunked(self, ctx, mcmc, fields)
         else:
             mcmc.run(jax.random.PRNGKey(ctx.seed), extra_fields=fields, **ctx.data)
-            draws = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+            samples = mcmc.get_samples(group_by_chain=True)
+            first = next(iter(samples.values()), None)
+            if isinstance(first, jax.Array):  # where the chains ran (one device each if parallel)
+                diag["devices"] = ", ".join(sorted(str(d) for d in first.devices()))
+            draws = {k: np.asarray(v) for k, v in samples.items()}
             ex = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
         n_steps = ex["num_steps"].astype(np.int64)
         stats = {
