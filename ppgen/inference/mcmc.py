@@ -17,6 +17,7 @@ from ppgen.errors import (
 )
 from ppgen.inference import _mcmc_checkpoint
 from ppgen.inference._base import Estimator, FitContext, register
+from ppgen.inference._mcmc_pyro_chains import run_chains
 from ppgen.inference._mcmc_stats import (
     health_message,
     mcmc_health,
@@ -49,8 +50,12 @@ def _init_strategy(spec: Any, backend: str) -> Any:
 class MCMC(Estimator):
     """Base of the Hamiltonian samplers. Wraps Pyro's / NumPyro's MCMC drivers.
 
-    Pyro chains run one after another in this process, each seeded ``seed + chain`` (Pyro's own
-    multi-chain mode forks processes and needs picklable programs); NumPyro chains follow
+    Pyro chains are each seeded ``seed + chain`` and run one after another in this process, or,
+    with ``chain_method="parallel"``, in spawned worker processes (at most one per core; the
+    same draws chain for chain): the program must then be importable (a module-level function
+    or class; otherwise a warning says why and the chains run in sequence) and a script must
+    call ``ppgen.fit`` under ``if __name__ == "__main__":``. A worker starts a fresh
+    interpreter (seconds), so parallel chains pay off for long runs. NumPyro chains follow
     ``chain_method`` (``"sequential"``, ``"vectorized"`` or ``"parallel"``: one chain per JAX
     device, refused before work when there are fewer devices than chains, with the flag that
     makes host devices; ``fit.diagnostics["devices"]`` lists the devices the draws came from).
@@ -255,25 +260,8 @@ class MCMC(Estimator):
         )
 
     def _run_pyro(self, ctx: FitContext) -> tuple[dict, dict]:
-        import pyro
-        from pyro.infer import MCMC as PyroMCMC
-
-        chains, stats = [], []
-        for c in range(self.num_chains):
-            pyro.set_rng_seed((ctx.seed + c) % 2**32)  # NumPy's seed range
-            kernel = self._pyro_kernel(ctx.program.model, ctx.info)
-            mcmc = PyroMCMC(
-                kernel,
-                num_samples=self.num_samples,
-                warmup_steps=self.num_warmup,
-                num_chains=1,
-                disable_progbar=not ctx.progress,
-            )
-            mcmc.run(**ctx.data)
-            s = mcmc.get_samples()
-            chains.append({k: v.detach().cpu().numpy()[:: self.thinning] for k, v in s.items()})
-            rec = kernel._ppgen_stats
-            stats.append({k: np.array([r[k] for r in rec])[:: self.thinning] for k in rec[0]})
+        results = run_chains(self, ctx)
+        chains, stats = [r[0] for r in results], [r[1] for r in results]
         draws = ctx.with_deterministic({k: np.stack([c[k] for c in chains]) for k in chains[0]})
         sstats = {k: np.stack([s[k] for s in stats]) for k in stats[0]}
         return draws, sstats
