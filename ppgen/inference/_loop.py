@@ -424,6 +424,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         check_plate_follows_data(ctx, plate, batcher)
     ctx.extra["batch_plate"] = plate.name if (plate is not None and batcher.batch_size) else None
     ctx.extra["batch_keys"] = tuple(batcher.keys) if ctx.extra["batch_plate"] else ()
+    ctx.extra["batch_axes"] = dict(batcher.axes) if ctx.extra["batch_plate"] else {}
     total = est.steps if est.epochs is None else est.epochs * batcher.steps_per_epoch
 
     state = est.init(ctx)

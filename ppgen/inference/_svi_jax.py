@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ppgen.errors import ProgramError
+from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._guide_fit import density_guide, guide_fit, guide_latents
 from ppgen.inference._step_errors import step_error
 from ppgen.result import Fit
@@ -83,6 +83,7 @@ class JaxEngine(JaxState):
         fixed = {k: v for k, v in ctx.data.items() if k not in self.batch_keys}
         update = self.svi.update
         self._update = jax.jit(lambda state, **batch: update(state, **batch, **fixed))
+        self._shardings = self._batch_shardings(est, ctx)
         self._befores: list[Any] = []
 
     def _init_error(self, err: RuntimeError) -> ProgramError:
@@ -111,8 +112,11 @@ class JaxEngine(JaxState):
         # the states before the last two steps: the loop reads a loss one step late, and a
         # NaN step is diagnosed with the parameters it started from
         self._befores = (self._befores + [self.state])[-2:]
+        batch = {k: data[k] for k in self.batch_keys}
+        if self._shardings:
+            batch = self._shard(batch)
         try:
-            self.state, loss = self._update(self.state, **{k: data[k] for k in self.batch_keys})
+            self.state, loss = self._update(self.state, **batch)
         except Exception as e:
             import jax
 
@@ -129,6 +133,45 @@ class JaxEngine(JaxState):
                 "of its own, which ppgen closes over; or leave `batch_size` out."
             ) from e
         return loss
+
+    def _batch_shardings(self, est: Any, ctx: FitContext) -> dict[str, Any]:
+        """Each minibatched array's sharding across ``ctx.extra["shard_devices"]`` (set by
+        the :class:`~ppgen.inference.runners.JaxDevices` runner): split along the axis the batch
+        plate indexes, so that XLA runs each device's part of the batch there and reduces the
+        gradients; the parameters stay replicated. Empty without that runner."""
+        devices = ctx.extra.get("shard_devices")
+        if not devices:
+            return {}
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        n = len(devices)
+        if not self.batch_keys or est.batch_size % n:
+            raise EstimatorError(
+                f"Sharding the minibatch across {n} devices needs minibatches whose size "
+                f"divides into {n} (batch_size={est.batch_size}). Give the estimator "
+                f"batch_size= a multiple of {n}."
+            )
+        mesh = Mesh(np.array(devices), ("batch",))
+        axes = ctx.extra.get("batch_axes") or {}
+
+        def spec(key: str) -> Any:
+            return NamedSharding(mesh, PartitionSpec(*([None] * axes.get(key, 0)), "batch"))
+
+        self.devices = ", ".join(str(d) for d in devices)
+        return {k: spec(k) for k in self.batch_keys}
+
+    def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch placed across the devices (a last partial batch that does not split
+        evenly stays on one device: one more compilation, same result)."""
+        import jax
+
+        n = len(self.devices.split(", "))
+        out = {}
+        for k, v in batch.items():
+            axis = len(self._shardings[k].spec) - 1
+            even = np.shape(v)[axis] % n == 0
+            out[k] = jax.device_put(v, self._shardings[k]) if even else v
+        return out
 
     def gradient_report(self) -> dict[str, Any]:
         """The full-data loss at the final parameters, evaluated twice (two PRNG keys), and per
@@ -250,6 +293,8 @@ class JaxEngine(JaxState):
         params = flatten_params(jparams)
         sampler = self.sampler(jparams)
         diagnostics = {"guide": type(self.guide).__name__, "path": "numpyro"}
+        if self._shardings:
+            diagnostics["devices"] = self.devices
         from numpyro.infer.autoguide import AutoDelta
 
         point_mass = isinstance(self.guide, AutoDelta)
