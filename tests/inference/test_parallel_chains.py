@@ -37,11 +37,16 @@ print(json.dumps(out))
 """
 
 
-def test_parallel_chains_run_on_two_devices_and_equal_the_sequential_run(run_script, tmp_path):
-    script = tmp_path / "chains.py"
-    script.write_text(SCRIPT)
+def on_two_devices(run_script, tmp_path, source: str) -> dict:
+    """Run ``source`` as a script with two host devices; its last line of output, as JSON."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    out = json.loads(run_script([str(script)], env=env).strip().splitlines()[-1])
+    return json.loads(run_script([str(script)], env=env).strip().splitlines()[-1])
+
+
+def test_parallel_chains_run_on_two_devices_and_equal_the_sequential_run(run_script, tmp_path):
+    out = on_two_devices(run_script, tmp_path, SCRIPT)
     assert out["parallel"]["devices"] == "cpu:0, cpu:1"  # one chain per device
     assert out["sequential"]["devices"] == "cpu:0"
     par, seq = np.asarray(out["parallel"]["mu"]), np.asarray(out["sequential"]["mu"])
@@ -95,10 +100,7 @@ print(json.dumps(out))
 
 
 def test_svi_minibatches_sharded_across_two_devices_equal_the_one_device_fit(run_script, tmp_path):
-    script = tmp_path / "shard.py"
-    script.write_text(SVI_SCRIPT)
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    out = json.loads(run_script([str(script)], env=env).strip().splitlines()[-1])
+    out = on_two_devices(run_script, tmp_path, SVI_SCRIPT)
     assert out["sharded"]["devices"] == "cpu:0, cpu:1" and out["one"]["devices"] is None
     # the same batches and draws, computed in two halves: equal up to float rounding of the
     # split sums (losses ~400 nats; measured difference 6e-5)
