@@ -76,11 +76,13 @@ def sites_of(tr: Any) -> list[Site]:
                 Plate(
                     f.name,
                     int(f.full_size or f.size),
-                    int(f.dim),
+                    int(f.dim) if f.dim is not None else 0,
                     int(f.size) if f.full_size and f.full_size != f.size else None,
                 )
                 for f in s["cond_indep_stack"]
-                if f.vectorized
+                # sequential plates (`for i in plate(...)`) only when they subsample: the
+                # program is then refused before any work (`check_subsampling`)
+                if f.vectorized or (f.full_size and f.full_size != f.size)
             )
             batch, event = tuple(fn_.batch_shape), tuple(fn_.event_shape)
             if kind == "deterministic":  # Delta(value, event_dim=value.ndim): all batch

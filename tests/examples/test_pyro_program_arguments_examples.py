@@ -124,6 +124,9 @@ def test_hmm_py_model_1_two_guides_against_raw_pyro(tmp_path):
     args = argparse.Namespace(hidden_dim=2)
     data = {"sequences": seqs, "lengths": lengths, "args": args}
     guide = hmm_guide()
+    # the example's own batch_size subsamples its sequential plate: refused with the remedy
+    with pytest.raises(ppgen.errors.DataError, match=r"`sequences` subsamples 2 of its 3"):
+        ppgen.fit(model_1, {**data, "batch_size": 2}, SVI(steps=2), guide=guide)
     fit = ppgen.fit(model_1, data, SVI(steps=100, lr=0.05, num_draws=20), guide=guide, seed=0)
     assert fit.diagnostics["elbo"] == "enum"  # x_i_t summed out without naming the ELBO
     raw = _raw_svi(
