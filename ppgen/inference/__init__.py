@@ -16,7 +16,7 @@ from ppgen.inference.mle import MLE
 from ppgen.inference.objectives import KLWarmup, ReparamELBO
 from ppgen.inference.optim import Optim
 from ppgen.inference.prior import Prior
-from ppgen.inference.runners import JaxDevices, Local, Runner
+from ppgen.inference.runners import DDP, JaxDevices, Local, Runner
 from ppgen.inference.svi import SVI
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "StopTraining",
     "Optim",
     "Runner",
+    "DDP",
     "JaxDevices",
     "Local",
     "SVI",

@@ -180,6 +180,9 @@ class Minibatcher:
     of a fresh permutation (the rows left out differ from epoch to epoch).
     A ``batch_size`` of at least ``size`` means full batches; larger than ``size``, it is
     probably a mistake, and one ``UserWarning`` (naming ``plate``) says so.
+    ``shard=(rank, world)`` (data-parallel runs): every process draws the same global batch and
+    keeps its rows ``rank::world``, weighted ``N / b`` with ``b`` its own rows, so the average
+    of the processes' gradients is the global batch's.
 
     Example:
         >>> x = np.arange(10.0).reshape(2, 5)  # the plate indexes axis 1 (plate-last)
@@ -199,8 +202,10 @@ class Minibatcher:
         plate: str | None = None,
         axes: Mapping[str, int] | None = None,
         drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.data = dict(data)
+        self.rank, self.world = shard
         self.size = size
         if batch_size and batch_size > size:
             where = f"plate `{plate}` spans" if plate else "the batch plate spans"
@@ -238,6 +243,8 @@ class Minibatcher:
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
+        if self.world > 1:  # data-parallel: this process's share of the global batch
+            idx = idx[self.rank :: self.world]
         return self.take(idx), self.size / len(idx)
 
     def take(self, idx: np.ndarray) -> dict[str, Any]:
@@ -419,6 +426,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         plate and plate.name,
         axes=axes,
         drop_last=getattr(est, "drop_last", False),
+        shard=ctx.extra.get("shard", (0, 1)),
     )
     if plate is not None and batcher.batch_size:
         check_plate_follows_data(ctx, plate, batcher)
@@ -431,6 +439,8 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     step = 0
     history: dict[str, list[float]] = {}
     ckpt = Path(ctx.checkpoint_dir) / CHECKPOINT_NAME if ctx.checkpoint_dir else None
+    # data-parallel runs: every process reads a checkpoint, only the first writes one
+    writes = ckpt if ctx.extra.get("shard", (0, 1))[0] == 0 else None
     if ctx.resume:
         if ckpt is None or not ckpt.exists():
             raise CheckpointError(
@@ -449,7 +459,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     bar = tqdm(
         total=total,
         initial=step,
-        disable=not ctx.progress,
+        disable=not ctx.progress or ctx.extra.get("shard", (0, 1))[0] != 0,
         file=sys.stderr,
         desc=est.name,
         dynamic_ncols=True,
@@ -508,13 +518,13 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                     state, step, stopped = est.rewind(state), n, True
                     batcher.load_state_dict(before)
                     break
-            save = bool(ckpt and ctx.checkpoint_every and step % ctx.checkpoint_every == 0)
+            save = bool(writes and ctx.checkpoint_every and step % ctx.checkpoint_every == 0)
             if lag and not (save or step == total):
                 pending = (step, metrics)
                 continue
             stopped = record(step, metrics)
             if save:
-                _save_checked(est, ckpt, state, loop_state(), step)
+                _save_checked(est, writes, state, loop_state(), step)
             if stopped:
                 break
     except KeyboardInterrupt:
@@ -537,8 +547,8 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
             end = getattr(cb, "on_fit_end", None)
             if callable(end):
                 end()
-    if ckpt is not None:
-        _save_checked(est, ckpt, state, loop_state(), step)
+    if writes is not None:
+        _save_checked(est, writes, state, loop_state(), step)
     fit = est.finalize(ctx, state, history)
     fit.diagnostics.update({"steps": step, "interrupted": interrupted, "early_stopped": stopped})
     for cb in ctx.callbacks:  # e.g. a logger drawing samples from the finished fit

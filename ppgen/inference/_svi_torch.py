@@ -64,6 +64,7 @@ class TorchEngine(SyncTorchEngine):
 
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
+        self.world = ctx.extra.get("shard", (0, 1))[1]
         start_run(ctx)
         plate = ctx.extra.get("batch_plate")
         self.scaler = ctx.program.ops.scale_box(plate) if plate else None
@@ -143,8 +144,26 @@ class TorchEngine(SyncTorchEngine):
             self._fault = self._find_fault()
         if not lbfgs:
             self.optim.add(pyro.get_param_store()._params.values())
+            if self.world > 1:
+                loss = self._average_across_processes(loss)
             self.optim.step()
         return loss
+
+    def _average_across_processes(self, loss: float) -> float:
+        """Data-parallel runs (:class:`~ppgen.inference.runners.DDP`): the gradients and the
+        loss averaged over the processes, in one all-reduce of one flat buffer (Pyro's
+        parameters live in its param store, not in a module DDP could wrap). Each process's
+        loss is its share weighted ``N / b``, so the averages are the global batch's."""
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        grads = [p.grad for p in pyro.get_param_store()._params.values() if p.grad is not None]
+        flat = _flatten_dense_tensors([*grads, torch.tensor([loss], dtype=grads[0].dtype)])
+        dist.all_reduce(flat)
+        flat /= self.world
+        for g, avg in zip(grads, _unflatten_dense_tensors(flat[:-1], grads), strict=True):
+            g.copy_(avg)
+        return float(flat[-1])
 
     def _line_search_closure(self, data: Mapping[str, Any], scale: float) -> Callable[[], float]:
         """L-BFGS's closure. Its first call is at the current parameters; a later (trial) point

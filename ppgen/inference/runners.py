@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
@@ -11,7 +13,7 @@ if TYPE_CHECKING:
     from ppgen.inference._base import Estimator, FitContext
     from ppgen.result import Fit
 
-__all__ = ["Runner", "Local", "JaxDevices"]
+__all__ = ["Runner", "Local", "JaxDevices", "DDP"]
 
 
 class Runner(ABC):
@@ -123,3 +125,90 @@ class JaxDevices(Runner):
 
     def __repr__(self) -> str:
         return f"JaxDevices({self.n})"
+
+
+class DDP(Runner):
+    """Data-parallel SVI/MLE of a Pyro program across processes launched by ``torchrun``.
+
+    Every process runs the same ``ppgen.fit`` call (the same program, data, estimator and
+    seed): each draws the same global minibatch of ``batch_size`` rows and keeps its share
+    (rows ``rank::world``), weighted ``N / b``; after each backward pass the gradients and the
+    loss are averaged across the processes (one all-reduce through ``torch.distributed``), so
+    every process takes the same optimiser step, the one a single process would take on the
+    whole global batch (up to float rounding). Only the first process (rank 0) writes
+    checkpoints; every process reads one to resume. Each process returns the same fit: save it
+    from rank 0 (``if torch.distributed.get_rank() == 0: fit.save(...)``).
+
+    Launch: ``torchrun --nproc_per_node 2 my_script.py``. The process group is created with
+    ``backend`` (default gloo on CPU, NCCL for CUDA devices) and ``timeout_s``: a process that
+    dies makes the others fail within the timeout instead of hanging.
+
+    Refused before any work: a run not launched by ``torchrun`` (no ``RANK``/``WORLD_SIZE``), a
+    NumPyro program (use :class:`JaxDevices`), an estimator that does not average gradients
+    across processes (``data_parallel``: SVI and MLE), a missing ``batch_size`` or one that does
+    not divide by the number of processes, and L-BFGS.
+
+    Example (a single process, where this is the plain fit):
+        >>> import os, socket
+        >>> with socket.socket() as free:  # what torchrun would set, on a free port
+        ...     free.bind(("127.0.0.1", 0))
+        ...     port = str(free.getsockname()[1])
+        >>> os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        >>> import numpy as np, pyro, pyro.distributions as dist, ppgen
+        >>> def model(x=None):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("d", len(x)):
+        ...         pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+        >>> est = ppgen.inference.SVI(steps=5, batch_size=4)
+        >>> fit = ppgen.fit(model, {"x": np.zeros(8)}, est, runner=DDP())
+        >>> fit.diagnostics["processes"]
+        1
+        >>> import torch.distributed; torch.distributed.destroy_process_group()
+        >>> for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"): _ = os.environ.pop(k)
+    """
+
+    def __init__(self, backend: str | None = None, timeout_s: float = 300.0) -> None:
+        if backend not in (None, "gloo", "nccl"):
+            raise EstimatorError(f"`backend` must be 'gloo', 'nccl' or None; got {backend!r}.")
+        self.backend, self.timeout_s = backend, float(timeout_s)
+
+    def run(self, estimator: Estimator, ctx: FitContext) -> Fit:
+        import torch.distributed as dist
+
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            raise EstimatorError(
+                "runner=DDP() runs in processes launched by torchrun (RANK and WORLD_SIZE are "
+                "not set): `torchrun --nproc_per_node 2 my_script.py`, or runner=Local()."
+            )
+        world = int(os.environ["WORLD_SIZE"])
+        name, batch = type(estimator).__name__, getattr(estimator, "batch_size", None)
+        if ctx.program.backend != "pyro":
+            raise EstimatorError(
+                "runner=DDP() fits Pyro programs; for a NumPyro program shard the minibatches "
+                "across JAX devices with runner=JaxDevices()."
+            )
+        if not getattr(estimator, "data_parallel", False):
+            raise EstimatorError(
+                f"runner=DDP(): {name} does not average its gradients across processes; SVI "
+                "and MLE do. Fit it with runner=Local()."
+            )
+        if batch is None or batch % world:
+            raise EstimatorError(
+                f"runner=DDP() splits each minibatch across the {world} processes: give {name} "
+                f"batch_size= a multiple of {world} (the global batch); got {batch}."
+            )
+        if getattr(estimator, "optim", None) == "lbfgs":
+            raise EstimatorError(
+                "runner=DDP() steps a stochastic optimiser on minibatches; L-BFGS is full-batch."
+            )
+        if not dist.is_initialized():
+            backend = self.backend or ("nccl" if (ctx.device or "").startswith("cuda") else "gloo")
+            timeout = datetime.timedelta(seconds=self.timeout_s)
+            dist.init_process_group(backend, timeout=timeout)
+        ctx.extra["shard"] = (dist.get_rank(), dist.get_world_size())
+        fit = estimator.run(ctx)
+        fit.diagnostics["processes"] = dist.get_world_size()
+        return fit
+
+    def __repr__(self) -> str:
+        return f"DDP(backend={self.backend!r}, timeout_s={self.timeout_s})"

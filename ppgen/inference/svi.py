@@ -99,6 +99,9 @@ class SVI(EngineEstimator):
     #: whether the objective is deterministic, so that L-BFGS's line search applies (MLE/MAP)
     _full_batch_optim = False
 
+    #: the Pyro engine averages gradients across processes (``runner=DDP()``)
+    data_parallel = True
+
     def __init__(
         self,
         guide: Any = None,
