@@ -6,6 +6,9 @@ processes, and is refused before any work outside torchrun."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -73,6 +76,42 @@ def test_two_gloo_processes_give_the_one_process_fit_and_resume_with_one(run_scr
     )
     rest = _torchrun(run_script, tmp_path, 1, "rest", 40, resume=True)
     np.testing.assert_allclose(rest["loss"], one["loss"], rtol=1e-5)
+
+
+KILL = r"""
+import os, warnings
+import numpy as np, pyro, pyro.distributions as dist, torch
+import ppgen
+from ppgen.inference import DDP, SVI
+
+warnings.simplefilter("ignore")
+
+def model(x=None):
+    mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+    with pyro.plate("d", len(x)):
+        pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+def die(step, metrics):
+    if step == 5 and torch.distributed.get_rank() == 1:
+        os._exit(3)  # rank 1 is lost mid-run
+
+if __name__ == "__main__":
+    x, est = np.zeros(64, np.float32), SVI(steps=5000, batch_size=16)
+    ppgen.fit(model, {"x": x}, est, runner=DDP(timeout_s=60), callbacks=[die])
+"""
+
+
+def test_a_lost_rank_takes_the_job_down_naming_it(tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([*cmd, str(script)], capture_output=True, text=True, env=env)
+    out = proc.stdout + proc.stderr
+    # torchrun's agent stops the other rank (its all-reduce would fail within timeout_s) and
+    # reports the lost one; no rank waits for 5000 steps
+    assert proc.returncode != 0, out[-2000:]
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)\s*\n\s*exitcode\s*:\s*3", out), out[-3000:]
 
 
 def model(x=None):
