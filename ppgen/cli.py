@@ -31,6 +31,7 @@ from ppgen.errors import (
     SamplerWarning,
 )
 from ppgen.inference._base import resolve_method
+from ppgen.inference.runners import DDP
 from ppgen.models._cli import CLISpec
 
 __all__ = [
@@ -235,6 +236,9 @@ def _fit(args: argparse.Namespace) -> int:
     from ppgen.persist import check_run_target
 
     check_run_target(args.out)  # before any work: a bad --out must not cost a whole fit
+    parallel = bool(args.nproc and args.nproc > 1)
+    if parallel and "RANK" not in os.environ:  # launch N copies of this command
+        return _under_torchrun(args)
     if args.threads is not None:
         import torch
 
@@ -262,6 +266,7 @@ def _fit(args: argparse.Namespace) -> int:
         "guide": args.guide,
         "elbo": args.elbo,
         "num_draws": args.num_draws,
+        "batch_size": args.batch_size,
     }
     if args.model in specs:  # e.g. InfoGAN's code sites and recogniser for Adversarial
         options.update(specs[args.model][1].estimator_options(model, method))
@@ -277,7 +282,13 @@ def _fit(args: argparse.Namespace) -> int:
             backend=args.backend,
             progress=progress,
             callbacks=log_callbacks(args),
+            runner=DDP() if parallel else None,
         )
+    if parallel:
+        import torch.distributed as dist
+
+        if dist.get_rank() != 0:
+            return 0  # rank 0 writes the run
     out = Path(args.out)
     fit.save(str(out))
     if arguments is not None:  # how to build the model again: `ppgen sample/evaluate RUN`
@@ -295,6 +306,22 @@ def _fit(args: argparse.Namespace) -> int:
     _print_table(summary)
     print(f"saved run to {out}", file=sys.stderr)
     return 0
+
+
+_ARGV_ENV = "PPGEN_TORCHRUN_ARGV"
+
+
+def _under_torchrun(args: argparse.Namespace) -> int:
+    """``ppgen fit ... --nproc N``: the same command in N processes launched by torchrun
+    (which sets RANK/WORLD_SIZE; each then fits with ``runner=DDP()``); its exit status."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={args.nproc}", "-m", "ppgen"]
+    # the command travels in the environment: torchrun would read its flags (--log-dir...)
+    env = {**os.environ, _ARGV_ENV: json.dumps(args.argv)}
+    return subprocess.call(cmd, env=env)
 
 
 @contextlib.contextmanager
@@ -585,6 +612,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run directory: new, empty, or a previous run (replaced); anything else is refused",
     )
     f.add_argument("--steps", type=int, help="optimisation steps (svi, mle)")
+    f.add_argument(
+        "--batch-size",
+        type=_positive,
+        help="minibatch size (svi, mle, ...); with --nproc, the global batch split across them",
+    )
+    f.add_argument(
+        "--nproc",
+        type=_positive,
+        help="data-parallel processes: runs this command under torchrun with runner DDP "
+        "(SVI/MLE of Pyro programs; needs --batch-size, a multiple of N)",
+    )
     f.add_argument("--num-samples", type=int, help="draws per chain (nuts, hmc; default 500)")
     f.add_argument(
         "--num-warmup",
@@ -736,10 +774,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         0
     """
     parser = build_parser()
+    if argv is None and _ARGV_ENV in os.environ and "RANK" in os.environ:  # `fit --nproc`
+        import json
+
+        argv = json.loads(os.environ[_ARGV_ENV])
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, usage errors
         return e.code if isinstance(e.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for `fit --nproc`
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         with _plain_warnings():

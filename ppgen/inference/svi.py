@@ -217,6 +217,7 @@ class SVI(EngineEstimator):
     def _resolve_guide(self, ctx: FitContext, model: Any, backend: str) -> Any:
         spec = self._guide_spec(ctx)
         if guide_class_name(spec) is not None:
+            _check_local_latents(ctx, guide_class_name(spec))
             hide = [n for n in ctx.info.discrete_latent if ctx.info.sites[n].enumerate]
             return make_guide(spec, model, backend, hide=hide, init_scale=self.init_scale)
         if spec is ctx.program.guide:
@@ -315,6 +316,30 @@ def _check_saved_params(
         "The parameters saved in the run do not match those of the guide and program passed "
         "to load (" + "; ".join(parts) + "). " + hint
     )
+
+
+def _check_local_latents(ctx: FitContext, guide: str | None) -> None:
+    """Refuse, before training, an autoguide on minibatches of a program with latent sites
+    inside the minibatched plate: the autoguide holds one value per row of the whole plate,
+    while each step's program has only the batch's rows (eight schools' ``eta`` with
+    ``batch_size=4``)."""
+    plate = ctx.extra.get("batch_plate")
+    if not plate:
+        return
+    info = ctx.info
+    local = [
+        n
+        for n in info.latent
+        if not info.sites[n].enumerate and any(p.name == plate for p in info.sites[n].plates)
+    ]
+    if local:
+        raise EstimatorError(
+            f"Minibatching plate `{plate}` with the autoguide {guide}: latent site(s) {local} "
+            f"sit in that plate, one value per row, and {guide} keeps one parameter per row of "
+            "the whole plate while each step's program sees only the batch's rows. Use an "
+            "amortised guide that computes them from each row's data (guide=Amortized(...)), "
+            "or leave `batch_size` out (full-batch steps)."
+        )
 
 
 def _deprecated_engine(engine: str, elbo: Any, num_particles: int, alpha: float) -> Any:

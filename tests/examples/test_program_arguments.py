@@ -178,3 +178,13 @@ def test_numpyro_svi_closes_over_arguments_it_does_not_minibatch():
         ppgen.fit(
             numpyro_groups, {"group": group, "y": y}, SVI(steps=2, batch_size=5), backend="numpyro"
         )
+
+
+def test_minibatching_local_latents_with_an_autoguide_is_refused_before_training():
+    """Eight schools' `eta` has one value per school: an autoguide cannot follow minibatches
+    of schools (it crashed mid-step before; now the error names the sites and the remedy)."""
+    from ppgen.models import EightSchools
+
+    data = ppgen.data.load("eight_schools")
+    with pytest.raises(ppgen.errors.EstimatorError, match=r"\['eta'\].*Amortized"):
+        ppgen.fit(EightSchools(), data, SVI(steps=5, batch_size=4))
