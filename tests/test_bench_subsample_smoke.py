@@ -10,7 +10,5 @@ def test_bench_subsample_quick_prints_a_row_per_backend_and_size(run_script):
     rows = re.findall(
         r"^\| (pyro|numpyro) \| (\d+) \| ([\d.]+) \| (-?\d+) \| ([\d.]+) \|$", out, re.M
     )
-    assert {(b, int(n)) for b, n, *_ in rows} == {
-        (b, n) for b in ("pyro", "numpyro") for n in (1000, 4000)
-    }, out
+    assert {(b, int(n)) for b, n, *_ in rows} == {(b, 2000) for b in ("pyro", "numpyro")}, out
     assert all(float(r[2]) > 0 for r in rows), out
