@@ -6,9 +6,9 @@ Usage, from the repository root: python -m benchmarks.bench_ddp [--steps 300] [-
 The zoo ``VAE`` (64 -> hidden -> 8, Bernoulli) on the 1,797 binarised digits, SVI, global
 batch B (default 256, hidden 256), launched with ``torchrun --standalone``: 1 process with
 batch B, 2 processes with B/2 rows each, and 1 process with batch B/2 (the per-process work of
-the 2-process run, without communication). Steps/s of rank 0 after the first 20 steps. On a 2-core machine 2 processes
-can at best double the throughput; the gap between "2 processes" and "1 process, batch 128"
-is the all-reduce and the two processes sharing the machine.
+the 2-process run, without communication). Steps/s of rank 0 after the first 20 steps. On a
+2-core machine 2 processes can at best double the throughput; the gap between "2 processes"
+and "1 process, batch B/2" is the all-reduce and the two processes sharing the machine.
 """
 
 from __future__ import annotations
