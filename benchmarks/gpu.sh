@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu.sh            # cuda
 #   bash benchmarks/gpu.sh cuda:1
-#   STEPS=40 bash benchmarks/gpu.sh cpu   # what the suite's smoke test checks, on the CPU
+#   STEPS=40 bash benchmarks/gpu.sh cpu   # on the CPU (the suite runs bench_gpu --quick there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE="${1:-cuda}"

@@ -143,7 +143,7 @@ def _initialised() -> bool:
 
 def test_cli_fit_nproc_runs_the_command_under_torchrun(run_script, tmp_path):
     out = tmp_path / "run"
-    args = ["-m", "ppgen", "fit", "vae", "--data", "digits_binary", "--steps", "10"]
+    args = ["-m", "ppgen", "fit", "vae", "--data", "digits_binary:split=test", "--steps", "10"]
     args += ["--batch-size", "64", "--nproc", "2", "--out", str(out), "--no-plots"]
     run_script(args)
     manifest = json.loads((out / "manifest.json").read_text())
