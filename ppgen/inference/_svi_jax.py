@@ -158,6 +158,7 @@ class JaxEngine(JaxState):
             return NamedSharding(mesh, PartitionSpec(*([None] * axes.get(key, 0)), "batch"))
 
         self.devices = ", ".join(str(d) for d in devices)
+        self._shard_axes = {k: axes.get(k, 0) for k in self.batch_keys}
         return {k: spec(k) for k in self.batch_keys}
 
     def _shard(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -165,11 +166,10 @@ class JaxEngine(JaxState):
         evenly stays on one device: one more compilation, same result)."""
         import jax
 
-        n = len(self.devices.split(", "))
+        n = self._shardings[next(iter(self._shardings))].mesh.size
         out = {}
         for k, v in batch.items():
-            axis = len(self._shardings[k].spec) - 1
-            even = np.shape(v)[axis] % n == 0
+            even = np.shape(v)[self._shard_axes[k]] % n == 0
             out[k] = jax.device_put(v, self._shardings[k]) if even else v
         return out
 
