@@ -57,14 +57,17 @@ torch.set_num_threads(1)
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--device", default="cpu", help="device for tests that move models: cpu | cuda | cuda:N"
+        "--device",
+        default=None,
+        help="device for tests that move models: cpu | cuda | cuda:N. Tests marked `gpu` "
+        "run only when it is given (`-m gpu --device cpu` checks them on the CPU)",
     )
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--device").startswith("cuda"):
+    if config.getoption("--device") is not None:
         return
-    skip_gpu = pytest.mark.skip(reason="needs --device cuda")
+    skip_gpu = pytest.mark.skip(reason="needs --device (cuda, or cpu to check them there)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
@@ -78,7 +81,7 @@ def _doctest_names(doctest_namespace):
 
 @pytest.fixture
 def device(request) -> str:
-    return request.config.getoption("--device")
+    return request.config.getoption("--device") or "cpu"
 
 
 @pytest.fixture(autouse=True)

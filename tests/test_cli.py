@@ -622,3 +622,30 @@ def test_grey_pixels_for_a_bernoulli_vae_say_how_to_switch_likelihood(tmp_path):
     argv = ["fit", "vae", "--data", "digits", "--arg", "likelihood=cbernoulli", "--steps", "2"]
     assert run_cli(argv + ["--no-plots", "--num-draws", "2", "--out", str(tmp_path / "b")])[0] == 0
     assert ppgen.cli.load_run(tmp_path / "b").program.obj.likelihood == "cbernoulli"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_every_zoo_model_fits_saves_and_loads_on_the_device(name, tmp_path, device):
+    """`pytest -m gpu --device cuda` (benchmarks/gpu.sh): every zoo model with its own default
+    estimator (SVI, MLE, MCMC, Adversarial, exact) fits on the device, the run records it, and
+    the loaded run samples there."""
+    from ppgen.cli import zoo_specs
+
+    spec = zoo_specs()[name][1]
+    data, out = tiny_data(name, tmp_path), tmp_path / name
+    argv = ["fit", name, "--no-plots", "--out", str(out), "--data", data, "--device", device]
+    if spec.method in ("nuts", "hmc"):
+        argv += ["--num-samples", "4", "--num-warmup", "4", "--num-chains", "1"]
+    elif spec.method != "exact":
+        argv += ["--steps", "2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rc, _, stderr = run_cli(argv)
+    assert rc == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest.get("device") or "cpu") == device
+    fit = ppgen.cli.load_run(out)
+    assert (fit.device or "cpu") == device
+    items = fit.sample_items(3, seed=0)
+    assert all(np.isfinite(np.asarray(v, dtype=float)).all() for v in items.values())

@@ -44,8 +44,29 @@ def test_contract(tmp_path, name, method, backend):
     if name == "gmm" and method == "map":
         pytest.skip("MAP of a mixture needs elbo='enum' with AutoDelta: covered by 'svi'")
     make, data_fn = MODELS[name]
-    data = data_fn()
-    fit = ppgen.fit(make(), data, ESTIMATORS[method](name), backend=backend, seed=0)
+    fit = ppgen.fit(make(), data_fn(), ESTIMATORS[method](name), backend=backend, seed=0)
+    check_contract(fit, make, tmp_path)
+
+
+# `pytest -m gpu --device cuda` (benchmarks/gpu.sh): the same promises on the device, for
+# every estimator that runs on it (Pyro's: MCMC, SVI, MAP, and AVB beside them)
+DEVICE_ESTIMATORS = {**ESTIMATORS, "avb": lambda m: ppgen.inference.AVB(steps=20, num_draws=30)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", list(DEVICE_ESTIMATORS))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_contract_on_the_device(tmp_path, name, method, device):
+    if name == "gmm" and method in ("map", "avb"):
+        pytest.skip("a mixture's discrete assignments are enumerated by SVI and MCMC only")
+    make, data_fn = MODELS[name]
+    fit = ppgen.fit(make(), data_fn(), DEVICE_ESTIMATORS[method](name), device=device, seed=0)
+    assert (fit.device or "cpu") == device  # None: the CPU
+    check_contract(fit, make, tmp_path)
+
+
+def check_contract(fit, make, tmp_path) -> None:
+    """Draws of every site's shape, finite losses, every ArviZ group, save/load/predict."""
     info = fit.info
     latents = [n for n in info.latent if not info.sites[n].enumerate]
     chains = 1

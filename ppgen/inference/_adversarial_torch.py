@@ -23,6 +23,7 @@ from ppgen.inference._adversarial_common import (
     input_features,
     pack,
 )
+from ppgen.inference._distributed import average_metrics, rank_noise, shard_of, start_in_step
 from ppgen.inference._pyro import (
     SyncTorchEngine,
     constrained_params,
@@ -118,7 +119,7 @@ class TorchAdversarial(SyncTorchEngine):
 
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
-        device = start_run(ctx)
+        self.device = device = start_run(ctx)
         self.site = est.observed_site(ctx.info)
         self.key = data_key(ctx.info, self.site)
         self.covs = covariate_keys(ctx.data_np, ctx.info, self.site)
@@ -141,7 +142,8 @@ class TorchAdversarial(SyncTorchEngine):
         generator = list(self.gen.values()) + list(self.q.values())  # G and Q maximise info
         self._critic_list = self._critic_params()
         groups = {"generator": generator, "discriminator": self._critic_list}
-        self.optim = est._optim().torch(groups, est._total_steps())
+        start_in_step(ctx, [*generator, *self._critic_list])
+        self.optim = est._optim().torch(groups, est._total_steps(), world=shard_of(ctx)[1])
         self.ema = {k: v.detach().clone() for k, v in self.gen.items()} if est.ema else None
 
     # ------------------------------------------------------------------ InfoGAN's Q
@@ -261,8 +263,20 @@ class TorchAdversarial(SyncTorchEngine):
 
     # ------------------------------------------------------------------ the step
     def step(self, data: Mapping[str, Any]) -> dict[str, float]:
-        est, opt = self.est, self.optim
+        """One loop step. In a data-parallel run (:class:`~ppgen.inference.runners.DDP`) each
+        process simulates its own noise (:func:`~ppgen.inference._distributed.rank_noise`) for
+        its share of the batch, the optimiser averages the gradients of each update over the
+        processes, and the metrics are averaged too."""
         self._rng_before = torch.get_rng_state()
+        rank, world = shard_of(self.ctx)
+        if world == 1:
+            return self._step(data)
+        with rank_noise(rank, self.device):
+            metrics = self._step(data)
+        return average_metrics(metrics, world)
+
+    def _step(self, data: Mapping[str, Any]) -> dict[str, float]:
+        est, opt = self.est, self.optim
         m = est.pack  # PacGAN: the critic sees packed inputs (m data side by side)
         real, context = pack(self._real(data), m), [pack(data[k], m) for k in self.covs]
         metrics: dict[str, float] = {}

@@ -15,6 +15,7 @@ from torch import nn
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
 from ppgen.inference._adversarial_torch import TorchAdversarial, _spectral, gradient_penalty
+from ppgen.inference._distributed import shard_of, start_in_step
 from ppgen.inference._pyro import (
     load_unconstrained,
     snapshot_params,
@@ -60,7 +61,7 @@ class TorchALI(TorchAdversarial):
 
     def __init__(self, est: Any, ctx: FitContext) -> None:  # noqa: PLW0231 - own set-up
         self.est, self.ctx = est, ctx
-        device = start_run(ctx)
+        self.device = device = start_run(ctx)
         info = ctx.info
         self.site = est.observed_site(info)
         self.key = data_key(info, self.site)
@@ -88,7 +89,8 @@ class TorchALI(TorchAdversarial):
         # G and E fool the critic together: one optimiser group
         groups = {"generator": [*self.gen.values(), *self.q.values()]}
         groups["discriminator"] = self._critic_list
-        self.optim = est._optim().torch(groups, est._total_steps())
+        start_in_step(ctx, [*groups["generator"], *self._critic_list])
+        self.optim = est._optim().torch(groups, est._total_steps(), world=shard_of(ctx)[1])
         both = {**self.gen, **self.q}
         self.ema = {k: v.detach().clone() for k, v in both.items()} if est.ema else None
 
@@ -235,9 +237,8 @@ class TorchALI(TorchAdversarial):
         return x, [out[s] for s in self.latents]
 
     # ------------------------------------------------------------------ the step
-    def step(self, data: Mapping[str, Any]) -> dict[str, float]:
+    def _step(self, data: Mapping[str, Any]) -> dict[str, float]:
         est, opt = self.est, self.optim
-        self._rng_before = torch.get_rng_state()
         real = self._real(data)
         for i in range(est.n_critic):
             if i == est.n_critic - 1:  # kept with their graphs for G's and E's update

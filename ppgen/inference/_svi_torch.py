@@ -34,6 +34,7 @@ from ppgen.backends._checks import Fault
 from ppgen.backends._pyro_trace import find_fault
 from ppgen.capabilities import declares
 from ppgen.errors import PPGenError, ProgramError
+from ppgen.inference._distributed import all_reduce_mean, start_in_step
 from ppgen.inference._guide_fit import density_guide, guide_fit, guide_latents
 from ppgen.inference._pyro import (
     SyncTorchEngine,
@@ -83,6 +84,7 @@ class TorchEngine(SyncTorchEngine):
             if err is None:
                 raise
             raise err from e
+        start_in_step(ctx, pyro.get_param_store()._params.values())
         self.path, self.loss = self._choose_objective()
         self.optim = _Optimizer(est, list(pyro.get_param_store()._params.values()))
 
@@ -151,19 +153,10 @@ class TorchEngine(SyncTorchEngine):
 
     def _average_across_processes(self, loss: float) -> float:
         """Data-parallel runs (:class:`~ppgen.inference.runners.DDP`): the gradients and the
-        loss averaged over the processes, in one all-reduce of one flat buffer (Pyro's
-        parameters live in its param store, not in a module DDP could wrap). Each process's
-        loss is its share weighted ``N / b``, so the averages are the global batch's."""
-        import torch.distributed as dist
-        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
+        loss averaged over the processes in one all-reduce. Each process's loss is its share
+        weighted ``N / b``, so the averages are the global batch's."""
         grads = [p.grad for p in pyro.get_param_store()._params.values() if p.grad is not None]
-        flat = _flatten_dense_tensors([*grads, torch.tensor([loss], dtype=grads[0].dtype)])
-        dist.all_reduce(flat)
-        flat /= self.world
-        for g, avg in zip(grads, _unflatten_dense_tensors(flat[:-1], grads), strict=True):
-            g.copy_(avg)
-        return float(flat[-1])
+        return all_reduce_mean(grads, [loss])[0]
 
     def _line_search_closure(self, data: Mapping[str, Any], scale: float) -> Callable[[], float]:
         """L-BFGS's closure. Its first call is at the current parameters; a later (trial) point

@@ -141,6 +141,9 @@ class Adversarial(EngineEstimator):
 
     name = "adversarial"
     kinds = ("implicit", "explicit")
+    #: runs under ``runner=DDP()`` on Pyro: each process its share of every batch and its own
+    #: noise, the gradients of each update averaged over the processes
+    data_parallel = True
 
     def __init__(
         self,

@@ -199,9 +199,6 @@ class ALI(Adversarial):
     def init(self, ctx: FitContext) -> Any:
         return ENGINES[ctx.program.backend](self, ctx)
 
-    def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
-        return state, state.step(batch["data"])
-
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the generator of a loaded fit (the encoder's weights stay in fit.params)."""
         ENGINES[ctx.program.backend].restore(self, ctx, fit, state)

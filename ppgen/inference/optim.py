@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ppgen.errors import EstimatorError, check_positive
+from ppgen.inference._distributed import all_reduce_mean
 
 __all__ = [
     "Optim",
@@ -187,10 +188,12 @@ class Optim:
         self,
         params: Mapping[str, Iterable[torch.Tensor]] | Iterable[torch.Tensor],
         total_steps: int = 1000,
+        world: int = 1,
     ) -> TorchOptimizer:
-        """A :class:`TorchOptimizer` over ``params`` (a list, or ``{group: tensors}``)."""
+        """A :class:`TorchOptimizer` over ``params`` (a list, or ``{group: tensors}``);
+        ``world > 1``: a data-parallel run whose gradients are averaged over the processes."""
         groups = dict(params) if isinstance(params, Mapping) else {"default": params}
-        return TorchOptimizer(self, {k: list(v) for k, v in groups.items()}, total_steps)
+        return TorchOptimizer(self, {k: list(v) for k, v in groups.items()}, total_steps, world)
 
     def numpyro(self, total_steps: int = 1000, group_of: Callable[[str], str] | None = None) -> Any:
         """The NumPyro optimiser (``numpyro.optim``; optax per group when groups differ).
@@ -276,13 +279,19 @@ class TorchOptimizer:
 
     Parameters discovered after construction (Pyro creates params lazily, on a program's
     first run) join their group with :meth:`add`. ``state_dict`` holds the optimiser's and
-    the schedule's state, so a resumed fit continues bit for bit.
+    the schedule's state, so a resumed fit continues bit for bit. In a data-parallel run
+    (``world`` processes, :class:`~ppgen.inference.runners.DDP`) each step first averages the
+    gradients of the groups it steps over the processes, so every process takes the same step.
     """
 
     def __init__(
-        self, spec: Optim, groups: Mapping[str, list[torch.Tensor]], total_steps: int
+        self,
+        spec: Optim,
+        groups: Mapping[str, list[torch.Tensor]],
+        total_steps: int,
+        world: int = 1,
     ) -> None:
-        self.spec = spec
+        self.spec, self.world = spec, int(world)
         self.cls = _torch_class(spec.name)
         self.total_steps = max(int(total_steps), 1)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -372,6 +381,8 @@ class TorchOptimizer:
         if self.optimizer is None:
             return None
         chosen = None if groups is None else set(groups)
+        if self.world > 1:
+            self._average_gradients(chosen)
         if self.spec.clip_norm and self.spec.name != "clipped_adam":
             for name, ps in self.group_params.items():
                 if chosen is None or name in chosen:
@@ -391,6 +402,19 @@ class TorchOptimizer:
             return None
         self.schedule()
         return None
+
+    def _average_gradients(self, chosen: set[str] | None) -> None:
+        """The stepped groups' gradients averaged over the processes (one all-reduce); every
+        process runs the same code, so the same tensors have gradients everywhere."""
+        grads = [
+            p.grad
+            for name, ps in self.group_params.items()
+            if chosen is None or name in chosen
+            for p in ps
+            if p.grad is not None
+        ]
+        if grads:
+            all_reduce_mean(grads)
 
     def schedule(self) -> None:
         """Advance the learning-rate schedule by one loop step."""

@@ -113,6 +113,11 @@ class JaxDevices(Runner):
                 "batch_size= (a multiple of the device count) on a NumPyro program; for NUTS "
                 "chains on several devices use NUTS(chain_method='parallel')."
             )
+        if not getattr(estimator, "device_parallel", False):
+            raise EstimatorError(
+                f"JaxDevices shards the minibatches of NumPyro SVI and MLE fits; {name} does not "
+                "shard its batches across devices. Fit it with runner=Local()."
+            )
         local = jax.local_devices()
         n = self.n or len(local)
         if n > len(local):
@@ -128,7 +133,8 @@ class JaxDevices(Runner):
 
 
 class DDP(Runner):
-    """Data-parallel SVI/MLE of a Pyro program across processes launched by ``torchrun``.
+    """Data-parallel SVI, MLE, GAN and ALI fits of a Pyro program across processes launched
+    by ``torchrun``.
 
     Every process runs the same ``ppgen.fit`` call (the same program, data, estimator and
     seed): each draws the same global minibatch of ``batch_size`` rows and keeps its share
@@ -143,10 +149,19 @@ class DDP(Runner):
     ``backend`` (default gloo on CPU, NCCL for CUDA devices) and ``timeout_s``: a process that
     dies makes the others fail within the timeout instead of hanging.
 
+    Adversarial fits (:class:`~ppgen.inference.Adversarial`, :class:`~ppgen.inference.ALI`)
+    split the real batch the same way; each process simulates its own fakes (and critic
+    interpolates) from a stream of its own derived from the shared seed, so the processes
+    together see ``batch_size`` independent fakes; every critic and generator update averages
+    its gradients over the processes. Checkpoints hold the shared RNG state, so a resumed run
+    continues exactly with the same number of processes (and validly with another). Running
+    BatchNorm statistics are each process's own; rank 0's are saved.
+
     Refused before any work: a run not launched by ``torchrun`` (no ``RANK``/``WORLD_SIZE``), a
     NumPyro program (use :class:`JaxDevices`), an estimator that does not average gradients
-    across processes (``data_parallel``: SVI and MLE), a missing ``batch_size`` or one that does
-    not divide by the number of processes, and L-BFGS.
+    across processes (``data_parallel``: SVI, MLE, Adversarial, ALI), a missing ``batch_size``
+    or one that does not divide by the number of processes (times ``pack`` for PacGAN), and
+    L-BFGS.
 
     Example (a single process, where this is the plain fit):
         >>> import os, socket
@@ -189,13 +204,15 @@ class DDP(Runner):
             )
         if not getattr(estimator, "data_parallel", False):
             raise EstimatorError(
-                f"runner=DDP(): {name} does not average its gradients across processes; SVI "
-                "and MLE do. Fit it with runner=Local()."
+                f"runner=DDP(): {name} does not average its gradients across processes; SVI, "
+                "MLE, Adversarial and ALI do. Fit it with runner=Local()."
             )
-        if batch is None or batch % world:
+        unit = world * int(getattr(estimator, "pack", 1) or 1)
+        if batch is None or batch % unit:
+            per = f"{world} processes" + (f" x pack={unit // world}" if unit > world else "")
             raise EstimatorError(
                 f"runner=DDP() splits each minibatch across the {world} processes: give {name} "
-                f"batch_size= a multiple of {world} (the global batch); got {batch}."
+                f"batch_size= a multiple of {unit} ({per}; the global batch); got {batch}."
             )
         if getattr(estimator, "optim", None) == "lbfgs":
             raise EstimatorError(

@@ -101,6 +101,8 @@ class SVI(EngineEstimator):
 
     #: the Pyro engine averages gradients across processes (``runner=DDP()``)
     data_parallel = True
+    #: the NumPyro engine shards each minibatch across JAX devices (``runner=JaxDevices()``)
+    device_parallel = True
 
     def __init__(
         self,

@@ -131,6 +131,9 @@ def test_jax_devices_refuses_what_it_cannot_shard_before_work():
         ppgen.fit(pyro_model, x, SVI(steps=2, batch_size=4), runner=JaxDevices(1))
     with pytest.raises(EstimatorError, match="batch_size=None"):
         ppgen.fit(numpyro_model, x, SVI(steps=2), runner=JaxDevices(1), backend="numpyro")
+    with pytest.raises(EstimatorError, match="Adversarial does not shard its batches"):
+        est = ppgen.inference.Adversarial(steps=2, batch_size=4)
+        ppgen.fit(numpyro_model, x, est, runner=JaxDevices(1), backend="numpyro")
     n = jax.local_device_count()
     with pytest.raises(EstimatorError, match=f"JaxDevices\\({n + 1}\\) but JAX sees {n}"):
         est = SVI(steps=2, batch_size=4)
