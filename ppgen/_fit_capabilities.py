@@ -51,6 +51,7 @@ class FitCapabilities:
     posterior_sampler: Callable[[int, int], dict[str, np.ndarray]] | None
     data_sampler: Callable[..., Any] | None
     history: dict[str, list[float]]
+    diagnostics: dict[str, Any]
 
     @property
     def kind(self) -> str:
@@ -59,8 +60,19 @@ class FitCapabilities:
         return self.info.kind
 
     @property
+    def log_partition(self) -> dict[str, Any] | None:
+        """An energy fit's estimate of log Z once one was asked for
+        (:func:`ppgen.analysis.log_partition`): ``{"value", "stderr", "method", "note"}``,
+        kept in ``diagnostics`` (so a saved run has it); ``None`` otherwise."""
+        lz = self.diagnostics.get("log_partition")
+        return dict(lz) if isinstance(lz, dict) else None
+
+    @property
     def has_likelihood(self) -> bool:
-        """The program is explicit and has observed sites: pointwise log-likelihoods exist."""
+        """Pointwise log-likelihoods exist: the program is explicit and has observed sites, or
+        it is an energy program whose :attr:`log_partition` was estimated."""
+        if self.info.kind == "energy":
+            return self.log_partition is not None
         return self.info.kind == "explicit" and bool(self.info.observed)
 
     @property
@@ -109,12 +121,15 @@ class FitCapabilities:
                     f"lp = log p(x, z) needs a density, and {out['log_likelihood']}"
                 )
         if energy:
-            out["log_likelihood"] = (
-                f"{_sites_are(energy)} Unnormalized: log p(x) = -energy(x) - log Z with the "
-                "normaliser log Z unknown"
-            )
+            if self.log_partition is None:
+                out["log_likelihood"] = (
+                    f"{_sites_are(energy)} Unnormalized: log p(x) = -energy(x) - log Z with the "
+                    "normaliser log Z unknown (estimate it with ppgen.analysis.log_partition)"
+                )
             why = f"{_sites_are(energy)} Unnormalized (an energy model): no forward simulation"
-            out["posterior_predictive"] = out["prior_predictive"] = why
-            if lp_missing:
+            out["prior_predictive"] = why
+            if self.data_sampler is None:
+                out["posterior_predictive"] = why
+            if lp_missing and "log_likelihood" in out:
                 out["sample_stats"] = f"lp = log p(x, z) needs log Z, and {out['log_likelihood']}"
         return out

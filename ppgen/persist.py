@@ -171,7 +171,9 @@ def save_fit(fit: Fit, path: str | Path) -> None:
         "data_scalars": scalars,
         "data_static": static,
         "diagnostics": {
-            k: v for k, v in fit.diagnostics.items() if isinstance(v, int | float | str | bool)
+            k: v
+            for k, v in fit.diagnostics.items()
+            if isinstance(v, int | float | str | bool) or k == "log_partition"
         },
         "draws": {k: list(v.shape) for k, v in fit.draws.items()},
         "program_kind": fit.info.kind,

@@ -375,16 +375,25 @@ class Fit(FitCapabilities):
         ONE variable named after the first of them, with one entry per element of the plates
         they all share (per sequence: the forward-algorithm marginal). The returned dict's
         ``units`` attribute (``{variable: ppgen.backends._pointwise.Unit}``) says what each
-        variable's entries are. Implicit and energy programs have none, and what ppgen cannot
-        compute exactly (sequential enumeration, ...) is refused, both with
-        :class:`~ppgen.errors.CapabilityError`.
+        variable's entries are. Implicit programs have none, nor energy programs until
+        :func:`ppgen.analysis.log_partition` estimated their log Z
+        (:attr:`log_partition`): then each entry is ``-energy(x) - log Z``, and the result's
+        ``log_partition`` attribute says how log Z was found and its standard error
+        (shared by every entry; an AIS estimate is low in expectation, so these log-likelihoods
+        are optimistic). What ppgen cannot compute exactly (sequential enumeration, ...) is
+        refused, both with :class:`~ppgen.errors.CapabilityError`.
         """
         if self.info.observed and not self.has_likelihood:
             why = self.unavailable_groups()["log_likelihood"]
             implicit = self.info.sites_of_kind("implicit")
             err = ImplicitDensityError if implicit else CapabilityError
             raise err(f"This fit has no log-likelihood: {why}.")
-        return self.site_log_probs(self.info.observed, data)
+        ll = self.site_log_probs(self.info.observed, data)
+        lz = self.log_partition
+        if self.info.kind == "energy" and lz is not None:  # -energy(x) - log Z
+            ll = LogLikelihood({k: v - lz["value"] for k, v in ll.items()}, ll.units)
+            ll.log_partition = lz  # type: ignore[attr-defined]
+        return ll
 
     def site_log_probs(
         self, sites: list[str], data: Mapping[str, Any] | None = None

@@ -10,6 +10,7 @@ from ppgen.analysis.metrics import (
     relabel,
     top_words,
 )
+from ppgen.analysis.partition import LogPartition, log_partition, rbm_log_likelihood
 
 __all__ = [
     "to_inference_data",
@@ -22,4 +23,7 @@ __all__ = [
     "perplexity",
     "relabel",
     "top_words",
+    "log_partition",
+    "LogPartition",
+    "rbm_log_likelihood",
 ]

@@ -90,11 +90,13 @@ def to_inference_data(
 
     Only the groups the fit can build are built (:meth:`~ppgen.result.Fit.unavailable_groups`):
     an implicit program (``Implicit`` observed site) has no ``log_likelihood``; an energy
-    program (``Unnormalized``) has neither ``log_likelihood`` (log Z is unknown) nor
-    ``posterior_predictive`` (no forward simulation); an unobserved program (no observed site:
-    NUTS/HMC on its joint density, ``Prior``) has only ``posterior`` (and ``sample_stats``,
-    ``prior``), no ``log_likelihood``, ``posterior_predictive``, ``observed_data`` or
-    ``prior_predictive``. ``posterior_predictive`` and
+    program (``Unnormalized``) has ``log_likelihood`` only once its log Z was estimated
+    (:func:`ppgen.analysis.log_partition`; ``attrs["ppgen_log_partition"]`` says how, with its
+    standard error), and its ``posterior_predictive`` holds :data:`ENERGY_SETS` data sets
+    from the fit's MCMC sampler (no forward simulation exists); an unobserved program (no
+    observed site: NUTS/HMC on its joint density, ``Prior``) has only ``posterior`` (and
+    ``sample_stats``, ``prior``), no ``log_likelihood``, ``posterior_predictive``,
+    ``observed_data`` or ``prior_predictive``. ``posterior_predictive`` and
     ``log_likelihood`` are ``None`` (build when available), ``True`` (required: raises
     :class:`~ppgen.errors.CapabilityError` saying why when the fit cannot) or ``False``. The
     groups left out for want of a capability and why are in
@@ -223,7 +225,11 @@ def to_inference_data(
             loglik, ll_units = dict(ll), getattr(ll, "units", {})
 
     if wanted("posterior_predictive", posterior_predictive):
-        pred = fit.predict(sites=info.observed, max_draws=predictive_draws(fit))
+        if fit.kind == "energy":  # data sets from the fit's sampler (MCMC), a few
+            n = min(predictive_draws(fit), ENERGY_SETS)
+            pred = {k: v[None] for k, v in fit.sample(n).items()}
+        else:
+            pred = fit.predict(sites=info.observed, max_draws=predictive_draws(fit))
         pp = {}
         for name in info.observed:
             if name in pred:
@@ -269,6 +275,8 @@ def to_inference_data(
         idata.extend(az.from_dict(log_likelihood=loglik, dims=ll_dims))
         units = {n: ll_units[n] for n in loglik if n in ll_units}
         idata.attrs["ppgen_log_likelihood_units"] = units_json(units)  # netCDF-safe
+        if fit.kind == "energy":  # -energy(x) - log Z: say where log Z came from
+            idata.attrs["ppgen_log_partition"] = json.dumps(fit.log_partition, sort_keys=True)
     _add_local_posterior(idata, fit)
     idata.attrs["ppgen_omitted_groups"] = json.dumps(omitted, sort_keys=True)  # netCDF-safe
     return idata
@@ -277,6 +285,11 @@ def to_inference_data(
 PREDICTIVE_VALUES = 2**23
 """Values (about 32 MiB in float32) of each observed site ``to_arviz`` keeps in
 ``posterior_predictive`` by default: the first ``max(1, PREDICTIVE_VALUES // size)`` draws."""
+
+
+ENERGY_SETS = 4
+"""Data sets ``posterior_predictive`` holds for an energy fit: each is a run of the fit's
+MCMC sampler (``sample_steps`` transitions per row), so a few, not :data:`PREDICTIVE_SETS`."""
 
 
 PREDICTIVE_SETS = 1000

@@ -27,6 +27,8 @@ __all__ = [
     "moons_log_prob",
     "rings",
     "rings_log_prob",
+    "two_gaussians",
+    "two_gaussians_score",
 ]
 
 #: FFJORD's 8 Gaussians: centres on a circle of radius 4 / sqrt(2), scale 0.5 / sqrt(2)
@@ -108,6 +110,40 @@ def eight_gaussians(
     angle = k * (math.pi / 4)
     centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     return (centres + scale * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def two_gaussians(n: int = 1000, weight: float = 0.8, seed: int = 0) -> np.ndarray:
+    r"""Song & Ermon's (2019) two-mode mixture :math:`w\,\mathcal N((5, 5), I) + (1 - w)\,
+    \mathcal N((-5, -5), I)`, whose far-apart modes plain Langevin dynamics weighs wrongly.
+
+    Example:
+        >>> x = two_gaussians(1000)
+        >>> x.shape, round(float((x.sum(1) > 0).mean()), 1)
+        ((1000, 2), 0.8)
+    """
+    _check(n, weight=weight)
+    rng = np.random.default_rng(seed)
+    heavy = rng.random(n) < weight
+    return (np.where(heavy[:, None], 5.0, -5.0) + rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def two_gaussians_score(x: np.ndarray, weight: float = 0.8, sigma: float = 0.0) -> np.ndarray:
+    r"""The true score :math:`\nabla_x \log p(x)` of :func:`two_gaussians`, blurred by
+    :math:`\mathcal N(0, \sigma^2 I)` (each component's covariance becomes
+    :math:`(1 + \sigma^2) I`).
+
+    Example: at a mode's centre the other mode's pull is negligible.
+
+        >>> float(np.abs(two_gaussians_score(np.array([[5.0, 5.0]]))).max()) < 1e-6
+        True
+    """
+    u = _as_points(np.asarray(x, dtype=np.float64))
+    var = 1.0 + sigma**2
+    centres = np.array([[5.0, 5.0], [-5.0, -5.0]])
+    logp = np.log([weight, 1.0 - weight]) - 0.5 * ((u[:, None, :] - centres) ** 2).sum(-1) / var
+    r = np.exp(logp - logp.max(1, keepdims=True))
+    r /= r.sum(1, keepdims=True)
+    return (r[:, :, None] * (centres - u[:, None, :])).sum(1) / var
 
 
 def checkerboard(n: int = 1000, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Estimators: SVI, NUTS/HMC, MLE, Exact, Prior, Adversarial, ALI, AVB; their base classes."""
+"""Estimators: SVI, NUTS/HMC, MLE, Exact, Prior, Adversarial, ALI, AVB, NCE, contrastive
+divergence, score matching; their base classes."""
 
 import warnings as _warnings
 
@@ -9,6 +10,12 @@ from ppgen.inference._loop import EarlyStopping, StopTraining
 from ppgen.inference.adversarial import Adversarial
 from ppgen.inference.ali import ALI, BiGAN
 from ppgen.inference.avb import AVB
+from ppgen.inference.contrastive import (
+    NCE,
+    ContrastiveDivergence,
+    PersistentContrastiveDivergence,
+    ScoreMatching,
+)
 from ppgen.inference.exact import Exact
 from ppgen.inference.guides import Amortized, FlowGuide
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
@@ -44,6 +51,10 @@ __all__ = [
     "ALI",
     "BiGAN",
     "AVB",
+    "NCE",
+    "ContrastiveDivergence",
+    "PersistentContrastiveDivergence",
+    "ScoreMatching",
     "Amortized",
     "FlowGuide",
     "ReparamELBO",

@@ -23,7 +23,7 @@ from ppgen.inference._adversarial_common import (
     input_features,
     pack,
 )
-from ppgen.inference._distributed import average_metrics, rank_noise, shard_of, start_in_step
+from ppgen.inference._distributed import run_step, shard_of, start_in_step
 from ppgen.inference._pyro import (
     SyncTorchEngine,
     constrained_params,
@@ -268,12 +268,7 @@ class TorchAdversarial(SyncTorchEngine):
         its share of the batch, the optimiser averages the gradients of each update over the
         processes, and the metrics are averaged too."""
         self._rng_before = torch.get_rng_state()
-        rank, world = shard_of(self.ctx)
-        if world == 1:
-            return self._step(data)
-        with rank_noise(rank, self.device):
-            metrics = self._step(data)
-        return average_metrics(metrics, world)
+        return run_step(self.ctx, self.device, self._step, data)
 
     def _step(self, data: Mapping[str, Any]) -> dict[str, float]:
         est, opt = self.est, self.optim

@@ -4,12 +4,19 @@ gradients and metrics across the processes, and per-process noise from one share
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["all_reduce_mean", "average_metrics", "rank_noise", "shard_of", "start_in_step"]
+__all__ = [
+    "all_reduce_mean",
+    "average_metrics",
+    "rank_noise",
+    "run_step",
+    "shard_of",
+    "start_in_step",
+]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: rank r's seed offset is r * _GOLDEN
 
@@ -107,3 +114,17 @@ def rank_noise(rank: int, device: str | torch.device | None = None) -> Iterator[
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
         torch.manual_seed((base + rank * _GOLDEN) % 2**63)
         yield
+
+
+def run_step(
+    ctx: Any, device: str | None, step: Callable[[Any], dict[str, float]], data: Any
+) -> dict[str, float]:
+    """``step(data)`` of an engine whose steps draw noise (a GAN's fakes, a sampler's moves):
+    as is in one process; in a data-parallel run with this process's own noise
+    (:func:`rank_noise`) and the metrics averaged over the processes."""
+    rank, world = shard_of(ctx)
+    if world == 1:
+        return step(data)
+    with rank_noise(rank, device):
+        metrics = step(data)
+    return average_metrics(metrics, world)

@@ -3,6 +3,7 @@
 from ppgen.models._base import Model, deterministic
 from ppgen.models.autoregressive import MADE, CharRNN, GatedPixelCNN, PixelCNN, WaveNet
 from ppgen.models.conjugate import BetaBernoulli, GammaPoisson, NormalNormal
+from ppgen.models.ebm import EBM, RBM, GaussianRBM
 from ppgen.models.flows import (
     DequantizedFlowModel,
     FFJORDModel,
@@ -78,4 +79,7 @@ __all__ = [
     "InfoGAN",
     "LinearRegression",
     "LogisticRegression",
+    "RBM",
+    "GaussianRBM",
+    "EBM",
 ]

@@ -1,0 +1,483 @@
+r"""Partition functions of restricted Boltzmann machines, and the log-likelihoods they give.
+
+An energy program (:class:`~ppgen.distributions.Unnormalized`) knows its density only up to
+:math:`\log Z`. For an RBM (a model declaring ``rbm_parameters()``, e.g.
+:class:`~ppgen.models.ebm.RBM`) :math:`\log Z` is computable:
+
+- :func:`rbm_log_partition_exact`: exactly, by enumerating the **smaller** layer's
+  :math:`2^{\min(V, H)}` configurations and summing the other layer out analytically
+  (:func:`gaussian_rbm_log_partition_exact` for a Gaussian–Bernoulli RBM, enumerating the
+  hidden layer, each term a Gaussian integral);
+- :func:`rbm_ais`: by annealed importance sampling (Neal 2001; Salakhutdinov & Murray 2008,
+  "On the quantitative analysis of deep belief networks"), for RBMs too wide for that.
+
+:func:`log_partition` does either for a fit, :func:`rbm_log_likelihood` turns the result into
+per-datum log-likelihoods :math:`\log p(x) = -F(x) - \log Z`. All arithmetic is float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ppgen.errors import DataError
+from ppgen.models.ebm import base_rate_bias
+
+__all__ = [
+    "AISResult",
+    "LogPartition",
+    "ais_betas",
+    "gaussian_rbm_log_partition_exact",
+    "log_partition",
+    "rbm_ais",
+    "rbm_log_likelihood",
+    "rbm_log_partition_exact",
+]
+
+MAX_EXACT_UNITS = 25
+"""The largest smaller layer :func:`rbm_log_partition_exact` enumerates (:math:`2^{25}`)."""
+
+_CHUNK = 1 << 16  # configurations per chunk: 2^20 configurations need 16 chunks
+
+
+def _as64(x: Any) -> Tensor:
+    return torch.as_tensor(x).detach().to(device="cpu", dtype=torch.float64)
+
+
+def _params(W: Any, vbias: Any, hbias: Any) -> tuple[Tensor, Tensor, Tensor]:
+    W, b, c = _as64(W), _as64(vbias), _as64(hbias)
+    if W.dim() != 2:
+        raise DataError(f"`W` must be a matrix (H, V); got shape {tuple(W.shape)}.")
+    H, V = W.shape
+    if tuple(b.shape) != (V,):
+        raise DataError(
+            f"`vbias` must have shape ({V},) to match W (H={H}, V={V}); got {tuple(b.shape)}."
+        )
+    if tuple(c.shape) != (H,):
+        raise DataError(
+            f"`hbias` must have shape ({H},) to match W (H={H}, V={V}); got {tuple(c.shape)}."
+        )
+    if not (torch.isfinite(W).all() and torch.isfinite(b).all() and torch.isfinite(c).all()):
+        raise DataError("The RBM's parameters (W, vbias, hbias) contain NaN or inf.")
+    return W, b, c
+
+
+def _enumerate_logsumexp(n: int, term: Callable[[Tensor], Tensor]) -> float:
+    """:math:`\\log \\sum_{s \\in \\{0,1\\}^n} e^{\\text{term}(s)}`, in chunks of configurations."""
+    shifts = torch.arange(n, dtype=torch.int64)
+    total = torch.tensor(-math.inf, dtype=torch.float64)
+    for start in range(0, 1 << n, _CHUNK):
+        idx = torch.arange(start, min(start + _CHUNK, 1 << n), dtype=torch.int64)
+        s = ((idx[:, None] >> shifts) & 1).to(torch.float64)
+        total = torch.logaddexp(total, torch.logsumexp(term(s), 0))
+    return float(total)
+
+
+def _too_many(which: str, n: int, other: str, m: int) -> ValueError:
+    return ValueError(
+        f"Exact log Z enumerates 2^{n} {which} configurations (the smaller layer; {other} has "
+        f"{m}); at most {MAX_EXACT_UNITS} units are enumerable. Use method='ais' (rbm_ais)."
+    )
+
+
+def rbm_log_partition_exact(W: Any, vbias: Any, hbias: Any) -> float:
+    r"""Exact :math:`\log Z` of a Bernoulli–Bernoulli RBM, :math:`E = -b^\top v - c^\top h -
+    h^\top W v`, enumerating the smaller layer.
+
+    With :math:`H \le V`: :math:`\log Z = \log\sum_h \exp(c^\top h + \sum_i
+    \operatorname{softplus}(b_i + h^\top W_{:,i}))`; otherwise the same over :math:`v` with
+    the roles swapped. The :math:`2^{\min(V,H)}` configurations are summed in chunks of
+    :math:`2^{16}`, so memory stays small.
+
+    Arguments:
+        W: weights ``(H, V)``; vbias: ``(V,)``; hbias: ``(H,)`` (tensors or arrays).
+
+    Raises:
+        ValueError: when :math:`\min(V, H) > 25` (use :func:`rbm_ais`).
+
+    Example:
+        With zero weights the units are independent, :math:`\log Z = \sum_i
+        \operatorname{softplus}(b_i) + \sum_j \operatorname{softplus}(c_j)`:
+
+        >>> round(rbm_log_partition_exact(torch.zeros(2, 3), torch.zeros(3), torch.zeros(2)), 6)
+        3.465736
+        >>> round(5 * math.log(2), 6)
+        3.465736
+    """
+    W, b, c = _params(W, vbias, hbias)
+    H, V = W.shape
+    if min(H, V) > MAX_EXACT_UNITS:
+        small, big = ("hidden", "visible") if H <= V else ("visible", "hidden")
+        raise _too_many(small, min(H, V), big + " layer", max(H, V))
+    if H <= V:
+        return _enumerate_logsumexp(H, lambda h: h @ c + F.softplus(b + h @ W).sum(-1))
+    return _enumerate_logsumexp(V, lambda v: v @ b + F.softplus(c + v @ W.T).sum(-1))
+
+
+def gaussian_rbm_log_partition_exact(W: Any, vbias: Any, hbias: Any, sigma: float = 1.0) -> float:
+    r"""Exact :math:`\log Z` of a Gaussian–Bernoulli RBM
+    (:class:`~ppgen.models.ebm.GaussianRBM`),
+    :math:`E = \lVert v - b\rVert^2 / 2\sigma^2 - c^\top h - h^\top W v / \sigma^2`.
+
+    Completing the square in :math:`v` for each hidden configuration,
+
+    .. math:: \log Z = \tfrac V2 \log(2\pi\sigma^2) + \log \sum_h \exp\Big(c^\top h
+        + \frac{\lVert b + W^\top h\rVert^2 - \lVert b\rVert^2}{2\sigma^2}\Big),
+
+    enumerating the :math:`2^H` hidden configurations (:math:`H \le 25`).
+
+    Example:
+        Zero weights: :math:`\mathcal N(b, \sigma^2)` times :math:`2^H`:
+
+        >>> W, b, c = torch.zeros(1, 2), torch.ones(2), torch.zeros(1)
+        >>> z = gaussian_rbm_log_partition_exact(W, b, c, sigma=2.0)
+        >>> round(z - math.log(2), 6) == round(math.log(2 * math.pi * 4.0), 6)
+        True
+    """
+    W, b, c = _params(W, vbias, hbias)
+    if not (math.isfinite(float(sigma)) and float(sigma) > 0):
+        raise ValueError(f"`sigma` must be a positive finite number; got {sigma!r}.")
+    s2 = float(sigma) ** 2
+    H, V = W.shape
+    if H > MAX_EXACT_UNITS:
+        raise ValueError(
+            f"Exact log Z of a Gaussian RBM enumerates 2^{H} hidden configurations; at most "
+            f"{MAX_EXACT_UNITS} hidden units are enumerable."
+        )
+    bb = float(b @ b)
+
+    def term(h: Tensor) -> Tensor:
+        m = b + h @ W
+        return h @ c + ((m * m).sum(-1) - bb) / (2 * s2)
+
+    return 0.5 * V * math.log(2 * math.pi * s2) + _enumerate_logsumexp(H, term)
+
+
+def ais_betas(num_betas: int) -> np.ndarray:
+    r"""The default AIS schedule: Salakhutdinov & Murray's (2008) three uniform segments,
+    :math:`0 \to 0.5`, :math:`0.5 \to 0.9`, :math:`0.9 \to 1` in 1000, 4000 and 10,000 steps
+    (15,001 temperatures), the step counts scaled in proportion to ``num_betas`` temperatures
+    (so the schedule is densest near :math:`\beta = 1`, where the intermediate distributions
+    change fastest).
+
+    Example:
+        >>> b = ais_betas(1000)
+        >>> len(b), float(b[0]), float(b[-1]), bool(np.all(np.diff(b) > 0))
+        (1000, 0.0, 1.0, True)
+        >>> np.diff(ais_betas(15001))[[0, 2000, -1]].round(8).tolist()
+        [0.0005, 0.0001, 1e-05]
+    """
+    if isinstance(num_betas, bool) or not isinstance(num_betas, int | np.integer) or num_betas < 10:
+        raise ValueError(f"`num_betas` must be an int >= 10; got {num_betas!r}.")
+    steps = int(num_betas) - 1
+    s1 = max(1, round(steps * 1000 / 15000))
+    s2 = max(1, round(steps * 4000 / 15000))
+    s3 = steps - s1 - s2
+    return np.concatenate(
+        [
+            np.linspace(0.0, 0.5, s1 + 1)[:-1],
+            np.linspace(0.5, 0.9, s2 + 1)[:-1],
+            np.linspace(0.9, 1.0, s3 + 1),
+        ]
+    )
+
+
+@dataclass
+class AISResult:
+    r"""An annealed-importance-sampling estimate of :math:`\log Z`.
+
+    :math:`\hat Z = Z_A \cdot \frac1M \sum_m w_m` is unbiased for :math:`Z`, so by Jensen's
+    inequality :math:`\log \hat Z` **underestimates** :math:`\log Z` in expectation (a
+    stochastic lower bound): log-likelihoods :math:`-F(x) - \log \hat Z` computed from it are
+    *optimistic* (too high), more so with too few temperatures or chains.
+
+    Attributes:
+        log_z: :math:`\log Z_A + \log \frac1M \sum_m w_m`.
+        stderr: the delta-method standard error of ``log_z``:
+            :math:`\mathrm{sd}(w) / (\sqrt M\, \bar w)`; it does not see the bias above, and
+            a heavy-tailed weight distribution makes it too small.
+        log_weights: the ``M`` log importance weights :math:`\log w_m`.
+        log_z_base: :math:`\log Z_A` of the base-rate model.
+        num_betas: the number of temperatures (including 0 and 1).
+        num_chains: ``M``.
+    """
+
+    log_z: float
+    stderr: float
+    log_weights: np.ndarray
+    num_betas: int
+    num_chains: int
+    log_z_base: float = 0.0
+
+
+def rbm_ais(
+    W: Any,
+    vbias: Any,
+    hbias: Any,
+    *,
+    num_chains: int = 100,
+    num_betas: int | Sequence[float] | np.ndarray = 1000,
+    base_vbias: Any = None,
+    seed: int = 0,
+) -> AISResult:
+    r""":math:`\log Z` of a Bernoulli–Bernoulli RBM by annealed importance sampling
+    (Salakhutdinov & Murray 2008).
+
+    The base :math:`A` is the *base-rate* RBM: zero weights, visible biases ``base_vbias``
+    :math:`b_A` (default zeros; pass :func:`~ppgen.models.ebm.base_rate_bias` of the training
+    data's mean for a much better start), :math:`H` hidden units; :math:`\log Z_A = H \log 2 +
+    \sum_i \operatorname{softplus}(b_{A,i})`. The intermediate distributions are the
+    geometric averages of the two *joint* distributions over :math:`(v, h)`, i.e. RBMs with
+    weights :math:`\beta_k W`, hidden biases :math:`\beta_k c`, visible biases
+    :math:`(1 - \beta_k) b_A + \beta_k b`; with :math:`h` summed out
+
+    .. math:: \log p^*_k(v) = (1-\beta_k)\, b_A^\top v + \beta_k\, b^\top v
+        + \textstyle\sum_j \operatorname{softplus}(\beta_k (c_j + W_j v)).
+
+    Each chain starts from an exact draw of :math:`A`, accumulates
+    :math:`\log w \mathrel{+}= \log p^*_k(v) - \log p^*_{k-1}(v)` and moves by one block Gibbs
+    sweep of :math:`p_k`. Cost: ``num_betas`` sweeps of ``num_chains`` chains.
+
+    Arguments:
+        W, vbias, hbias: the RBM (``(H, V)``, ``(V,)``, ``(H,)``).
+        num_chains: ``M``, independent AIS runs.
+        num_betas: the number of temperatures of the default schedule (:func:`ais_betas`,
+            Salakhutdinov & Murray's, scaled), or an explicit increasing sequence from 0 to 1.
+        base_vbias: :math:`b_A`, shape ``(V,)``.
+        seed: the seed of the chains' own generator (torch's global one is untouched).
+
+    Returns:
+        :class:`AISResult` (an underestimate of :math:`\log Z` in expectation; see there).
+
+    Example:
+        An RBM with zero weights *is* a base-rate model: every weight is exactly 1.
+
+        >>> r = rbm_ais(torch.zeros(3, 4), torch.ones(4), torch.zeros(3), num_betas=50,
+        ...             base_vbias=torch.ones(4), num_chains=10)
+        >>> round(r.log_z - rbm_log_partition_exact(torch.zeros(3, 4), torch.ones(4),
+        ...                                         torch.zeros(3)), 12), r.stderr
+        (0.0, 0.0)
+    """
+    W, b, c = _params(W, vbias, hbias)
+    H, V = W.shape
+    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
+        raise ValueError(f"`num_chains` must be an int >= 2; got {num_chains!r}.")
+    if isinstance(num_betas, int | np.integer) and not isinstance(num_betas, bool):
+        betas = ais_betas(int(num_betas))
+    else:
+        betas = np.asarray(num_betas, dtype=np.float64)
+        if (
+            betas.ndim != 1
+            or len(betas) < 2
+            or betas[0] != 0.0
+            or betas[-1] != 1.0
+            or not np.all(np.diff(betas) > 0)
+        ):
+            raise ValueError(
+                "`num_betas` must be an int or a strictly increasing 1-D sequence of "
+                f"temperatures from 0.0 to 1.0; got {np.asarray(num_betas)!r:.80}."
+            )
+    bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
+    if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
+        raise DataError(f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}.")
+    gen = torch.Generator().manual_seed(int(seed))
+    log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
+
+    v = torch.bernoulli(torch.sigmoid(bA).expand(num_chains, V), generator=gen)
+    log_w = torch.zeros(num_chains, dtype=torch.float64)
+    prev = 0.0
+    for k in range(1, len(betas)):
+        beta = float(betas[k])
+        act = v @ W.T + c
+        la, lb = v @ bA, v @ b
+        log_w += (beta - prev) * (lb - la)
+        log_w += F.softplus(beta * act).sum(-1) - F.softplus(prev * act).sum(-1)
+        prev = beta
+        if k < len(betas) - 1:
+            h = torch.bernoulli(torch.sigmoid(beta * act), generator=gen)
+            logits = (1 - beta) * bA + beta * (b + h @ W)
+            v = torch.bernoulli(torch.sigmoid(logits), generator=gen)
+
+    lw = log_w.numpy()
+    top = float(lw.max())
+    w = np.exp(lw - top)
+    mean = float(w.mean())
+    log_z = log_z_base + top + math.log(mean)
+    stderr = float(w.std(ddof=1) / (math.sqrt(num_chains) * mean))
+    return AISResult(log_z, stderr, lw.copy(), len(betas), num_chains, log_z_base)
+
+
+@dataclass
+class LogPartition:
+    """:math:`\\log Z` of a fitted model, from :func:`log_partition`.
+
+    Attributes:
+        value: the estimate of :math:`\\log Z`.
+        stderr: its standard error (0 for ``"exact"``).
+        method: ``"exact"`` or ``"ais"``.
+        note: how it was computed, and its caveats.
+    """
+
+    value: float
+    stderr: float
+    method: str
+    note: str
+
+
+def _model_of(fit: Any) -> Any:
+    program = getattr(fit, "program", None)
+    return getattr(program, "obj", fit) if program is not None else fit
+
+
+def _fitted_parameters(fit: Any, obj: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """The fitted ``(W, vbias, hbias)``: the fit's stored parameters where it has them
+    (``{pyro_name}$$$W`` ...), else the model's own tensors."""
+    own = obj.rbm_parameters()
+    params = getattr(fit, "params", None)
+    prefix = getattr(obj, "pyro_name", None)
+    if not isinstance(params, Mapping) or prefix is None:
+        return own
+    names = ("W", "vbias", "hbias")
+    return tuple(  # type: ignore[return-value]
+        _as64(params[f"{prefix}$$${n}"]) if f"{prefix}$$${n}" in params else t
+        for n, t in zip(names, own, strict=True)
+    )
+
+
+def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartition:
+    """:math:`\\log Z` of a fitted RBM (``fit.program.obj``, or a model object itself).
+
+    The model must declare ``rbm_parameters()`` (:class:`~ppgen.models.ebm.RBM`,
+    :class:`~ppgen.models.ebm.GaussianRBM`): enumeration and AIS need an RBM-structured
+    energy.
+
+    Arguments:
+        fit: a :class:`~ppgen.result.Fit` of an RBM, or the RBM.
+        method: ``"exact"`` (:func:`rbm_log_partition_exact`, or
+            :func:`gaussian_rbm_log_partition_exact` for a Gaussian RBM) or ``"ais"``
+            (:func:`rbm_ais`, Bernoulli RBMs).
+        kwargs: for ``"ais"``: ``data=`` (the training data, an array ``(N, V)`` or
+            ``{"x": ...}``: the base-rate model's visible biases, unless ``base_vbias=`` is
+            given), and :func:`rbm_ais`'s ``num_chains``, ``num_betas``, ``seed``.
+
+    Given a :class:`~ppgen.result.Fit`, the estimate is also kept in the fit
+    (``fit.log_partition``, saved with it), so that ``fit.log_likelihood`` and ``to_arviz``
+    give :math:`-E(x) - \\log Z` from then on.
+
+    Example:
+        >>> from ppgen.models import RBM
+        >>> lz = log_partition(RBM(6, 3, init_std=0.0))
+        >>> lz.method, round(lz.value / math.log(2), 6)
+        ('exact', 9.0)
+    """
+    obj = _model_of(fit)
+    if not callable(getattr(obj, "rbm_parameters", None)):
+        raise ValueError(
+            f"log Z by enumeration or AIS needs an RBM-structured energy (a model declaring "
+            f"`rbm_parameters()`, e.g. ppgen.models.RBM); {type(obj).__name__} does not. For "
+            "another energy model compare fits by a contrastive objective or sample quality, "
+            "or bound log Z yourself (e.g. importance sampling with a tractable proposal)."
+        )
+    if method not in ("exact", "ais"):
+        raise ValueError(f"`method` must be 'exact' or 'ais'; got {method!r}.")
+    W, b, c = _fitted_parameters(fit, obj)
+    visible = getattr(obj, "visible", "bernoulli")
+    H, V = _as64(W).shape
+    if method == "exact":
+        if kwargs:
+            raise ValueError(f"method='exact' takes no options; got {sorted(kwargs)}.")
+        if visible == "gaussian":
+            sigma = float(getattr(obj, "sigma", 1.0))
+            value = gaussian_rbm_log_partition_exact(W, b, c, sigma)
+            note = f"exact: 2^{H} hidden configurations, each a Gaussian integral"
+        else:
+            value = rbm_log_partition_exact(W, b, c)
+            layer = "hidden" if H <= V else "visible"
+            note = f"exact: enumerated 2^{min(H, V)} {layer} configurations"
+        return _attach(fit, LogPartition(value, 0.0, "exact", note))
+    if visible != "bernoulli":
+        raise ValueError(
+            f"method='ais' is implemented for Bernoulli RBMs; this model's visible units are "
+            f"{visible!r}. Use method='exact' (it enumerates the {H} hidden units)."
+        )
+    allowed = {"data", "base_vbias", "num_chains", "num_betas", "seed"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"method='ais' takes {sorted(allowed)}; got unknown {unknown}.")
+    data = kwargs.pop("data", None)
+    if data is not None and kwargs.get("base_vbias") is None:
+        x = data["x"] if isinstance(data, Mapping) else data
+        x = _as64(np.asarray(x))
+        if x.dim() != 2 or x.shape[1] != V:
+            raise DataError(f"`data` must be rows (N, {V}); got shape {tuple(x.shape)}.")
+        kwargs["base_vbias"] = base_rate_bias(x.mean(0))
+    result = rbm_ais(W, b, c, **kwargs)
+    note = (
+        f"AIS: {result.num_chains} chains x {result.num_betas} temperatures from the "
+        f"{'base-rate' if kwargs.get('base_vbias') is not None else 'uniform'} model; "
+        "underestimates log Z in expectation, so log-likelihoods from it are optimistic"
+    )
+    return _attach(fit, LogPartition(result.log_z, result.stderr, "ais", note))
+
+
+def _attach(fit: Any, lz: LogPartition) -> LogPartition:
+    """Keep ``lz`` in a fit's diagnostics (what ``Fit.log_partition`` reads)."""
+    diagnostics = getattr(fit, "diagnostics", None)
+    if isinstance(diagnostics, dict) and hasattr(fit, "program"):
+        diagnostics["log_partition"] = {
+            "value": float(lz.value),
+            "stderr": float(lz.stderr),
+            "method": lz.method,
+            "note": lz.note,
+        }
+    return lz
+
+
+def rbm_log_likelihood(model_or_params: Any, x: Any, log_z: Any) -> np.ndarray:
+    r"""Per-datum :math:`\log p(x_n) = -F(x_n) - \log Z`, shape ``(N,)``, float64.
+
+    Arguments:
+        model_or_params: an RBM model (Bernoulli or Gaussian; a fit of one works too, with
+            its fitted parameters) or the tuple ``(W, vbias, hbias)`` of a Bernoulli RBM.
+        x: the data, ``(N, V)``.
+        log_z: :math:`\log Z`: a number, a :class:`LogPartition` or an :class:`AISResult`.
+
+    Example:
+        >>> from ppgen.models import RBM
+        >>> rbm = RBM(3, 2, init_std=0.0)
+        >>> rbm_log_likelihood(rbm, torch.ones(2, 3), log_partition(rbm)) / math.log(2)
+        array([-3., -3.])
+    """
+    lz = getattr(log_z, "value", getattr(log_z, "log_z", log_z))
+    lz = float(lz)
+    visible, sigma = "bernoulli", 1.0
+    if isinstance(model_or_params, tuple | list):
+        if len(model_or_params) != 3:
+            raise ValueError("`model_or_params` as a tuple must be (W, vbias, hbias).")
+        W, b, c = _params(*model_or_params)
+    else:
+        obj = _model_of(model_or_params)
+        if not callable(getattr(obj, "rbm_parameters", None)):
+            raise ValueError(
+                "`model_or_params` must be an RBM model (declaring `rbm_parameters`), a fit "
+                f"of one, or the tuple (W, vbias, hbias); got {type(obj).__name__}."
+            )
+        W, b, c = _params(*_fitted_parameters(model_or_params, obj))
+        visible = getattr(obj, "visible", "bernoulli")
+        sigma = float(getattr(obj, "sigma", 1.0))
+    xv = _as64(x if isinstance(x, Tensor) else np.asarray(x))
+    if xv.dim() != 2 or xv.shape[1] != W.shape[1]:
+        raise DataError(f"`x` must be rows (N, {W.shape[1]}); got shape {tuple(xv.shape)}.")
+    if visible == "gaussian":
+        s2 = sigma**2
+        free = ((xv - b) ** 2).sum(-1) / (2 * s2) - F.softplus(c + xv @ W.T / s2).sum(-1)
+    else:
+        free = -(xv @ b) - F.softplus(c + xv @ W.T).sum(-1)
+    return (-free - lz).numpy()

@@ -1,0 +1,243 @@
+"""RBM partition functions against truth: exact enumeration of the smaller layer against brute
+force over every (v, h); AIS against exact log Z for a trained 64x16 RBM on binarised digits;
+the Gaussian RBM's closed form against numerical integration; log_partition on a fit."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from ppgen.analysis.partition import (
+    AISResult,
+    LogPartition,
+    ais_betas,
+    gaussian_rbm_log_partition_exact,
+    log_partition,
+    rbm_ais,
+    rbm_log_likelihood,
+    rbm_log_partition_exact,
+)
+from ppgen.errors import DataError
+from ppgen.models import EBM, RBM, GaussianRBM
+from ppgen.models.ebm import base_rate_bias
+
+
+def _states(n: int) -> torch.Tensor:
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)), dtype=torch.float64)
+
+
+def _random_params(V: int, H: int, seed: int, scale: float = 1.0):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(H, V, generator=g, dtype=torch.float64) * scale
+    b = torch.randn(V, generator=g, dtype=torch.float64) * scale
+    c = torch.randn(H, generator=g, dtype=torch.float64) * scale
+    return W, b, c
+
+
+def _brute_force_log_z(W, b, c) -> float:
+    """log sum over every (v, h) of exp(b.v + c.h + h^T W v)."""
+    H, V = W.shape
+    v, h = _states(V), _states(H)
+    neg_e = (v @ b)[:, None] + (h @ c)[None, :] + v @ W.T @ h.T
+    return float(torch.logsumexp(neg_e.reshape(-1), 0))
+
+
+@pytest.mark.parametrize(("V", "H"), [(5, 3), (3, 6), (4, 4), (1, 7)])
+def test_exact_log_z_equals_brute_force_over_all_pairs(V, H):
+    W, b, c = _random_params(V, H, seed=V * 10 + H, scale=1.5)
+    assert abs(rbm_log_partition_exact(W, b, c) - _brute_force_log_z(W, b, c)) < 1e-10
+
+
+def test_exact_log_z_over_several_chunks():
+    """17 hidden units span two chunks of 2^16 configurations: the enumeration over them
+    equals the enumeration over the visible side (V = 18 > H, swapped roles: H = 18 > V)."""
+    W, b, c = _random_params(18, 17, seed=0, scale=0.3)
+    over_h = rbm_log_partition_exact(W, b, c)
+    over_v = rbm_log_partition_exact(W.T, c, b)  # the same RBM with the layers swapped
+    assert abs(over_h - over_v) < 1e-9
+
+
+def test_exact_refuses_too_many_units_and_bad_shapes():
+    W = torch.zeros(26, 30)
+    with pytest.raises(ValueError, match=r"2\^26 hidden.*method='ais'"):
+        rbm_log_partition_exact(W, torch.zeros(30), torch.zeros(26))
+    with pytest.raises(DataError, match=r"`vbias` must have shape \(30,\)"):
+        rbm_log_partition_exact(W, torch.zeros(29), torch.zeros(26))
+    with pytest.raises(DataError, match="`hbias`"):
+        rbm_log_partition_exact(W, torch.zeros(30), torch.zeros(2))
+    with pytest.raises(DataError, match="matrix"):
+        rbm_log_partition_exact(torch.zeros(3), torch.zeros(3), torch.zeros(1))
+    with pytest.raises(DataError, match="NaN"):
+        rbm_log_partition_exact(torch.full((2, 2), math.nan), torch.zeros(2), torch.zeros(2))
+
+
+def test_log_likelihoods_of_all_states_sum_to_one():
+    rbm = RBM(6, 4).double()
+    with torch.no_grad():
+        for p, t in zip(rbm.rbm_parameters(), _random_params(6, 4, seed=3), strict=True):
+            p.copy_(t)
+    ll = rbm_log_likelihood(rbm, _states(6), log_partition(rbm))
+    assert ll.shape == (64,) and abs(np.exp(ll).sum() - 1.0) < 1e-12
+    same = rbm_log_likelihood(tuple(rbm.rbm_parameters()), _states(6), log_partition(rbm).value)
+    np.testing.assert_allclose(same, ll, atol=1e-12)
+
+
+def _digits() -> torch.Tensor:
+    return torch.tensor((load_digits().data > 7).astype(np.float64))
+
+
+def _train_rbm(x: torch.Tensor, H: int = 16, steps: int = 2000, lr: float = 0.1):
+    """Plain-torch PCD on binarised digits: only to get realistic, non-trivial weights."""
+    g = torch.Generator().manual_seed(0)
+    V = x.shape[1]
+    W = torch.randn(H, V, generator=g, dtype=torch.float64) * 0.01
+    b, c = base_rate_bias(x.mean(0)).double(), torch.zeros(H, dtype=torch.float64)
+    vp = torch.bernoulli(torch.full((100, V), 0.5, dtype=torch.float64), generator=g)
+    for _ in range(steps):
+        v0 = x[torch.randint(0, len(x), (100,), generator=g)]
+        ph0 = torch.sigmoid(c + v0 @ W.T)
+        hp = torch.bernoulli(torch.sigmoid(c + vp @ W.T), generator=g)
+        vp = torch.bernoulli(torch.sigmoid(b + hp @ W), generator=g)
+        php = torch.sigmoid(c + vp @ W.T)
+        W += lr * (ph0.T @ v0 - php.T @ vp) / 100
+        b += lr * (v0.mean(0) - vp.mean(0))
+        c += lr * (ph0.mean(0) - php.mean(0))
+    return W, b, c
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x = _digits()
+    W, b, c = _train_rbm(x)
+    return x, W, b, c
+
+
+def test_trained_rbm_is_not_trivial(trained):
+    """The weights matter: the RBM beats the base-rate model on the data by nats per image."""
+    x, W, b, c = trained
+    assert float(W.abs().max()) > 1.5
+    ll = rbm_log_likelihood((W, b, c), x, rbm_log_partition_exact(W, b, c)).mean()
+    bA = base_rate_bias(x.mean(0)).double()
+    base = rbm_log_likelihood(
+        (torch.zeros_like(W), bA, torch.zeros_like(c)),
+        x,
+        rbm_log_partition_exact(torch.zeros_like(W), bA, torch.zeros_like(c)),
+    )
+    assert ll > base.mean() + 3.0
+
+
+def test_ais_matches_exact_log_z_of_a_trained_rbm(trained):
+    x, W, b, c = trained
+    exact = rbm_log_partition_exact(W, b, c)
+    r = rbm_ais(W, b, c, num_chains=100, num_betas=3000, base_vbias=base_rate_bias(x.mean(0)))
+    assert isinstance(r, AISResult) and r.num_chains == 100 and r.num_betas == 3000
+    assert r.log_weights.shape == (100,)
+    assert abs(r.log_z - exact) < 0.1, (r.log_z, exact)
+    assert 0 < r.stderr < 0.1
+    # from the uniform base (zero biases) with few temperatures it is far off, below: the
+    # tolerance above is one AIS can fail
+    crude = rbm_ais(W, b, c, num_chains=20, num_betas=10, seed=1)
+    assert crude.log_z < exact - 0.5
+
+
+def test_ais_is_exact_when_base_and_target_coincide():
+    W, b, c = torch.zeros(3, 5), torch.randn(5), torch.randn(3)
+    r = rbm_ais(W, b, c, num_betas=[0.0, 0.3, 1.0], base_vbias=b, num_chains=5)
+    assert r.stderr == 0.0 and abs(r.log_z - rbm_log_partition_exact(W, b, c)) < 1e-12
+
+
+def test_ais_on_a_small_rbm_is_close_and_seeded():
+    W, b, c = _random_params(8, 5, seed=7, scale=1.0)
+    exact = rbm_log_partition_exact(W, b, c)
+    r1 = rbm_ais(W, b, c, num_chains=200, num_betas=500, seed=3)
+    r2 = rbm_ais(W, b, c, num_chains=200, num_betas=500, seed=3)
+    assert r1.log_z == r2.log_z
+    assert abs(r1.log_z - exact) < max(0.05, 4 * r1.stderr)
+
+
+def test_ais_bad_arguments():
+    W, b, c = _random_params(4, 2, seed=0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        rbm_ais(W, b, c, num_betas=[0.0, 0.7, 0.5, 1.0])
+    with pytest.raises(ValueError, match="from 0.0 to 1.0"):
+        rbm_ais(W, b, c, num_betas=[0.1, 1.0])
+    with pytest.raises(ValueError, match="num_betas"):
+        rbm_ais(W, b, c, num_betas=3)
+    with pytest.raises(ValueError, match="num_chains"):
+        rbm_ais(W, b, c, num_chains=1)
+    with pytest.raises(DataError, match=r"base_vbias.*\(4,\)"):
+        rbm_ais(W, b, c, base_vbias=torch.zeros(3))
+
+
+def test_default_schedule():
+    b = ais_betas(15001)
+    assert len(b) == 15001 and b[0] == 0.0 and b[-1] == 1.0 and np.all(np.diff(b) > 0)
+    # Salakhutdinov & Murray's step sizes: 5e-4 below 0.5, 1e-4 to 0.9, 1e-5 above
+    np.testing.assert_allclose(np.diff(b[b <= 0.5]), 5e-4, rtol=1e-6)
+    np.testing.assert_allclose(np.diff(b[(b >= 0.5) & (b <= 0.9)]), 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(np.diff(b[b >= 0.9]), 1e-5, rtol=1e-6)
+    assert len(ais_betas(10)) == 10
+
+
+@pytest.mark.parametrize(("V", "sigma"), [(1, 0.6), (2, 1.3)])
+def test_gaussian_rbm_log_z_equals_numerical_integration(V, sigma):
+    torch.manual_seed(V)
+    rbm = GaussianRBM(V, 3, sigma=sigma).double()
+    with torch.no_grad():
+        for p, t in zip(
+            rbm.rbm_parameters(), _random_params(V, 3, seed=11, scale=0.8), strict=True
+        ):
+            p.copy_(t)
+    grid = torch.linspace(-14.0, 14.0, 2801 if V == 1 else 1401, dtype=torch.float64)
+    step = float(grid[1] - grid[0])
+    pts = grid[:, None] if V == 1 else torch.cartesian_prod(grid, grid)
+    with torch.no_grad():
+        log_z_numeric = float(torch.logsumexp(-rbm.energy(pts), 0)) + V * math.log(step)
+    got = log_partition(rbm)
+    assert got.method == "exact" and "Gaussian" in got.note
+    assert abs(got.value - log_z_numeric) < 1e-8
+    assert got.value == gaussian_rbm_log_partition_exact(*rbm.rbm_parameters(), sigma)
+
+
+def test_log_partition_on_a_fit_uses_the_fitted_parameters():
+    W, b, c = _random_params(10, 6, seed=5)
+    rbm = RBM(10, 6)
+    fit = SimpleNamespace(
+        program=SimpleNamespace(obj=rbm),
+        params={"rbm$$$W": W.numpy(), "rbm$$$vbias": b.numpy(), "rbm$$$hbias": c.numpy()},
+    )
+    exact = log_partition(fit)
+    assert isinstance(exact, LogPartition) and exact.stderr == 0.0
+    assert abs(exact.value - _brute_force_log_z(W, b, c)) < 1e-10
+    data = {"x": torch.bernoulli(torch.full((50, 10), 0.3)).numpy()}
+    ais = log_partition(fit, "ais", data=data, num_chains=100, num_betas=400)
+    assert ais.method == "ais" and "base-rate" in ais.note and "optimistic" in ais.note
+    assert abs(ais.value - exact.value) < max(0.05, 4 * ais.stderr)
+    ll = rbm_log_likelihood(fit, data["x"], exact)
+    want = rbm_log_likelihood((W, b, c), data["x"], exact.value)
+    np.testing.assert_allclose(ll, want, atol=1e-12)
+
+
+def test_log_partition_errors():
+    with pytest.raises(ValueError, match=r"RBM-structured energy.*EBM"):
+        log_partition(EBM(2, hidden_features=(4,)))
+    with pytest.raises(ValueError, match="`method` must be 'exact' or 'ais'"):
+        log_partition(RBM(4, 2), method="nce")
+    with pytest.raises(ValueError, match="implemented for Bernoulli.*method='exact'"):
+        log_partition(GaussianRBM(2, 3), method="ais")
+    with pytest.raises(ValueError, match="unknown"):
+        log_partition(RBM(4, 2), method="ais", chains=10)
+    with pytest.raises(ValueError, match="takes no options"):
+        log_partition(RBM(4, 2), num_chains=10)
+    with pytest.raises(ValueError, match=r"2\^30 visible.*method='ais'"):
+        log_partition(RBM(30, 40))
+    with pytest.raises(DataError, match=r"\(N, 4\)"):
+        log_partition(RBM(4, 2), method="ais", data=np.zeros((3, 5)))
+    with pytest.raises(DataError, match=r"\(N, 4\)"):
+        rbm_log_likelihood(RBM(4, 2), np.zeros((3, 5)), 0.0)
