@@ -255,7 +255,7 @@ class JaxContrastive(JaxState):
         auxiliary = {}
         if "chains" in self.state:
             auxiliary["chains"] = {"x": np.asarray(self.state["chains"])}
-        return Fit(
+        fit = Fit(
             program=self.ctx.program,
             estimator=self.est,
             info=self.ctx.info,
@@ -268,10 +268,63 @@ class JaxContrastive(JaxState):
             diagnostics=diagnostics,
             auxiliary=auxiliary,
         )
+        fit.data_sampler = data_sampler(self.est, self.ctx, self.constrain(u))
+        return fit
 
     @staticmethod
     def restore(est: Any, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
+        import jax
+        from numpyro import handlers
+
+        from ppgen.inference._svi_jax import unflatten_params
+
         fit.param_state = dict(state)
+        tr = handlers.trace(handlers.seed(ctx.program.model, jax.random.PRNGKey(0))).get_trace(
+            **ctx.data
+        )
+        like = {n: s["value"] for n, s in tr.items() if s["type"] == "param"}
+        fit.data_sampler = data_sampler(est, ctx, unflatten_params(state, like))
+
+
+def data_sampler(est: Any, ctx: FitContext, params: Mapping[str, Any]) -> Callable[..., Any]:
+    """A NumPyro energy fit's ``data_sampler(n, seed=, data=)``: ``n`` data sets (of the
+    size of ``data``, the training data by default), each row ``sample_steps`` Langevin
+    transitions (``sample_sampler`` when it is a :class:`~ppgen.inference.samplers.Langevin`,
+    else the training one, else step 0.01) from uniform noise over the data's range, in one
+    jitted scan."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+
+    site = est.observed_site(ctx.info)
+    key_name = data_key(ctx.info, site)
+    spec = est.sample_sampler or getattr(est, "sampler", None)
+    lang = spec if isinstance(spec, Langevin) else Langevin(step_size=0.01)
+    x = ctx.data[key_name]
+    lo, hi = x.min(0), x.max(0)
+    fn = handlers.substitute(ctx.program.model, data=dict(params))
+
+    def energy(v: Any) -> Any:
+        t = handlers.trace(handlers.seed(fn, 0)).get_trace(**{**ctx.data, key_name: v})
+        return -t[site]["fn"].log_prob(t[site]["value"])
+
+    def move(v: Any, k: Any) -> tuple[Any, None]:
+        g = jax.grad(lambda w: energy(w).sum())(v)
+        noise = jax.random.normal(k, v.shape, v.dtype)
+        v = v - 0.5 * lang.step_size * g + lang.noise_scale * math.sqrt(lang.step_size) * noise
+        return (jnp.clip(v, *lang.clip_x) if lang.clip_x is not None else v), None
+
+    run = jax.jit(lambda v, keys: jax.lax.scan(move, v, keys)[0])
+
+    def draw(n: int, seed: int = 0, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        source = data if data is not None and key_name in data else ctx.data
+        rows = int(np.shape(source[key_name])[0])
+        k_start, k_run = jax.random.split(jax.random.PRNGKey(seed))
+        start = lo + (hi - lo) * jax.random.uniform(k_start, (n * rows, *lo.shape), lo.dtype)
+        out = np.asarray(run(start, jax.random.split(k_run, est.sample_steps)))
+        return {site: out.reshape((n, rows) + out.shape[1:])}
+
+    return draw
 
 
 class _JaxNoise:

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._adversarial_common import data_key
-from ppgen.inference._distributed import run_step, shard_of, start_in_step
+from ppgen.inference._distributed import gather_rows, run_step, shard_of, start_in_step
 from ppgen.inference._pyro import (
     SyncTorchEngine,
     constrained_params,
@@ -168,6 +168,12 @@ class TorchContrastive(SyncTorchEngine):
             self.chains = self.prog.noise_like(est.buffer_size)
             return
         n = est.num_chains or est.batch_size or len(x)
+        world = shard_of(self.ctx)[1]
+        if n % world:
+            raise EstimatorError(
+                f"runner=DDP() splits the {n} persistent chains across the {world} processes: "
+                f"give `num_chains` a multiple of {world}."
+            )
         self.chains = x[torch.randint(len(x), (n,), device=x.device)].clone()
         self.sampler_state = self.sampler.init(self.chains)
 
@@ -204,12 +210,21 @@ class TorchContrastive(SyncTorchEngine):
 
     def _negatives(self, x: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
         """The step's negatives: k transitions from the data (CD), from the persistent chains
-        (PCD), or from a batch of the replay buffer, some restarted from noise."""
+        (PCD), or from a batch of the replay buffer, some restarted from noise.
+
+        Data-parallel runs: every process holds all the persistent chains and advances its
+        share (chains ``rank::world``) with its own noise, then the shares are gathered, so
+        the chains (and the checkpoint rank 0 writes) are the same everywhere; replay-buffer
+        writes are gathered and applied in rank order."""
         est, prog, sampler = self.est, self.prog, self.sampler
+        rank, world = shard_of(self.ctx)
         if not est.persistent:
             state = sampler.init(x.detach())
         elif est.buffer_size is None:
             state = self.sampler_state
+            if world > 1:
+                n = len(state["x"])
+                state = {k: v[rank::world] if _per_chain(v, n) else v for k, v in state.items()}
         else:
             idx = torch.randint(len(self.chains), (len(x),), device=x.device)
             start = self.chains[idx]
@@ -220,11 +235,19 @@ class TorchContrastive(SyncTorchEngine):
             state = sampler.init(start)
         negatives_data = {**data, prog.key: state["x"]}
         state = sampler.run(state, prog.target(sampler, negatives_data), est.k)
-        if est.persistent and est.buffer_size is None:
-            self.sampler_state, self.chains = state, state["x"]
-        elif est.persistent:
-            self.chains[idx] = state["x"]
         self._last_state = state
+        if est.persistent and est.buffer_size is None:
+            full = state
+            if world > 1:
+                n = len(state["x"])
+                full = {k: gather_rows(v) if _per_chain(v, n) else v for k, v in state.items()}
+            self.sampler_state, self.chains = full, full["x"]
+        elif est.persistent:
+            if world > 1:
+                idx, values = gather_rows(idx, interleave=False), gather_rows(state["x"], False)
+            else:
+                values = state["x"]
+            self.chains[idx] = values
         return state["x"].detach()
 
     def _nce(self, x: torch.Tensor, data: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
@@ -337,6 +360,11 @@ def data_sampler(est: Any, prog: EnergyProgram, device: str | None) -> Callable[
         return {prog.site: x.reshape((n, rows) + x.shape[1:])}
 
     return draw
+
+
+def _per_chain(v: Any, n: int) -> bool:
+    """Whether a sampler-state entry holds one value per chain (else a shared counter)."""
+    return torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n
 
 
 class _FlatNoise:

@@ -12,6 +12,7 @@ import torch
 __all__ = [
     "all_reduce_mean",
     "average_metrics",
+    "gather_rows",
     "rank_noise",
     "run_step",
     "shard_of",
@@ -128,3 +129,16 @@ def run_step(
     with rank_noise(rank, device):
         metrics = step(data)
     return average_metrics(metrics, world)
+
+
+def gather_rows(t: torch.Tensor, interleave: bool = True) -> torch.Tensor:
+    """Every process's ``t`` (the same shape everywhere) joined along rows: interleaved
+    (process ``r``'s rows back at ``r::world``, undoing a ``[rank::world]`` split) or one
+    process after another (``interleave=False``)."""
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    if not interleave:
+        return torch.cat(parts)
+    return torch.stack(parts, 1).reshape(-1, *t.shape[1:])

@@ -57,6 +57,9 @@ class Contrastive(EngineEstimator):
     contract. Subclasses set :attr:`objective` and their settings."""
 
     kinds = ("energy", "explicit")
+    #: runs under ``runner=DDP()`` on Pyro: each process its share of the batch (and of the
+    #: persistent chains) with its own noise, gradients averaged over the processes
+    data_parallel = True
     #: "cd" | "nce" | "score": which loss the engines compute
     objective: str = ""
 

@@ -155,13 +155,15 @@ class DDP(Runner):
     together see ``batch_size`` independent fakes; every critic and generator update averages
     its gradients over the processes. Checkpoints hold the shared RNG state, so a resumed run
     continues exactly with the same number of processes (and validly with another). Running
-    BatchNorm statistics are each process's own; rank 0's are saved.
+    BatchNorm statistics are each process's own; rank 0's are saved. The contrastive
+    estimators (CD, NCE, score matching) run the same way; their persistent chains are split
+    across the processes and gathered after each step.
 
     Refused before any work: a run not launched by ``torchrun`` (no ``RANK``/``WORLD_SIZE``), a
     NumPyro program (use :class:`JaxDevices`), an estimator that does not average gradients
-    across processes (``data_parallel``: SVI, MLE, Adversarial, ALI), a missing ``batch_size``
-    or one that does not divide by the number of processes (times ``pack`` for PacGAN), and
-    L-BFGS.
+    across processes (``data_parallel``: SVI, MLE, Adversarial, ALI, the contrastive ones), a
+    missing ``batch_size`` or one that does not divide by the number of processes (times
+    ``pack`` for PacGAN), and L-BFGS.
 
     Example (a single process, where this is the plain fit):
         >>> import os, socket
@@ -205,7 +207,8 @@ class DDP(Runner):
         if not getattr(estimator, "data_parallel", False):
             raise EstimatorError(
                 f"runner=DDP(): {name} does not average its gradients across processes; SVI, "
-                "MLE, Adversarial and ALI do. Fit it with runner=Local()."
+                "MLE, Adversarial, ALI and the contrastive estimators do. Fit it with "
+                "runner=Local()."
             )
         unit = world * int(getattr(estimator, "pack", 1) or 1)
         if batch is None or batch % unit:
