@@ -7,6 +7,7 @@ from ppgen.capabilities import ExactPosterior  # noqa: F401 - re-exported (was h
 from ppgen.errors import ConvergenceWarning
 from ppgen.inference._base import REGISTRY, Estimator, FitContext, OptimEstimator, register
 from ppgen.inference._loop import EarlyStopping, StopTraining
+from ppgen.inference.aae import AAE
 from ppgen.inference.adversarial import Adversarial
 from ppgen.inference.ali import ALI, BiGAN
 from ppgen.inference.avb import AVB
@@ -51,6 +52,7 @@ __all__ = [
     "ALI",
     "BiGAN",
     "AVB",
+    "AAE",
     "NCE",
     "ContrastiveDivergence",
     "PersistentContrastiveDivergence",

@@ -19,6 +19,7 @@ from ppgen.models.flows import (
 )
 from ppgen.models.gan import DCGAN, GAN, ConditionalGAN
 from ppgen.models.hierarchical import EightSchools
+from ppgen.models.hybrids import AAE, BiGAN
 from ppgen.models.infogan import InfoGAN
 from ppgen.models.lda import LDA, AmortizedLDA
 from ppgen.models.mixture import (
@@ -36,6 +37,8 @@ from ppgen.models.vae import VAE, ConditionalVAE, ConvVAE, HierarchicalVAE
 from ppgen.models.vqvae import VQVAE
 
 __all__ = [
+    "AAE",
+    "BiGAN",
     "Model",
     "deterministic",
     "BetaBernoulli",

@@ -1,0 +1,170 @@
+r"""The survey's mix-and-match models as programs with an encoder guide: the adversarial
+autoencoder and the bidirectional GAN.
+
+Each is an ordinary zoo model (a ``torch.nn.Module`` with a ``model`` program and a
+``guide``), fit by the estimator its name says (``method="aae"``, ``method="bigan"``); the
+encoder registers its networks apart from the decoder's or generator's, so the adversarial
+estimators can tell the two optimiser roles apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor, nn
+
+from ppgen.distributions import Implicit
+from ppgen.errors import DataError
+from ppgen.models._cli import CLISpec
+from ppgen.models.gan import GAN
+from ppgen.models.vae import VAE
+from ppgen.nn import mlp_layers
+
+__all__ = ["AAE", "BiGAN"]
+
+
+class AAE(VAE):
+    r"""Adversarial autoencoder (Makhzani et al. 2016, arXiv:1511.05644): a VAE's decoder
+    program :math:`p(z)\,p_\theta(x \mid z)` with an encoder whose *aggregate* posterior is
+    matched to the prior by :class:`~ppgen.inference.AAE` (``method="aae"``) instead of a KL
+    term.
+
+    The encoder is deterministic by default (``Delta(E(x))``, the paper's first variant) or
+    the VAE's Gaussian head (``deterministic=False``). The decoder (program) and the encoder
+    (guide) register their networks under ``"aae_decoder"`` and ``"aae_encoder"``.
+
+    Arguments:
+        x_dim, z_dim, hidden_features, likelihood: as for :class:`~ppgen.models.VAE`
+            (likelihoods without parameters of their own: ``"bernoulli"``, ``"cbernoulli"``,
+            ``"categorical"``).
+        deterministic: a point encoder (``True``) or a Gaussian one.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> x = (np.random.default_rng(0).random((64, 6)) > 0.5).astype(np.float32)
+        >>> fit = ppgen.fit(AAE(6, 2, hidden_features=(16,)), {"x": x}, "aae")
+        >>> fit.encode({"x": x})["z"].shape, sorted(fit.history)[:2]
+        ((64, 2), ['loss', 'loss_d'])
+    """
+
+    cli = (
+        CLISpec(
+            "aae",
+            "hybrid",
+            "digits_binary",
+            "aae",
+            {"z_dim": int},
+            description="adversarial autoencoder, MLP encoder/decoder",
+        ),
+    )
+
+    def __init__(
+        self,
+        x_dim: int = 64,
+        z_dim: int = 8,
+        hidden_features: Sequence[int] = (256, 256),
+        likelihood: str = "bernoulli",
+        *,
+        deterministic: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if likelihood == "gaussian":
+            raise ValueError(
+                "`likelihood` of AAE must be 'bernoulli', 'cbernoulli' or 'categorical' (the "
+                "Gaussian likelihood's scale is a parameter of neither network); got "
+                "'gaussian'."
+            )
+        super().__init__(x_dim, z_dim, hidden_features, likelihood, **kwargs)  # type: ignore[arg-type]
+        self.deterministic = bool(deterministic)
+        self._encoder_part = nn.ModuleList([self.encoder, self.head])
+
+    def model(self, x: Tensor) -> Tensor:
+        self.check_x(x)
+        pyro.module("aae_decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior(x.shape[0]))
+            return pyro.sample("x", self.decode(z), obs=x)
+
+    def guide(self, x: Tensor) -> Tensor:
+        pyro.module("aae_encoder", self._encoder_part)
+        q = self.posterior(x)
+        with pyro.plate("data", x.shape[0]):
+            if self.deterministic:
+                return pyro.sample("z", dist.Delta(q.mean, event_dim=1))
+            return pyro.sample("z", q)
+
+    # the VAE's ELBO shortcut does not describe this program's training
+    elbo_terms = None  # type: ignore[assignment]
+
+
+class BiGAN(GAN):
+    r"""Bidirectional GAN (Donahue et al. 2017, arXiv:1605.09782): the zoo's
+    :class:`~ppgen.models.GAN` generator with an encoder guide :math:`z = E(x)`
+    (``Delta``), fit by :class:`~ppgen.inference.ALI` (``method="ali"`` or ``"bigan"``), whose
+    critic sees (x, z) pairs. ``fit.encode({"x": x})`` gives the codes.
+
+    Arguments:
+        x_shape, z_dim, hidden_features, output: as for :class:`~ppgen.models.GAN` (Pyro
+            programs).
+        encoder_features: the encoder MLP's widths (default: ``hidden_features``).
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+        >>> fit = ppgen.fit(BiGAN(2, z_dim=2, hidden_features=(16,)), {"x": x}, "bigan")
+        >>> fit.encode({"x": x})["z"].shape
+        (64, 2)
+    """
+
+    cli = (
+        CLISpec(
+            "bigan",
+            "hybrid",
+            "ring8",
+            "ali",
+            {"z_dim": int},
+            description="BiGAN: GAN generator + encoder, critic on (x, z)",
+        ),
+    )
+
+    def __init__(
+        self,
+        x_shape: int | Sequence[int] = 2,
+        z_dim: int = 8,
+        hidden_features: Sequence[int] = (128, 128),
+        output: str = "linear",
+        *,
+        encoder_features: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(x_shape, z_dim, hidden_features, output)
+        widths = tuple(encoder_features or hidden_features)
+        x_width = int(torch.Size(self.x_shape).numel())
+        self.encoder = mlp_layers([x_width, *widths, self.z_dim], nn.LeakyReLU(0.2))
+
+    def model(self, x: Tensor | None = None, y: Tensor | None = None, n: int | None = None) -> Any:
+        """The generator program (:meth:`GAN.model`), its network registered apart from the
+        encoder's."""
+        if x is not None and tuple(x.shape[1:]) != self.x_shape:
+            raise DataError(
+                f"`x` has datum shape {tuple(x.shape[1:])}; this BiGAN was built for "
+                f"x_shape={self.x_shape}."
+            )
+        size = len(x) if x is not None else int(n or 1)
+        pyro.module("bigan_generator", self.generator)
+        with pyro.plate("data", size):
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.z_dim), 1.0).to_event(1))
+            return pyro.sample("x", Implicit(self.generate(z), len(self.x_shape)), obs=x)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``E(x)``, one code per datum."""
+        return self.encoder(x.reshape(x.shape[0], -1))
+
+    def guide(self, x: Tensor | None = None, y: Tensor | None = None, n: int | None = None) -> Any:
+        """The encoder program: ``z = E(x)`` for every datum."""
+        pyro.module("bigan_encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.Delta(self.encode(x), event_dim=1))
