@@ -1,5 +1,5 @@
 r"""The survey's mix-and-match models as programs with an encoder guide: the adversarial
-autoencoder and the bidirectional GAN.
+autoencoder, the bidirectional GAN and PixelVAE.
 
 Each is an ordinary zoo model (a ``torch.nn.Module`` with a ``model`` program and a
 ``guide``), fit by the estimator its name says (``method="aae"``, ``method="bigan"``); the
@@ -19,12 +19,14 @@ from torch import Tensor, nn
 
 from ppgen.distributions import Implicit
 from ppgen.errors import DataError
+from ppgen.models._ar_heads import OutputHead
+from ppgen.models._ar_layers import MaskedConv2d
 from ppgen.models._cli import CLISpec
 from ppgen.models.gan import GAN
 from ppgen.models.vae import VAE
 from ppgen.nn import mlp_layers
 
-__all__ = ["AAE", "BiGAN"]
+__all__ = ["AAE", "BiGAN", "PixelVAE"]
 
 
 class AAE(VAE):
@@ -168,3 +170,120 @@ class BiGAN(GAN):
         pyro.module("bigan_encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             return pyro.sample("z", dist.Delta(self.encode(x), event_dim=1))
+
+
+class _ConditionalPixelCNN(nn.Module):
+    """A PixelCNN whose first layer gets a feature map computed from the code ``z``."""
+
+    def __init__(
+        self, shape: Sequence[int], z_dim: int, hidden: int, num_layers: int, kernel: int
+    ) -> None:
+        super().__init__()
+        c, h, w = shape
+        self.shape, self.hidden = tuple(shape), hidden
+        self.head = OutputHead("bernoulli")
+        self.first = MaskedConv2d(c, hidden, 7, "A")
+        self.cond = nn.Linear(z_dim, hidden * h * w)
+        layers: list[nn.Module] = []
+        for _ in range(num_layers):
+            layers += [nn.ReLU(), MaskedConv2d(hidden, hidden, kernel, "B")]
+        layers += [nn.ReLU(), nn.Conv2d(hidden, c * self.head.size, 1)]
+        self.rest = nn.Sequential(*layers)
+
+    def logits(self, x: Tensor, z: Tensor) -> Tensor:
+        b, (c, h, w) = x.shape[0], self.shape
+        feat = self.first(x) + self.cond(z).reshape(b, self.hidden, h, w)
+        return self.rest(feat).reshape(b, c, h, w)
+
+
+class _PixelDecoder(dist.TorchDistribution):
+    """:math:`p(x \\mid z) = \\prod_{i} p(x_i \\mid x_{<i}, z)`: one teacher-forced pass for
+    ``log_prob``, ``H * W`` passes to sample; batch shape ``z.shape[:-1]``."""
+
+    arg_constraints: dict = {}
+    support = dist.constraints.independent(dist.constraints.boolean, 3)
+
+    def __init__(self, net: _ConditionalPixelCNN, z: Tensor) -> None:
+        self.net, self.z = net, z
+        super().__init__(z.shape[:-1], torch.Size(net.shape), validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        lead = self.batch_shape
+        x = value.expand(*lead, *self.event_shape).reshape(-1, *self.event_shape)
+        z = self.z.reshape(-1, self.z.shape[-1])
+        logits = self.net.logits(x.to(z.dtype), z)
+        lp = dist.Bernoulli(logits=logits).log_prob(x.to(z.dtype)).sum((1, 2, 3))
+        return lp.reshape(lead)
+
+    @torch.no_grad()
+    def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        z = self.z.expand(*shape, self.z.shape[-1]).reshape(-1, self.z.shape[-1])
+        x = torch.zeros(len(z), *self.event_shape, dtype=z.dtype, device=z.device)
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                p = torch.sigmoid(self.net.logits(x, z)[:, :, i, j])
+                x[:, :, i, j] = torch.bernoulli(p)
+        return x.reshape(*shape, *self.event_shape)
+
+
+class PixelVAE(VAE):
+    r"""PixelVAE (Gulrajani et al. 2017, arXiv:1611.05013): a VAE whose decoder is a PixelCNN
+    conditioned on the code, for binary images ``(C, H, W)``.
+
+    .. math:: z \sim \mathcal N(0, I), \qquad p(x \mid z) = \prod_{i,j}
+        p(x_{:,i,j} \mid x_{<(i,j)}, z)
+
+    The code enters as a learned feature map added after the first (type-A) masked
+    convolution; the encoder is the VAE's MLP (Gaussian head), so it fits by SVI like any
+    VAE (``method="svi"``), the ELBO and IWAE bounds included. Sampling runs the decoder
+    ``H * W`` times.
+
+    Arguments:
+        x_shape: ``(C, H, W)``.
+        z_dim: code dimension.
+        hidden_features: the encoder's widths.
+        hidden_channels, num_layers, kernel_size: the PixelCNN decoder's.
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> x = (np.random.default_rng(0).random((16, 1, 4, 4)) > 0.5).astype(np.float32)
+        >>> m = PixelVAE((1, 4, 4), z_dim=2, hidden_features=(16,), hidden_channels=8)
+        >>> fit = ppgen.fit(m, {"x": x}, ppgen.inference.SVI(steps=2, num_draws=2))
+        >>> m.sample(3).shape
+        torch.Size([3, 1, 4, 4])
+    """
+
+    cli = (
+        CLISpec(
+            "pixelvae",
+            "VAE",
+            "digits_binary_images",
+            "svi",
+            {"z_dim": int, "hidden_channels": int},
+            sizes={"x_shape": ("x", None)},
+            description="PixelVAE: VAE with a conditional PixelCNN decoder",
+        ),
+    )
+
+    def __init__(
+        self,
+        x_shape: Sequence[int] = (1, 8, 8),
+        z_dim: int = 8,
+        hidden_features: Sequence[int] = (256,),
+        *,
+        hidden_channels: int = 32,
+        num_layers: int = 3,
+        kernel_size: int = 3,
+    ) -> None:
+        shape = tuple(int(s) for s in x_shape)
+        if len(shape) != 3:
+            raise ValueError(f"`x_shape` of PixelVAE must be (C, H, W); got {tuple(x_shape)}.")
+        net = _ConditionalPixelCNN(shape, int(z_dim), hidden_channels, num_layers, kernel_size)
+        super().__init__(z_dim=z_dim, hidden_features=hidden_features, x_shape=shape, decoder=net)
+
+    def decode(self, z: Tensor, *cond: Tensor) -> dist.TorchDistribution:
+        return _PixelDecoder(self.decoder, z)
+
+    def mean(self, d: dist.TorchDistribution) -> Tensor:
+        return d.sample()  # an autoregressive decoder has no closed-form mean image
