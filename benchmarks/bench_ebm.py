@@ -170,7 +170,10 @@ def ebm_case(steps: int, seed: int, x: np.ndarray, tebm: object) -> dict[str, fl
         progress=False,
         callbacks=[clock],
     )
-    out = {"ppgen": clock.rate(steps), "hand": ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed)}
+    out = {
+        "ppgen": clock.rate(steps),
+        "hand": ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed),
+    }
     if tebm is not None:
         out["torchebm"] = torchebm_loop(tebm, copy.deepcopy(ebm0.net), steps, x, seed)
     return out
@@ -411,7 +414,8 @@ def quality(args: argparse.Namespace) -> None:
         f"\n## quality: binarised digits, {len(train['x'])} train / {len(test['x'])} test rows; "
         f"test log-likelihood in nats per digit. RBMs: Adam lr {LR * 5:g}, batch {RBM_BATCH}, "
         f"{s} steps, visible biases at the base rate; 64 hidden: AIS {chains} chains x {betas} "
-        f"temperatures from the base-rate model. Mixture, MADE, VAE: {args.other_steps} steps."
+        f"temperatures from the base-rate model. Mixture, MADE, VAE: {args.other_steps} steps "
+        f"(mixture: {args.draws} posterior draws)."
     )
     print(f"{'model':<40}{'estimator':<14}{'log Z':<22}{'test nats':>10}{'s':>7}")
     for hidden in (16, 64):
@@ -429,8 +433,14 @@ def quality(args: argparse.Namespace) -> None:
             print(f"{f'RBM(64, {hidden})':<40}{name:<14}{how:<22}{ll:>10.2f}{dt:>7.1f}")
     n = args.other_steps
     t = time.perf_counter()
-    mix = ppgen.fit(BernoulliMixture(10), train, SVI(steps=n, lr=0.05), seed=0, progress=False)
-    ll = float(ppgen.evaluate(mix, test)["log_lik_per_datum"])
+    mix = ppgen.fit(
+        BernoulliMixture(10),
+        train,
+        SVI(steps=n, lr=0.05, num_draws=args.draws),
+        seed=0,
+        progress=False,
+    )
+    ll = float(ppgen.evaluate(mix, test, num_samples=args.draws)["log_lik_per_datum"])
     dt = time.perf_counter() - t
     print(f"{'BernoulliMixture(10)':<40}{'SVI':<14}{'(normalised)':<22}{ll:>10.2f}{dt:>7.1f}")
     t = time.perf_counter()
@@ -504,6 +514,7 @@ def main() -> None:
     ap.add_argument("--ais-chains", type=int, default=100)
     ap.add_argument("--ais-betas", type=int, default=10000, help="AIS temperatures (quality)")
     ap.add_argument("--particles", type=int, default=1000, help="IWAE particles (VAE)")
+    ap.add_argument("--draws", type=int, default=200, help="posterior draws (mixture)")
     ap.add_argument("--ais-seeds", type=int, default=5)
     ap.add_argument("--betas", type=int, nargs="*", default=[100, 300, 1000, 3000, 10000])
     ap.add_argument("--torchebm-path", default=None, help="a directory holding torchebm")
@@ -511,16 +522,15 @@ def main() -> None:
     if args.quick:
         args.steps, args.ebm_steps, args.reps = 40, 30, 1
         args.rbm_steps, args.other_steps, args.ais_betas, args.particles = 60, 30, 100, 20
-        args.ais_seeds, args.betas, args.ais_chains = 2, [20, 50], 20
+        args.ais_seeds, args.betas, args.ais_chains, args.draws = 2, [20, 50], 20, 5
     everything = not (args.speed or args.quality or args.ais)
     print("\n".join(machine()))
     print("command: python -m benchmarks.bench_ebm " + " ".join(sys.argv[1:]))
-    if args.speed or everything:
-        speed(args)
-    if args.quality or everything:
-        quality(args)
-    if args.ais or everything:
-        ais(args)
+    for flag, part in ((args.speed, speed), (args.quality, quality), (args.ais, ais)):
+        if flag or everything:
+            t = time.perf_counter()
+            part(args)
+            print(f"({part.__name__}: {time.perf_counter() - t:.0f} s)")
 
 
 if __name__ == "__main__":

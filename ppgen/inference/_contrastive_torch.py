@@ -53,7 +53,7 @@ class EnergyProgram:
         self.energy = self._traced
         method = getattr(self.obj, "energy", None)
         if declares(self.obj, "energy") and inspect.ismethod(method):
-            self.energy = self._declared
+            self.energy, self._declared_energy = self._declared, method
             if check:
                 self._check_declared(ctx.data)
 
@@ -68,7 +68,9 @@ class EnergyProgram:
         return -node["fn"].log_prob(node["value"])
 
     def _declared(self, u: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
-        return self.obj.energy(**{**data, self.key: u})
+        if len(data) == 1:  # the data are the observed values only: no other arguments
+            return self._declared_energy(u)
+        return self._declared_energy(**{**data, self.key: u})
 
     def _check_declared(self, data: Mapping[str, Any]) -> None:
         u = self.x(data)[:256]
@@ -191,8 +193,16 @@ class TorchContrastive(SyncTorchEngine):
             e_data = prog.energy(x, data)
             e_neg = prog.energy(neg, {**data, prog.key: neg})
             loss = cd_loss(e_data, e_neg, est.alpha)
-            metrics = {"energy_data": e_data.mean().item(), "energy_neg": e_neg.mean().item()}
+            self.optim.zero_grad()
+            loss.backward()
+            self.optim.step()
+            # one host read for the three numbers
+            lv, ed, en = torch.stack(
+                [loss.detach(), e_data.detach().mean(), e_neg.detach().mean()]
+            ).tolist()
+            metrics = {"loss": lv, "energy_data": ed, "energy_neg": en}
             metrics.update(self.sampler.stats(self._last_state))
+            return metrics
         elif est.objective == "nce":
             loss, metrics = self._nce(x, data)
         else:

@@ -225,6 +225,7 @@ class Minibatcher:
         self.rng = np.random.default_rng(seed)
         self.perm: np.ndarray | None = None
         self.pos = 0
+        self._before = (None, 0, None)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -236,9 +237,11 @@ class Minibatcher:
 
     def next(self) -> tuple[dict[str, Any], float]:
         """The next batch and its scale ``N / B`` (``B``: this batch's rows)."""
+        self._before: tuple[Any, int, Any] = (self.perm, self.pos, None)
         if self.batch_size is None:
             return self.data, 1.0
         if self.perm is None or self.pos + (self.batch_size if self.drop_last else 1) > self.size:
+            self._before = (self.perm, self.pos, self.rng.bit_generator.state)
             self.perm = self.rng.permutation(self.size)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
@@ -246,6 +249,15 @@ class Minibatcher:
         if self.world > 1:  # data-parallel: this process's share of the global batch
             idx = idx[self.rank :: self.world]
         return self.take(idx), self.size / len(idx)
+
+    def undo(self) -> None:
+        """Forget the last :meth:`next`: its rows are drawn again (a step cut short or
+        rewound). Cheaper than a :meth:`state_dict` per step: the generator's state is kept
+        only when that call reshuffled."""
+        perm, pos, rng = self._before
+        self.perm, self.pos = perm, pos
+        if rng is not None:
+            self.rng.bit_generator.state = rng
 
     def take(self, idx: np.ndarray) -> dict[str, Any]:
         """The data with rows ``idx`` of the batch plate (each array along its own axis)."""
@@ -499,7 +511,6 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     in_step = False
     try:
         while step < total:
-            before = batcher.state_dict()
             batch, scale = batcher.next()
             in_step = True
             try:
@@ -516,7 +527,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 (n, m), pending = pending, None
                 if record(n, m):  # a callback stopped the loop at step n: undo step n + 1
                     state, step, stopped = est.rewind(state), n, True
-                    batcher.load_state_dict(before)
+                    batcher.undo()
                     break
             save = bool(writes and ctx.checkpoint_every and step % ctx.checkpoint_every == 0)
             if lag and not (save or step == total):
@@ -530,7 +541,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
     except KeyboardInterrupt:
         interrupted = True
         if in_step:  # cut short inside a step: it never happened (its batch, its draws)
-            batcher.load_state_dict(before)
+            batcher.undo()
             state = est.abort_step(state)
         if pending is not None:  # the queued step ran: keep its loss with its parameters
             (n, m), pending = pending, None

@@ -51,7 +51,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -206,13 +206,15 @@ def _rowview(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- samplers
 
 
-class Sampler(ABC):
+class Sampler(ABC):  # noqa: B024 - a base: _step or step is what subclasses write
     """A batched Markov kernel: each row of ``state["x"]`` is one chain.
 
     Subclasses set ``name`` (their key in :data:`SAMPLERS`) and ``needs`` (``"energy"``,
     ``"score"`` or ``"gibbs"``: what ``target`` must provide, see the module docstring) and
-    implement :meth:`step`. Samplers hold settings only; everything that changes lives in the
-    state record, so one sampler object can drive any number of states.
+    implement :meth:`_step` (the transition; :meth:`step` checks the target first, and
+    :meth:`run` checks it once for ``k`` transitions) or :meth:`step`. Samplers hold settings
+    only; everything that changes lives in the state record, so one sampler object can drive
+    any number of states.
 
     Example: a custom kernel (a random walk with no target) plugs in with ``step`` alone.
 
@@ -232,15 +234,26 @@ class Sampler(ABC):
         """A fresh state at ``x0`` (rows = chains): ``{"x": detached copy, "step": 0}``."""
         return {"x": _check_x0(self, x0, floating=self.needs != "gibbs"), "step": _counter()}
 
-    @abstractmethod
     def step(self, state: State, target: Any) -> State:
         """One transition of every chain; returns a new state (``state`` is not changed)."""
+        _require(self, target)
+        return self._step(state, target)
+
+    def _step(self, state: State, target: Any) -> State:
+        """The transition itself, ``target`` already checked (subclasses implement this, or
+        override :meth:`step`)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither step nor _step.")
 
     def run(self, state: State, target: Any, k: int) -> State:
-        """``k`` transitions of every chain (``k = 0`` returns ``state``)."""
+        """``k`` transitions of every chain (``k = 0`` returns ``state``); ``target`` is
+        checked once, not at every transition."""
         k = check_int("k", k, 0)
-        for _ in range(k):
-            state = self.step(state, target)
+        if k == 0:
+            return state
+        state = self.step(state, target)
+        step = self._step if type(self)._step is not Sampler._step else self.step
+        for _ in range(k - 1):
+            state = step(state, target)
         return state
 
     def stats(self, state: State) -> dict[str, float]:
@@ -327,18 +340,17 @@ class Langevin(Sampler):
             "clip_x": self.clip_x,
         }
 
-    def step(self, state: State, target: Any) -> State:
-        _require(self, target)
+    def _step(self, state: State, target: Any) -> State:
         x, h = state["x"], self.step_size
         _, g = _energy_and_grad(target, x, "Langevin")
         if self.clip_grad is not None:
             norm = _rowsum(g * g).sqrt()
             g = g * _rowview((self.clip_grad / norm.clamp_min(1e-30)).clamp(max=1.0), g)
-        x = x - (h / 2) * g
+        x = torch.add(x, g, alpha=-h / 2)  # a new tensor: the in-place updates below are ours
         if self.noise_scale > 0:
-            x = x + (self.noise_scale * math.sqrt(h)) * torch.randn_like(x)
+            x.add_(torch.randn_like(x), alpha=self.noise_scale * math.sqrt(h))
         if self.clip_x is not None:
-            x = x.clamp(*self.clip_x)
+            x.clamp_(*self.clip_x)
         return {**state, "x": x, "step": state["step"] + 1}
 
 
@@ -437,8 +449,7 @@ class MALA(_Metropolis):
     def settings(self) -> dict[str, Any]:
         return {"name": self.name, "step_size": self.step_size}
 
-    def step(self, state: State, target: Any) -> State:
-        _require(self, target)
+    def _step(self, state: State, target: Any) -> State:
         x, h = state["x"], self.step_size
         e0, g0 = _energy_and_grad(target, x, "MALA")
         noise = torch.randn_like(x)
@@ -511,8 +522,7 @@ class HMC(_Metropolis):
             "jitter": self.jitter,
         }
 
-    def step(self, state: State, target: Any) -> State:
-        _require(self, target)
+    def _step(self, state: State, target: Any) -> State:
         x0 = state["x"]
         h: float | torch.Tensor = self.step_size
         if self.jitter > 0:
@@ -637,8 +647,7 @@ class AnnealedLangevin(Sampler):
         """``{"x", "step", "level", "t"}`` at the start of the schedule."""
         return {**super().init(x0), "level": _counter(), "t": _counter()}
 
-    def step(self, state: State, target: Any) -> State:
-        _require(self, target)
+    def _step(self, state: State, target: Any) -> State:
         x, level, t = state["x"], int(state["level"]), int(state["t"])
         n_levels = len(self.sigmas)
         at = min(level, n_levels - 1)
@@ -710,8 +719,7 @@ class BlockGibbs(Sampler):
 
     name, needs = "gibbs", "gibbs"
 
-    def step(self, state: State, target: Any) -> State:
-        _require(self, target)
+    def _step(self, state: State, target: Any) -> State:
         x = state["x"]
         new = target.block_gibbs_step(x)
         if not isinstance(new, torch.Tensor) or new.shape != x.shape:

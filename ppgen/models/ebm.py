@@ -126,7 +126,7 @@ class _RBMBase(nn.Module):
         """
         x = self._check("x", x, self.num_visible)
         with torch.no_grad():
-            h = self.hidden_given_visible(x).sample()
+            h = torch.bernoulli(torch.sigmoid(self._hidden_logits(x)))  # p(h | v)
             v = self.visible_given_hidden(h).sample()
         return v.to(x.dtype)
 
@@ -206,6 +206,15 @@ class RBM(_RBMBase):
         """The free energy :math:`F(x)` of each row, shape ``x.shape[:-1]``."""
         x = self._check("x", x, self.num_visible).to(self.W.dtype)
         return -(x @ self.vbias) - F.softplus(self._hidden_logits(x)).sum(-1)
+
+    def block_gibbs_step(self, x: Tensor) -> Tensor:
+        r"""One block Gibbs sweep :math:`v \to h \to v'` (Bernoulli units: two matrix products
+        and two coin flips, drawn from torch's global generator)."""
+        x = self._check("x", x, self.num_visible)
+        with torch.no_grad():
+            h = torch.bernoulli(torch.sigmoid(self._hidden_logits(x)))
+            v = torch.bernoulli(torch.sigmoid(self.vbias + h @ self.W))
+        return v.to(x.dtype)
 
     def visible_given_hidden(self, h: Tensor) -> torch.distributions.Bernoulli:
         """:math:`p(v \\mid h)`: independent Bernoullis, batch ``(*h.shape[:-1], V)``."""
@@ -376,6 +385,9 @@ class EBM(nn.Module):
         k = len(self.event_shape)
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
+        if not self.conv and x.dim() == 2 and x.shape[1:] == self.event_shape:  # the hot path
+            dtype = self.net[0].weight.dtype
+            return self.net(x if x.dtype == dtype else x.to(dtype)).reshape(-1)
         if x.dim() < k or tuple(x.shape[x.dim() - k :]) != self.event_shape:
             raise DataError(
                 f"`x` must end in the event shape {self.event_shape}; got shape {tuple(x.shape)}."
