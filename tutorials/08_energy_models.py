@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 
 
-def fit_rbms(steps: int, out: Path) -> dict:
+def fit_rbms(steps: int, betas: int, out: Path) -> dict:
     import matplotlib.pyplot as plt
     import torch
 
@@ -47,7 +47,7 @@ def fit_rbms(steps: int, out: Path) -> dict:
         est = ContrastiveDivergence(1, persistent, lr=0.01, steps=steps, batch_size=100)
         fit = ppgen.fit(RBM(64, 16), train, est, seed=0)
         exact = log_partition(fit, "exact")
-        ais = log_partition(fit, "ais", data=train, num_chains=100, num_betas=3000)
+        ais = log_partition(fit, "ais", data=train, num_chains=100, num_betas=betas)
         test_ll = float(fit.log_likelihood(test)["x"].mean())  # with the last log Z: AIS's
         res[name] = {"exact": exact.value, "ais": ais.value, "se": ais.stderr, "test": test_ll}
         print(
@@ -55,10 +55,11 @@ def fit_rbms(steps: int, out: Path) -> dict:
             f"{ais.stderr:.2f}; test log-likelihood {test_ll:.2f} nats per digit"
         )
         res[f"{name} fit"] = fit
-    mix = ppgen.fit(BernoulliMixture(10), train, SVI(steps=steps, lr=0.05), seed=0)
+    mix = ppgen.fit(BernoulliMixture(10), train, SVI(steps=steps, lr=0.05, num_draws=100), seed=0)
     res["mixture"] = float(evaluate(mix, test).as_dict()["metrics"]["log_lik_per_datum"])
     print(f"Bernoulli mixture (10 components, SVI): {res['mixture']:.2f} nats per digit")
-    samples = res["PCD fit"].sample(1, seed=0)["x"][0][:64]  # Gibbs chains from noise
+    rows = {"x": train["x"][:64]}  # 64 chains: one data set of 64 rows
+    samples = res["PCD fit"].sample(1, seed=0, data=rows)["x"][0]  # Gibbs chains from noise
     plt.imsave(out / "rbm_samples.png", image_grid(samples.reshape(-1, 8, 8)), cmap="gray")
     return res
 
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rbm_steps, ring_steps, score_steps = (200, 60, 100) if a.tiny else (3000, 1000, 1500)
-    res = {"rbm": fit_rbms(rbm_steps, out), "ring": fit_ring(ring_steps, out)}
+    betas = 1000 if a.tiny else 3000
+    res = {"rbm": fit_rbms(rbm_steps, betas, out), "ring": fit_ring(ring_steps, out)}
     res["score"] = fit_score(score_steps, out)
     res["paths"] = sorted(str(p) for p in out.glob("*.png"))
     print("wrote", ", ".join(Path(p).name for p in res["paths"]))

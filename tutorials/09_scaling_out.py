@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/tutorial_09")
     args = parser.parse_args(argv)
     args.steps = args.steps or (30 if args.tiny else 1000)
-    args.gan_steps = args.gan_steps or (200 if args.tiny else 2000)
+    args.gan_steps = args.gan_steps or (100 if args.tiny else 2000)
     if "RANK" in os.environ:  # a process started by torchrun
         worker(args)
         return {}
