@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import ppgen
+from benchmarks._machine import Clock  # noqa: F401 - re-exported for the flow benchmarks
 from ppgen.inference import MLE
 from ppgen.models.autoregressive import MADE, CharRNN, GatedPixelCNN, PixelCNN, WaveNet
 from ppgen.models.flows import DequantizedFlowModel
@@ -24,22 +25,6 @@ LEVELS, ALPHA, IMG = 17, 0.05, (1, 8, 8)  # digits: 17 grey levels; Real NVP's l
 
 
 # ---------------------------------------------------------------- training paths
-class Clock:
-    """A ppgen callback (or a hand-loop hook) that times steps ``warm..end``."""
-
-    def __init__(self, warm: int = WARM):
-        self.warm, self.a, self.b, self.n = warm, math.nan, math.nan, 0
-
-    def __call__(self, step: int, metrics: object = None) -> None:
-        if step == self.warm:
-            self.a = time.perf_counter()
-        self.b, self.n = time.perf_counter(), step
-
-    @property
-    def rate(self) -> float:
-        return (self.n - self.warm) / (self.b - self.a)
-
-
 def batch_order(n: int, batch: int, seed: int):
     """The index batches of ppgen's minibatcher for ``seed`` (a fresh permutation per epoch)."""
     rng = np.random.default_rng(seed)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 LIBS = ("torch", "pyro-ppl", "numpyro", "jax", "nflows", "arviz", "ppgen")
@@ -40,3 +42,19 @@ def machine(libs: tuple[str, ...] = LIBS) -> list[str]:
         f"- nproc: {os.cpu_count()}; CPU: {cpu_name()}; Python {platform.python_version()}; {load}",
         "- " + ", ".join(ver(p) for p in libs) + "; torch.set_num_threads(1)",
     ]
+
+
+class Clock:
+    """A ppgen callback (or a hand-loop hook) that times steps ``warm..end``."""
+
+    def __init__(self, warm: int = 20):
+        self.warm, self.a, self.b, self.n = warm, math.nan, math.nan, 0
+
+    def __call__(self, step: int, metrics: object = None) -> None:
+        if step == self.warm:
+            self.a = time.perf_counter()
+        self.b, self.n = time.perf_counter(), step
+
+    @property
+    def rate(self) -> float:
+        return (self.n - self.warm) / (self.b - self.a)

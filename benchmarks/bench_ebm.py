@@ -62,7 +62,7 @@ import pyro  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import ppgen  # noqa: E402
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import Clock, machine  # noqa: E402
 from ppgen.data.builtin import digits  # noqa: E402
 from ppgen.data.modes2d import ring8  # noqa: E402
 from ppgen.distributions import Unnormalized  # noqa: E402
@@ -74,21 +74,6 @@ WARM = 20
 #: the deep EBM's settings: Langevin step and noise scale, k, buffer, batch, alpha, reinit
 STEP, NOISE, K, BUFFER, BATCH, ALPHA, REINIT = 0.02, 0.035, 10, 4096, 256, 0.1, 0.05
 RBM_BATCH, LR = 100, 1e-3
-
-
-class Clock:
-    """A callback stamping the time at step ``WARM`` and at every later step (the last wins)."""
-
-    def __init__(self) -> None:
-        self.t0 = self.t1 = 0.0
-
-    def __call__(self, step: int, metrics: object) -> None:
-        if step == WARM:
-            self.t0 = time.perf_counter()
-        self.t1 = time.perf_counter()
-
-    def rate(self, steps: int) -> float:
-        return (steps - WARM) / (self.t1 - self.t0)
 
 
 def row(name: str, a: float, b: float) -> None:
@@ -107,7 +92,7 @@ def rbm_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
     clock = Clock()
     ppgen.fit(copy.deepcopy(rbm0), {"x": x}, est, seed=seed, progress=False, callbacks=[clock])
     hand = rbm_hand_loop(copy.deepcopy(rbm0), steps, x, seed)
-    return {"ppgen": clock.rate(steps), "hand": hand}
+    return {"ppgen": clock.rate, "hand": hand}
 
 
 def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
@@ -171,7 +156,7 @@ def ebm_case(steps: int, seed: int, x: np.ndarray, tebm: object) -> dict[str, fl
         callbacks=[clock],
     )
     out = {
-        "ppgen": clock.rate(steps),
+        "ppgen": clock.rate,
         "hand": ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed),
     }
     if tebm is not None:
@@ -357,7 +342,7 @@ def jax_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
     losses = np.asarray(jax.device_get(hist))  # read at the end
     rate = (steps - WARM) / (time.perf_counter() - t)
     assert np.isfinite(losses).all()
-    return {"ppgen": clock.rate(steps), "raw jax": rate}
+    return {"ppgen": clock.rate, "raw jax": rate}
 
 
 def speed(args: argparse.Namespace) -> None:

@@ -42,7 +42,7 @@ import pyro.distributions as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import ppgen  # noqa: E402
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import Clock, machine  # noqa: E402
 from ppgen.data.modes2d import ring8  # noqa: E402
 from ppgen.distributions import Implicit  # noqa: E402
 from ppgen.inference import Adversarial  # noqa: E402
@@ -50,21 +50,6 @@ from ppgen.inference._adversarial_torch import gradient_penalty  # noqa: E402
 from ppgen.nn import Critic  # noqa: E402
 
 H, B, WARM = (128, 128), 256, 20
-
-
-class Clock:
-    """A callback stamping the time at step ``WARM`` and at every later step (the last wins)."""
-
-    def __init__(self) -> None:
-        self.t0 = self.t1 = 0.0
-
-    def __call__(self, step: int, metrics: object) -> None:
-        if step == WARM:
-            self.t0 = time.perf_counter()
-        self.t1 = time.perf_counter()
-
-    def rate(self, steps: int) -> float:
-        return (steps - WARM) / (self.t1 - self.t0)
 
 
 def mlp_g() -> torch.nn.Module:
@@ -178,10 +163,10 @@ def torch_case(
 
     raw = hand_loop(g, copy.deepcopy(d0), loss, steps, x, seed, z_dim, batch, pyro_draw)
     return {
-        "ppgen": clock.rate(steps),
+        "ppgen": clock.rate,
         "hand": hand,
         "pyro loop": raw,
-        "ppgen declared": declared.rate(steps),
+        "ppgen declared": declared.rate,
     }
 
 
@@ -335,7 +320,7 @@ def jax_case(loss: str, steps: int, x: np.ndarray, seed: int) -> dict[str, float
         pos += B
         hist.append(m)
     jax.block_until_ready(hist[-1])
-    return {"ppgen": clock.rate(steps), "raw jax": (steps - WARM) / (time.perf_counter() - t)}
+    return {"ppgen": clock.rate, "raw jax": (steps - WARM) / (time.perf_counter() - t)}
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ppgen.errors import EstimatorError
-from ppgen.inference._adversarial_torch import _spectral, gradient_penalty
+from ppgen.inference._adversarial_torch import _spectral, frozen, gradient_penalty
 from ppgen.inference._ali_torch import TorchALI
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
 from ppgen.nn import Critic, modules_registered
@@ -102,17 +102,12 @@ class TorchAAE(TorchALI):
             opt.zero_grad(["discriminator"])
             total.backward()
             opt.step(["discriminator"])
-        for p in self._critic_list:  # frozen for the autoencoder's backward pass
-            p.requires_grad_(False)
-        try:
+        with frozen(self._critic_list):  # for the autoencoder's backward pass
             z_enc = self._encode(data)
             recon = -self._log_lik(data, z_enc)
             adv = generator_loss(est.loss, self._dz(z_enc), _OPS)
             opt.zero_grad(["generator"])
             (recon + est.adversarial_weight * adv).backward()
-        finally:
-            for p in self._critic_list:
-                p.requires_grad_(True)
         opt.step(["generator"])
         opt.schedule()
         self._update_ema()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyro
@@ -40,9 +40,31 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["PackedCritic", "TorchAdversarial", "gradient_penalty"]
+__all__ = ["PackedCritic", "TorchAdversarial", "frozen", "gradient_penalty"]
 
 _OPS = array_ops("pyro")
+
+
+@contextlib.contextmanager
+def frozen(params: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within: ``params`` (a critic's) need no gradient, so a generator's backward pass
+    through the critic computes none for them, as a hand-written loop does.
+
+    Example:
+        >>> w = torch.ones(2, requires_grad=True)
+        >>> with frozen([w]):
+        ...     inside = w.requires_grad
+        >>> inside, w.requires_grad
+        (False, True)
+    """
+    params = list(params)
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def gradient_penalty(critic: Any, real: torch.Tensor, fake: torch.Tensor, *context: Any) -> Any:
@@ -293,10 +315,7 @@ class TorchAdversarial(SyncTorchEngine):
             opt.zero_grad(["discriminator"])
             total.backward()
             opt.step(["discriminator"])
-        critic_params = self._critic_list  # frozen for G's backward pass, as a hand loop does
-        for p in critic_params:
-            p.requires_grad_(False)
-        try:
+        with frozen(self._critic_list):  # for G's backward pass, as a hand loop does
             loss_g = generator_loss(est.loss, self._d(pack(fake, m), context), _OPS)
             objective = loss_g
             if self.guide is not None:
@@ -304,9 +323,6 @@ class TorchAdversarial(SyncTorchEngine):
                 objective = loss_g - weighted
             opt.zero_grad(["generator"])
             objective.backward()
-        finally:
-            for p in critic_params:
-                p.requires_grad_(True)
         opt.step(["generator"])
         opt.schedule()
         self._update_ema()

@@ -14,7 +14,12 @@ from torch import nn
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
-from ppgen.inference._adversarial_torch import TorchAdversarial, _spectral, gradient_penalty
+from ppgen.inference._adversarial_torch import (
+    TorchAdversarial,
+    _spectral,
+    frozen,
+    gradient_penalty,
+)
 from ppgen.inference._distributed import shard_of, start_in_step
 from ppgen.inference._pyro import (
     load_unconstrained,
@@ -261,16 +266,11 @@ class TorchALI(TorchAdversarial):
             opt.zero_grad(["discriminator"])
             total.backward()
             opt.step(["discriminator"])
-        for p in self._critic_list:  # frozen for the generator's and encoder's backward pass
-            p.requires_grad_(False)
-        try:
+        with frozen(self._critic_list):  # for the generator's and encoder's backward pass
             loss_g = generator_loss(est.loss, self._d(fake, z_prior), _OPS)
             loss_e = generator_loss(est.loss, mirror(est.loss, self._d(real, z_enc)), _OPS)
             opt.zero_grad(["generator"])
             (loss_g + loss_e).backward()
-        finally:
-            for p in self._critic_list:
-                p.requires_grad_(True)
         opt.step(["generator"])
         opt.schedule()
         self._update_ema()

@@ -15,6 +15,7 @@ from torch.distributions import biject_to
 from torch.nn import functional as F
 
 from ppgen.backends._pyro_vmap import vmap_predictive
+from ppgen.inference._adversarial_torch import frozen
 from ppgen.inference._avb_jax import check_guide_size
 from ppgen.inference._guide_fit import guide_fit
 from ppgen.inference._pyro import (
@@ -205,9 +206,7 @@ class TorchAVB(SyncTorchEngine):
             opt.zero_grad(["discriminator"])
             loss_d.backward()
             opt.step(["discriminator"])
-        for p in self.critic.parameters():
-            p.requires_grad_(False)
-        try:
+        with frozen(self.critic.parameters()):  # for the guide's backward pass
             log_p0, log_lik = self._densities(u, data)
             log_ratio = self.critic(q_in)  # T(u) ~ log q(u) - log r(u)
             if est.adaptive_contrast:
@@ -217,9 +216,6 @@ class TorchAVB(SyncTorchEngine):
                 elbo = (log_lik - log_ratio).mean()
             opt.zero_grad(["guide"])
             (-elbo).backward()
-        finally:
-            for p in self.critic.parameters():
-                p.requires_grad_(True)
         opt.step(["guide"])
         opt.schedule()
         return {"loss": -elbo.item(), "loss_d": loss_d.item()}
