@@ -21,6 +21,7 @@ __all__ = [
     "ConvergenceWarning",
     "caller_stacklevel",
     "check_int",
+    "check_nonnegative",
     "check_positive",
 ]
 
@@ -131,4 +132,18 @@ def check_positive(name: str, value: object, *, upper: float | None = None) -> f
     if not ok:
         bound = f"in (0, {upper}]" if upper is not None else "a finite number > 0"
         raise EstimatorError(f"`{name}` must be {bound}; got {value!r}.")
+    return float(value)
+
+
+def check_nonnegative(name: str, value: object) -> float:
+    """``value`` as a finite float ``>= 0`` (a weight that may switch a term off), or an
+    :class:`EstimatorError`.
+
+    Example:
+        >>> check_nonnegative("gamma", 0)
+        0.0
+    """
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if not (ok and math.isfinite(value) and value >= 0):
+        raise EstimatorError(f"`{name}` must be a finite number >= 0; got {value!r}.")
     return float(value)

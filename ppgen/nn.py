@@ -138,7 +138,7 @@ class Critic(nn.Module):
         self.net = nn.Sequential(*layers)
         self.num_classes = tuple(num_classes)
 
-    def forward(self, x: Tensor, *context: Tensor) -> Tensor:
+    def _inputs(self, x: Tensor, context: tuple[Tensor, ...]) -> Tensor:
         n = x.shape[0]
         parts = [x.reshape(n, -1)]
         for c, k in zip(context, self.num_classes, strict=False):
@@ -146,8 +146,15 @@ class Critic(nn.Module):
                 parts.append(F.one_hot(c.long().reshape(n), k).to(x.dtype))
             else:
                 parts.append(c.reshape(n, -1).to(x.dtype))
-        h = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
-        return self.net(h).squeeze(-1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+    def forward(self, x: Tensor, *context: Tensor) -> Tensor:
+        return self.net(self._inputs(x, context)).squeeze(-1)
+
+    def features(self, x: Tensor, *context: Tensor) -> Tensor:
+        """The last hidden layer's activations, ``(batch, hidden_features[-1])``: what VAE-GAN
+        compares data and reconstructions by (Larsen et al. 2016)."""
+        return self.net[:-1](self._inputs(x, context))
 
 
 class PosteriorHead(nn.Module):

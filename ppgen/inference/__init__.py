@@ -26,6 +26,7 @@ from ppgen.inference.optim import Optim
 from ppgen.inference.prior import Prior
 from ppgen.inference.runners import DDP, JaxDevices, Local, Runner
 from ppgen.inference.svi import SVI
+from ppgen.inference.vaegan import VAEGAN
 
 __all__ = [
     "Estimator",
@@ -53,6 +54,7 @@ __all__ = [
     "BiGAN",
     "AVB",
     "AAE",
+    "VAEGAN",
     "NCE",
     "ContrastiveDivergence",
     "PersistentContrastiveDivergence",

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import check_nonnegative
 from ppgen.inference._aae_torch import TorchAAE
-from ppgen.inference._base import FitContext, register
+from ppgen.inference._base import register
 from ppgen.inference.ali import ALI
 
 __all__ = ["AAE"]
-
-ENGINES = {"pyro": TorchAAE}
 
 
 @register("aae", "adversarial_autoencoder")
@@ -79,6 +77,7 @@ class AAE(ALI):
     name = "aae"
     kinds = ("explicit",)
     backends = ("pyro",)
+    engines = {"pyro": TorchAAE}
 
     def __init__(
         self,
@@ -90,13 +89,4 @@ class AAE(ALI):
         **kwargs: Any,
     ) -> None:
         super().__init__(guide, discriminator, loss, **kwargs)
-        if isinstance(adversarial_weight, bool) or not (
-            isinstance(adversarial_weight, int | float) and adversarial_weight >= 0
-        ):
-            raise EstimatorError(
-                f"`adversarial_weight` must be a number >= 0; got {adversarial_weight!r}."
-            )
-        self.adversarial_weight = float(adversarial_weight)
-
-    def init(self, ctx: FitContext) -> Any:
-        return ENGINES[ctx.program.backend](self, ctx)
+        self.adversarial_weight = check_nonnegative("adversarial_weight", adversarial_weight)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._ali_jax import JaxALI
@@ -105,6 +105,8 @@ class ALI(Adversarial):
 
     name = "ali"
     backends = ("pyro", "numpyro")
+    #: the engine per backend (AAE and VAE-GAN set their own)
+    engines: ClassVar[dict[str, Any]] = ENGINES
 
     def __init__(
         self,
@@ -200,11 +202,11 @@ class ALI(Adversarial):
 
     # ------------------------------------------------------------------ the loop contract
     def init(self, ctx: FitContext) -> Any:
-        return ENGINES[ctx.program.backend](self, ctx)
+        return self.engines[ctx.program.backend](self, ctx)
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Rebuild the generator of a loaded fit (the encoder's weights stay in fit.params)."""
-        ENGINES[ctx.program.backend].restore(self, ctx, fit, state)
+        self.engines[ctx.program.backend].restore(self, ctx, fit, state)
 
 
 BiGAN = ALI

@@ -19,7 +19,7 @@ from ppgen.models.flows import (
 )
 from ppgen.models.gan import DCGAN, GAN, ConditionalGAN
 from ppgen.models.hierarchical import EightSchools
-from ppgen.models.hybrids import AAE, BiGAN, PixelVAE
+from ppgen.models.hybrids import AAE, VAEGAN, BiGAN, PixelVAE
 from ppgen.models.infogan import InfoGAN
 from ppgen.models.lda import LDA, AmortizedLDA
 from ppgen.models.mixture import (
@@ -40,6 +40,7 @@ __all__ = [
     "AAE",
     "BiGAN",
     "PixelVAE",
+    "VAEGAN",
     "Model",
     "deterministic",
     "BetaBernoulli",

@@ -26,7 +26,7 @@ from ppgen.models.gan import GAN
 from ppgen.models.vae import VAE
 from ppgen.nn import mlp_layers
 
-__all__ = ["AAE", "BiGAN", "PixelVAE"]
+__all__ = ["AAE", "BiGAN", "PixelVAE", "VAEGAN"]
 
 
 class AAE(VAE):
@@ -100,6 +100,63 @@ class AAE(VAE):
             return pyro.sample("z", q)
 
     # the VAE's ELBO shortcut does not describe this program's training
+    elbo_terms = None  # type: ignore[assignment]
+
+
+class VAEGAN(VAE):
+    r"""VAE-GAN (Larsen et al. 2016, arXiv:1512.09300): a generator :math:`x =
+    \sigma(\mathrm{Dec}(z))` (``Implicit``: the reconstruction is measured by a
+    discriminator's features, not a pixel likelihood) with the VAE's Gaussian encoder as its
+    guide, fit by :class:`~ppgen.inference.VAEGAN` (``method="vaegan"``). Images in [0, 1].
+
+    Arguments:
+        x_dim, z_dim, hidden_features: as for :class:`~ppgen.models.VAE` (``x_shape=`` for
+            image-shaped data).
+
+    Example:
+        >>> import numpy as np, ppgen
+        >>> x = np.random.default_rng(0).random((32, 6)).astype(np.float32)
+        >>> fit = ppgen.fit(VAEGAN(6, 2, hidden_features=(16,)), {"x": x}, "vaegan")
+        >>> fit.sample(2)["x"].shape
+        (2, 32, 6)
+    """
+
+    cli = (
+        CLISpec(
+            "vaegan",
+            "hybrid",
+            "digits",
+            "vaegan",
+            {"z_dim": int},
+            description="VAE-GAN: GAN decoder, reconstructions in critic features",
+        ),
+    )
+
+    def __init__(
+        self,
+        x_dim: int = 64,
+        z_dim: int = 16,
+        hidden_features: Sequence[int] = (256, 256),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(x_dim, z_dim, hidden_features, "bernoulli", **kwargs)
+        self._encoder_part = nn.ModuleList([self.encoder, self.head])
+
+    def model(self, x: Tensor | None = None, n: int | None = None) -> Tensor:
+        if x is not None:
+            self.check_x(x)
+        size = x.shape[0] if x is not None else int(n or 1)
+        pyro.module("vaegan_decoder", self.decoder)
+        with pyro.plate("data", size):
+            z = pyro.sample("z", self.prior(size))
+            mean = torch.sigmoid(self.decoder(z)).reshape(size, *self.x_shape)
+            return pyro.sample("x", Implicit(mean, len(self.x_shape)), obs=x)
+
+    def guide(self, x: Tensor, n: int | None = None) -> Tensor:
+        pyro.module("vaegan_encoder", self._encoder_part)
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", self.posterior(x))
+
     elbo_terms = None  # type: ignore[assignment]
 
 
