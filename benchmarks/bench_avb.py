@@ -115,14 +115,14 @@ def speed(steps: int, reps: int) -> None:
     """ppgen's AVB on the eight-schools program vs :func:`hand_avb`, interleaved."""
     import statistics
 
-    from benchmarks.bench_gan import Clock
+    from benchmarks._machine import Clock
 
     rates = []
     for rep in range(reps):
         clock = Clock()
         est = AVB(steps=steps, lr_decay=None)
         ppgen.fit(EightSchools(), load("eight_schools"), est, seed=rep, callbacks=[clock])
-        rates.append((clock.rate(steps), hand_avb(steps, est.particles, est.n_critic, 16, rep)))
+        rates.append((clock.rate, hand_avb(steps, est.particles, est.n_critic, 16, rep)))
     a, b = statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
     print(f"speed, eight schools: ppgen AVB {a:.1f} steps/s, hand loop {b:.1f}, ratio {a / b:.2f}")
 

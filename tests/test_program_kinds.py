@@ -109,7 +109,9 @@ def test_the_refusal_lists_registered_estimators_of_that_kind(monkeypatch):
     monkeypatch.setitem(ppgen.inference.REGISTRY, "critic", Critic)
     with pytest.raises(EstimatorError) as info:
         ppgen.fit(pyro_gan, {"x": X}, "nuts", progress=False)
-    assert "one of ['adversarial', 'ali', 'bigan', 'critic', 'gan']" in str(info.value)
+    assert "one of ['adversarial', 'ali', 'bigan', 'critic', 'gan', 'vae_gan', 'vaegan']" in str(
+        info.value
+    )
     assert ppgen.fit(pyro_gan, {"x": X}, Critic()) == "ran"  # the declared kind is accepted
     with pytest.raises(EstimatorError) as info:  # and an explicit program is refused by it
         ppgen.fit(pyro_normal, {"x": X}, Critic())

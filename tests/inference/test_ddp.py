@@ -61,22 +61,21 @@ def _torchrun(run_script, tmp_path, n: int, name: str, steps: int, resume: bool 
 
 def test_two_gloo_processes_give_the_one_process_fit_and_resume_with_one(run_script, tmp_path):
     one = _torchrun(run_script, tmp_path, 1, "one", 40)
-    two = _torchrun(run_script, tmp_path, 2, "two", 40)
-    assert (one["processes"], two["processes"]) == (1, 2)
+    # 2 processes for 20 steps (rank 0 checkpoints), then 1 process resumes to 40
+    half = _torchrun(run_script, tmp_path, 2, "half", 20)
+    assert (one["processes"], half["processes"]) == (1, 2)
     # each process has 8 of the 16 rows of every global batch; the averaged gradient is the
     # global batch's, so the steps agree up to the float rounding of split sums (losses ~300
     # nats: measured 6e-5)
-    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
-    for k, v in one["params"].items():
-        np.testing.assert_allclose(two["params"][k], v, rtol=1e-5, atol=1e-6)
-    # 2 processes for 20 steps (rank 0 checkpoints), then 1 process resumes to 40
-    _torchrun(run_script, tmp_path, 2, "half", 20)
+    np.testing.assert_allclose(half["loss"], one["loss"][:20], rtol=1e-5)
     (tmp_path / "ckpt_rest").mkdir()
     (tmp_path / "ckpt_rest" / "checkpoint.pt").write_bytes(
         (tmp_path / "ckpt_half" / "checkpoint.pt").read_bytes()
     )
     rest = _torchrun(run_script, tmp_path, 1, "rest", 40, resume=True)
     np.testing.assert_allclose(rest["loss"], one["loss"], rtol=1e-5)
+    for k, v in one["params"].items():
+        np.testing.assert_allclose(rest["params"][k], v, rtol=1e-5, atol=1e-6)
 
 
 KILL = r"""
