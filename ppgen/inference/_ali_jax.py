@@ -152,7 +152,7 @@ class JaxALI(JaxAdversarial):
             return jnp.concatenate([x.reshape(m, -1), *(z.reshape(m, -1) for z in zs)], -1)
 
         widths = [math.prod(self.shapes[s]) for s in self.latents]
-        x_shape = None
+        x_shape = tuple(np.shape(self.ctx.data[self.key])[1:])  # one datum of the batches
 
         def d_joint(p: Any, u: Any) -> Any:
             parts = jnp.split(u, np.cumsum([u.shape[1] - sum(widths), *widths[:-1]]), -1)
@@ -161,9 +161,7 @@ class JaxALI(JaxAdversarial):
             return d_out(p, x, zs)
 
         def step(state: dict, batch: dict) -> tuple[dict, dict]:
-            nonlocal x_shape
             real = self._real(batch)
-            x_shape = real.shape[1:]
             g, key = state["g"], state["key"]
 
             def loss_d(p: Any, fake: Any, zp: list, ze: list, k_gp: Any) -> Any:

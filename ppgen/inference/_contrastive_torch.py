@@ -188,21 +188,13 @@ class TorchContrastive(SyncTorchEngine):
         est, prog = self.est, self.prog
         x = prog.x(data)
         metrics: dict[str, float] = {}
+        read: list[torch.Tensor] = []  # read after the step, in one host transfer
         if est.objective == "cd":
             neg = self._negatives(x, data)
             e_data = prog.energy(x, data)
             e_neg = prog.energy(neg, {**data, prog.key: neg})
             loss = cd_loss(e_data, e_neg, est.alpha)
-            self.optim.zero_grad()
-            loss.backward()
-            self.optim.step()
-            # one host read for the three numbers
-            lv, ed, en = torch.stack(
-                [loss.detach(), e_data.detach().mean(), e_neg.detach().mean()]
-            ).tolist()
-            metrics = {"loss": lv, "energy_data": ed, "energy_neg": en}
-            metrics.update(self.sampler.stats(self._last_state))
-            return metrics
+            read = [e_data.detach().mean(), e_neg.detach().mean()]
         elif est.objective == "nce":
             loss, metrics = self._nce(x, data)
         else:
@@ -216,7 +208,11 @@ class TorchContrastive(SyncTorchEngine):
         self.optim.zero_grad()
         loss.backward()
         self.optim.step()
-        return {"loss": loss.item(), **metrics}
+        values = torch.stack([loss.detach(), *read]).tolist()
+        if read:
+            metrics = {"energy_data": values[1], "energy_neg": values[2]}
+            metrics.update(self.sampler.stats(self._last_state))
+        return {"loss": values[0], **metrics}
 
     def _negatives(self, x: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
         """The step's negatives: k transitions from the data (CD), from the persistent chains
