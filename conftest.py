@@ -15,22 +15,27 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # compile the same small programs again from fresh closures, and an eager NumPyro
 # initialisation compiles hundreds of single operations (measured: a tiny enumerated-mixture
 # NUTS fit takes 28 s cold, 8 s from the cache). The cache is keyed by the HLO, the compile
-# options and the JAX version, so it never changes a result; a size limit turns on JAX's file
-# lock, so concurrent workers do not read half-written entries.
+# options and the JAX version, so it never changes a result. No size limit (-1): with one,
+# every cache write globs the directory and reads every entry's access-time file under a file
+# lock shared by the workers, which grows with the cache (thousands of entries by the end of a
+# run) and made a cold suite about twice as slow. Without the lock a worker can read an entry
+# the other is still writing; JAX then warns and compiles it again (the warning is ignored in
+# pyproject.toml: a recompile, never a wrong result).
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent / ".cache" / "jax")
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2**31))
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 
 
 def _drop_orphaned_cache_entries(path: str) -> None:
     """Remove cache entries whose ``-atime`` companion is missing (a process killed between
-    writing the two files leaves one). With a size limit set, JAX's eviction sweep reads every
-    entry's atime, so one orphan makes every later cache write fail with a warning, which this
-    suite turns into an error (jax-ml/jax#39880). Run once, by the controlling process, before
-    any worker compiles."""
+    writing the two files leaves one; caches written with a size limit have them). With a
+    size limit set, JAX's eviction sweep reads every entry's atime, so one orphan makes every
+    later cache write fail with a warning, which this suite turns into an error
+    (jax-ml/jax#39880). Kept for a ``JAX_COMPILATION_CACHE_MAX_SIZE`` set from outside. Run
+    once, by the controlling process, before any worker compiles."""
     root = Path(path)
     if not root.is_dir():
         return
@@ -39,7 +44,8 @@ def _drop_orphaned_cache_entries(path: str) -> None:
             entry.unlink(missing_ok=True)
 
 
-if "PYTEST_XDIST_WORKER" not in os.environ:
+# without a size limit no atime files are written: every entry would look orphaned
+if "PYTEST_XDIST_WORKER" not in os.environ and os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] != "-1":
     _drop_orphaned_cache_entries(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 import subprocess  # noqa: E402

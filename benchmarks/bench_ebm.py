@@ -104,7 +104,7 @@ def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
     chains = xt[torch.randint(len(xt), (RBM_BATCH,))].clone()
 
     def free_energy(v: torch.Tensor) -> torch.Tensor:
-        return -(v @ b) - F.softplus(v @ W.T + c).sum(-1)
+        return -(v @ b) - F.softplus(F.linear(v, W, c)).sum(-1)
 
     rng = np.random.default_rng(seed)
     perm, pos, hist = rng.permutation(len(x)), 0, []
@@ -116,8 +116,8 @@ def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
         v = xt[torch.as_tensor(perm[pos : pos + RBM_BATCH])]
         pos += RBM_BATCH
         with torch.no_grad():
-            h = torch.bernoulli(torch.sigmoid(chains @ W.T + c))
-            chains = torch.bernoulli(torch.sigmoid(h @ W + b))
+            h = torch.bernoulli(torch.sigmoid(F.linear(chains, W, c)))
+            chains = torch.bernoulli(torch.sigmoid(F.linear(h, W.T, b)))
         loss = free_energy(v).mean() - free_energy(chains).mean()
         opt.zero_grad()
         loss.backward()

@@ -16,7 +16,13 @@ from torch.nn import functional as F
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._adversarial_common import data_key
-from ppgen.inference._distributed import gather_rows, run_step, shard_of, start_in_step
+from ppgen.inference._distributed import (
+    gather_rows,
+    read_scalars,
+    run_step,
+    shard_of,
+    start_in_step,
+)
 from ppgen.inference._pyro import (
     SyncTorchEngine,
     constrained_params,
@@ -51,9 +57,10 @@ class EnergyProgram:
         self.binary = bool(((x == 0) | (x == 1)).all())
         self.lo, self.hi = x.min(0).values, x.max(0).values
         self.energy = self._traced
+        self.declared = False
         method = getattr(self.obj, "energy", None)
         if declares(self.obj, "energy") and inspect.ismethod(method):
-            self.energy, self._declared_energy = self._declared, method
+            self.energy, self._declared_energy, self.declared = self._declared, method, True
             if check:
                 self._check_declared(ctx.data)
 
@@ -106,9 +113,12 @@ class EnergyProgram:
                 )
             return self.obj
         energy = self.energy
+        if self.declared and len(data) == 1:  # no other arguments: the method itself
+            of = self._declared_energy
+        else:
 
-        def of(u: torch.Tensor) -> torch.Tensor:
-            return energy(u, {**data, self.key: u})
+            def of(u: torch.Tensor) -> torch.Tensor:
+                return energy(u, {**data, self.key: u})
 
         if sampler.needs == "score":
 
@@ -136,6 +146,8 @@ class TorchContrastive(SyncTorchEngine):
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
         self.device = start_run(ctx)
+        self.rank, self.world = shard_of(ctx)
+        self._plain_target: Any = None
         with torch.no_grad():  # create the energy's parameters
             poutine.trace(ctx.program.model).get_trace(**ctx.data)
         self.params = dict(pyro.get_param_store().named_parameters())
@@ -158,11 +170,12 @@ class TorchContrastive(SyncTorchEngine):
             groups["log_Z"] = [self.log_z]
         if est.objective == "cd":
             self.sampler = default_sampler(prog, est.sampler, lambda: Langevin(step_size=0.01))
+            self._sampler_stats = type(self.sampler).stats is not Sampler.stats
             prog.target(self.sampler, ctx.data)  # refused now if the model lacks what it needs
             if est.persistent:
                 self._init_chains(ctx.data)
         start_in_step(ctx, [p for ps in groups.values() for p in ps])
-        self.optim = est._optim().torch(groups, est._total_steps(), world=shard_of(ctx)[1])
+        self.optim = est._optim().torch(groups, est._total_steps(), world=self.world)
 
     def _init_chains(self, data: Mapping[str, Any]) -> None:
         est, x = self.est, self.prog.x(data)
@@ -170,7 +183,7 @@ class TorchContrastive(SyncTorchEngine):
             self.chains = self.prog.noise_like(est.buffer_size)
             return
         n = est.num_chains or est.batch_size or len(x)
-        world = shard_of(self.ctx)[1]
+        world = self.world
         if n % world:
             raise EstimatorError(
                 f"runner=DDP() splits the {n} persistent chains across the {world} processes: "
@@ -182,19 +195,34 @@ class TorchContrastive(SyncTorchEngine):
     # ------------------------------------------------------------------ the step
     def step(self, data: Mapping[str, Any]) -> dict[str, float]:
         self._rng_before = torch.get_rng_state()
+        if self.world == 1:
+            return self._step(data)
         return run_step(self.ctx, self.device, self._step, data)
+
+    def _target(self, data: Mapping[str, Any]) -> Any:
+        """The sampler's target at the batch's other arguments; one for the run when the
+        data are the observed values only (the usual energy program)."""
+        if len(data) > 1:
+            return self.prog.target(self.sampler, data)
+        if self._plain_target is None:
+            self._plain_target = self.prog.target(self.sampler, data)
+        return self._plain_target
 
     def _step(self, data: Mapping[str, Any]) -> dict[str, float]:
         est, prog = self.est, self.prog
         x = prog.x(data)
         metrics: dict[str, float] = {}
-        read: list[torch.Tensor] = []  # read after the step, in one host transfer
+        read: list[torch.Tensor] = []  # read after the step
         if est.objective == "cd":
             neg = self._negatives(x, data)
-            e_data = prog.energy(x, data)
-            e_neg = prog.energy(neg, {**data, prog.key: neg})
-            loss = cd_loss(e_data, e_neg, est.alpha)
-            read = [e_data.detach().mean(), e_neg.detach().mean()]
+            if prog.declared and len(data) == 1:  # the declared energy of the values alone
+                e_data, e_neg = prog._declared_energy(x), prog._declared_energy(neg)
+            else:
+                e_data = prog.energy(x, data)
+                e_neg = prog.energy(neg, {**data, prog.key: neg})
+            mean_data, mean_neg = e_data.mean(), e_neg.mean()
+            loss = cd_loss(e_data, e_neg, est.alpha, means=(mean_data, mean_neg))
+            read = [mean_data.detach(), mean_neg.detach()]
         elif est.objective == "nce":
             loss, metrics = self._nce(x, data)
         else:
@@ -208,10 +236,11 @@ class TorchContrastive(SyncTorchEngine):
         self.optim.zero_grad()
         loss.backward()
         self.optim.step()
-        values = torch.stack([loss.detach(), *read]).tolist()
+        values = read_scalars([loss.detach(), *read])
         if read:
             metrics = {"energy_data": values[1], "energy_neg": values[2]}
-            metrics.update(self.sampler.stats(self._last_state))
+            if self._sampler_stats:
+                metrics.update(self.sampler.stats(self._last_state))
         return {"loss": values[0], **metrics}
 
     def _negatives(self, x: torch.Tensor, data: Mapping[str, Any]) -> torch.Tensor:
@@ -223,7 +252,7 @@ class TorchContrastive(SyncTorchEngine):
         the chains (and the checkpoint rank 0 writes) are the same everywhere; replay-buffer
         writes are gathered and applied in rank order."""
         est, prog, sampler = self.est, self.prog, self.sampler
-        rank, world = shard_of(self.ctx)
+        rank, world = self.rank, self.world
         if not est.persistent:
             state = sampler.init(x.detach())
         elif est.buffer_size is None:
@@ -239,8 +268,7 @@ class TorchContrastive(SyncTorchEngine):
                 fresh.reshape((-1,) + (1,) * (start.dim() - 1)), prog.noise_like(len(x)), start
             )
             state = sampler.init(start)
-        negatives_data = {**data, prog.key: state["x"]}
-        state = sampler.run(state, prog.target(sampler, negatives_data), est.k)
+        state = sampler.run(state, self._target({**data, prog.key: state["x"]}), est.k)
         self._last_state = state
         if est.persistent and est.buffer_size is None:
             full = state
@@ -280,7 +308,7 @@ class TorchContrastive(SyncTorchEngine):
         if self.chains is not None:
             sd["chains"] = self.chains.clone()
         if self.sampler_state is not None:
-            sd["sampler"] = {k: v.clone() for k, v in self.sampler_state.items()}
+            sd["sampler"] = _copy_state(self.sampler_state)
         return sd
 
     def load_state_dict(self, sd: Mapping[str, Any]) -> None:
@@ -292,7 +320,7 @@ class TorchContrastive(SyncTorchEngine):
             if self.chains is not None:
                 self.chains = sd["chains"].clone().to(self.chains.device)
         if self.sampler_state is not None:
-            self.sampler_state = {k: v.clone() for k, v in sd["sampler"].items()}
+            self.sampler_state = _copy_state(sd["sampler"])
             self.chains = self.sampler_state["x"]
         load_rng_state(sd)
 
@@ -366,6 +394,11 @@ def data_sampler(est: Any, prog: EnergyProgram, device: str | None) -> Callable[
         return {prog.site: x.reshape((n, rows) + x.shape[1:])}
 
     return draw
+
+
+def _copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A sampler state with its per-chain tensors copied and its counters as ints."""
+    return {k: v.clone() if torch.is_tensor(v) and v.dim() else int(v) for k, v in state.items()}
 
 
 def _per_chain(v: Any, n: int) -> bool:

@@ -14,6 +14,7 @@ __all__ = [
     "average_metrics",
     "gather_rows",
     "rank_noise",
+    "read_scalars",
     "run_step",
     "shard_of",
     "start_in_step",
@@ -129,6 +130,19 @@ def run_step(
     with rank_noise(rank, device):
         metrics = step(data)
     return average_metrics(metrics, world)
+
+
+def read_scalars(values: Sequence[torch.Tensor]) -> list[float]:
+    """Scalar tensors as floats: one by one on the CPU (cheapest there), in one transfer from
+    an accelerator (each ``.item()`` would wait for the device).
+
+    Example:
+        >>> read_scalars([torch.tensor(1.5), torch.tensor(2.0)])
+        [1.5, 2.0]
+    """
+    if values[0].device.type == "cpu":
+        return [v.item() for v in values]
+    return torch.stack(list(values)).tolist()
 
 
 def gather_rows(t: torch.Tensor, interleave: bool = True) -> torch.Tensor:

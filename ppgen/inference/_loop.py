@@ -409,12 +409,24 @@ def live_samples(
     return items_of(ctx.info, {name: out[name] for name in observed}, n)
 
 
-def _log_live_samples(est: OptimEstimator, ctx: FitContext, state: Any, step: int) -> None:
-    """Hand callbacks that ask for samples every ``samples_every`` steps their samples."""
-    for cb in ctx.callbacks:
+def _sample_callbacks(callbacks: list[Any]) -> list[tuple[int, int, Any]]:
+    """``(every, n, on_samples)`` of the callbacks that ask for ``n`` samples every ``every``
+    steps (read once, before the loop)."""
+    out = []
+    for cb in callbacks:
         every, n = getattr(cb, "samples_every", 0), getattr(cb, "samples", 0)
         on_samples = getattr(cb, "on_samples", None)
-        if not (every and n and callable(on_samples)) or step % every:
+        if every and n and callable(on_samples):
+            out.append((every, n, on_samples))
+    return out
+
+
+def _log_live_samples(
+    est: OptimEstimator, ctx: FitContext, state: Any, step: int, wanted: list[Any]
+) -> None:
+    """Hand the callbacks in ``wanted`` (:func:`_sample_callbacks`) their samples when due."""
+    for every, n, on_samples in wanted:
+        if step % every:
             continue
         items = live_samples(est, ctx, state, n, seed=ctx.seed + step)
         if items is not None:
@@ -497,7 +509,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         for k, v in values.items():
             history.setdefault(k, []).append(v)
         bar.update(1)
-        if n % 10 == 0 or n == total:
+        if not bar.disable and (n % 10 == 0 or n == total):
             bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
         stop = False
         for cb in ctx.callbacks:
@@ -509,6 +521,7 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
         return stop
 
     in_step = False
+    wanted = _sample_callbacks(ctx.callbacks)
     try:
         while step < total:
             batch, scale = batcher.next()
@@ -522,7 +535,8 @@ def run_loop(est: OptimEstimator, ctx: FitContext) -> Fit:
                 raise err from e
             in_step = False
             step += 1
-            _log_live_samples(est, ctx, state, step)  # the parameters of this very step
+            if wanted:  # the parameters of this very step
+                _log_live_samples(est, ctx, state, step, wanted)
             if pending is not None:
                 (n, m), pending = pending, None
                 if record(n, m):  # a callback stopped the loop at step n: undo step n + 1

@@ -292,6 +292,9 @@ class TorchOptimizer:
         world: int = 1,
     ) -> None:
         self.spec, self.world = spec, int(world)
+        # a whole step is the optimiser's own: no closure, gradient clipping or all-reduce
+        clips = bool(spec.clip_norm) and spec.name != "clipped_adam"
+        self._plain_step = self.world == 1 and not spec.full_batch and not clips
         self.cls = _torch_class(spec.name)
         self.total_steps = max(int(total_steps), 1)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -371,6 +374,11 @@ class TorchOptimizer:
         computes the loss, back-propagates and returns it; the step returns the loss at the
         parameters it started from.
         """
+        if groups is None and self._plain_step and self.optimizer is not None:
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            return None
         if self.needs_closure:
             if closure is None or groups is not None:
                 raise EstimatorError(

@@ -71,7 +71,7 @@ __all__ = [
     "geometric_sigmas",
 ]
 
-State = dict[str, torch.Tensor]
+State = dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- target checks
@@ -167,8 +167,10 @@ def _check_x0(sampler: Sampler, x0: Any, *, floating: bool) -> torch.Tensor:
     return x0.detach().clone()
 
 
-def _counter(value: int = 0) -> torch.Tensor:
-    return torch.tensor(value, dtype=torch.int64)
+def _counter(value: int = 0) -> int:
+    """A transition counter of a sampler's state: a Python int (a tensor would cost a
+    dispatch per transition); checkpoints store it as it is."""
+    return int(value)
 
 
 def _energy_and_grad(energy: Callable, x: torch.Tensor, who: str) -> tuple[torch.Tensor, ...]:
@@ -247,7 +249,8 @@ class Sampler(ABC):  # noqa: B024 - a base: _step or step is what subclasses wri
     def run(self, state: State, target: Any, k: int) -> State:
         """``k`` transitions of every chain (``k = 0`` returns ``state``); ``target`` is
         checked once, not at every transition."""
-        k = check_int("k", k, 0)
+        if type(k) is not int or k < 0:  # noqa: E721 - the check below names what is wrong
+            k = check_int("k", k, 0)
         if k == 0:
             return state
         state = self.step(state, target)

@@ -116,7 +116,8 @@ class _RBMBase(nn.Module):
         return torch.distributions.Bernoulli(logits=self._hidden_logits(v), validate_args=False)
 
     def _hidden_logits(self, v: Tensor) -> Tensor:
-        return self.hbias + v.to(self.W.dtype) @ self.W.T
+        W = self.W
+        return F.linear(v if v.dtype == W.dtype else v.to(W.dtype), W, self.hbias)
 
     def block_gibbs_step(self, x: Tensor) -> Tensor:
         r"""One block Gibbs sweep :math:`v \to h \sim p(h \mid v) \to v' \sim p(v \mid h)`.
@@ -204,17 +205,18 @@ class RBM(_RBMBase):
 
     def energy(self, x: Tensor) -> Tensor:
         """The free energy :math:`F(x)` of each row, shape ``x.shape[:-1]``."""
-        x = self._check("x", x, self.num_visible).to(self.W.dtype)
-        return -(x @ self.vbias) - F.softplus(self._hidden_logits(x)).sum(-1)
+        x, W = self._check("x", x, self.num_visible), self.W
+        x = x if x.dtype == W.dtype else x.to(W.dtype)
+        return -(x @ self.vbias) - F.softplus(F.linear(x, W, self.hbias)).sum(-1)
 
     def block_gibbs_step(self, x: Tensor) -> Tensor:
         r"""One block Gibbs sweep :math:`v \to h \to v'` (Bernoulli units: two matrix products
         and two coin flips, drawn from torch's global generator)."""
-        x = self._check("x", x, self.num_visible)
+        x, W = self._check("x", x, self.num_visible), self.W
         with torch.no_grad():
             h = torch.bernoulli(torch.sigmoid(self._hidden_logits(x)))
-            v = torch.bernoulli(torch.sigmoid(self.vbias + h @ self.W))
-        return v.to(x.dtype)
+            v = torch.bernoulli(torch.sigmoid(F.linear(h, W.T, self.vbias)))
+        return v if v.dtype == x.dtype else v.to(x.dtype)
 
     def visible_given_hidden(self, h: Tensor) -> torch.distributions.Bernoulli:
         """:math:`p(v \\mid h)`: independent Bernoullis, batch ``(*h.shape[:-1], V)``."""

@@ -50,15 +50,19 @@ def check_score_kind(kind: Any) -> str:
     return kind.lower()
 
 
-def cd_loss(e_data: Any, e_neg: Any, alpha: float = 0.0) -> Any:
-    """Contrastive divergence's surrogate loss from the energies of data and negatives.
+def cd_loss(
+    e_data: Any, e_neg: Any, alpha: float = 0.0, means: tuple[Any, Any] | None = None
+) -> Any:
+    """Contrastive divergence's surrogate loss from the energies of data and negatives
+    (``means``: their means, when the caller has them already).
 
     Example: the loss is the energy gap (plus the regulariser).
 
         >>> round(cd_loss(torch.tensor([1.0, 3.0]), torch.tensor([0.0, 1.0]), alpha=0.1).item(), 4)
         2.05
     """
-    loss = e_data.mean() - e_neg.mean()
+    mean_data, mean_neg = means if means is not None else (e_data.mean(), e_neg.mean())
+    loss = mean_data - mean_neg
     if alpha:
         loss = loss + alpha * ((e_data**2).mean() + (e_neg**2).mean())
     return loss
