@@ -202,7 +202,10 @@ class Fit(FitCapabilities):
     def _latent_draws(self) -> dict[str, np.ndarray]:
         """Flat draws of the sites to condition on (deterministic sites are recomputed)."""
         keep = {n for n, s in self.info.sites.items() if s.kind in ("latent", "param")}
-        return _flatten({k: v for k, v in self.draws.items() if k in keep})
+        held = dict(self.draws)
+        if self.local_draws and self.diagnostics.get("local_draws") == self.num_draws:
+            held.update(self.local_draws)  # every draw of the local latents is kept (ALI)
+        return _flatten({k: v for k, v in held.items() if k in keep})
 
     def latent_chunks(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """The latent draws to condition on, flat ``(draws, *shape)``, in consecutive chunks:

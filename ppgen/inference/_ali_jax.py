@@ -233,4 +233,16 @@ class JaxALI(JaxAdversarial):
 
         fit.encoder = encoder
         fit.params = flatten_params(self.constrain(u))
+        k = self.est.local_draws
+        if k:  # the encoder's draws of each training datum's codes, from the fit's seed
+            import jax
+
+            keys = jax.random.split(jax.random.PRNGKey(self.ctx.seed), k)
+            data = {name: self.ctx.data[name] for name in arrays}
+            runs = [encode(u, key, data) for key in keys]
+            fit.local_draws = {
+                s: np.stack([np.asarray(r[i]) for r in runs])[None]
+                for i, s in enumerate(self.latents)
+            }
+            fit.diagnostics["local_draws"] = fit.diagnostics["num_draws"] = k
         return fit

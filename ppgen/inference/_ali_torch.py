@@ -6,12 +6,14 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from ppgen.backends._pyro_ops import seeded
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
 from ppgen.inference._adversarial_torch import (
@@ -289,6 +291,19 @@ class TorchALI(TorchAdversarial):
             "encoder_params": sorted(self.q),
             "loss": self.est.loss,
         }
+
+    def finalize(self, history: dict[str, list[float]]) -> Fit:
+        fit = super().finalize(history)
+        k = self.est.local_draws
+        if k:  # the encoder's draws of each training datum's codes, the fit's own RNG
+            with seeded(self.ctx.seed), torch.no_grad():
+                runs = [self._encode(self.ctx.data) for _ in range(k)]
+            fit.local_draws = {
+                s: np.stack([r[i].detach().cpu().numpy() for r in runs])[None]
+                for i, s in enumerate(self.latents)
+            }
+            fit.diagnostics["local_draws"] = fit.diagnostics["num_draws"] = k
+        return fit
 
     @staticmethod
     def restore(est: Any, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:

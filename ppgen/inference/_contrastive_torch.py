@@ -13,6 +13,7 @@ import torch
 from pyro import poutine
 from torch.nn import functional as F
 
+from ppgen.backends._pyro_ops import seeded
 from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._adversarial_common import data_key
@@ -385,9 +386,7 @@ def data_sampler(est: Any, prog: EnergyProgram, device: str | None) -> Callable[
         source = data if data is not None and prog.key in data else prog.ctx.data
         rows = int(np.shape(source[prog.key])[0])
         sampler = sample_sampler(est, prog)
-        devices = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices, device_type="cuda"):
-            torch.manual_seed(seed)
+        with seeded(seed):
             state = sampler.init(prog.noise_like(n * rows))
             state = sampler.run(state, prog.target(sampler, prog.ctx.data), est.sample_steps)
         x = state["x"].detach().cpu().numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, check_int
 from ppgen.inference._ali_jax import JaxALI
 from ppgen.inference._ali_torch import TorchALI
 from ppgen.inference._base import FitContext, register
@@ -54,6 +54,21 @@ class ALI(Adversarial):
             as for :class:`~ppgen.inference.Adversarial` (``ema`` averages the generator's
             and the encoder's weights; ``wgan-gp`` penalises the gradient at interpolates of
             joint (x, z) pairs).
+        local_draws: encoder draws of each training datum's latents kept as the fit's
+            ``fit.local_draws`` (0: none); see below.
+
+    Posterior: the encoder is the fit's amortised posterior. ``local_draws`` draws of
+    :math:`z \sim q(z \mid x_n)` for every training datum (one each for a deterministic
+    BiGAN encoder, all equal) become ArviZ's ``posterior_local`` group (dims ``chain``,
+    ``draw``, the data plate, the site's event), so ``fit.summary()`` and ``az.summary``
+    work on the codes. The encoder has no density (a ``Delta``) or one ppgen does not use, so
+    no importance-weighted bound is formed from it. On a program whose observed site is
+    ``Implicit`` (the usual generator) there is no ``log_likelihood`` group and no ``lp``:
+    the missing density is the program's, and LOO/WAIC have nothing to work with (the groups
+    are omitted with that reason in ``idata.attrs["ppgen_omitted_groups"]``;
+    ``fit.log_likelihood`` refuses the same way). With an explicit observed site (an AAE's or
+    VAE-GAN's decoder) the pointwise log-likelihood is :math:`\log p(x_n \mid z_n)` at the
+    encoder's draws.
 
     The fit holds the generator's and the encoder's weights (``fit.params``), the
     discriminator's as auxiliary state (``fit.auxiliary["discriminator"]``) and ``loss_d``,
@@ -132,6 +147,7 @@ class ALI(Adversarial):
         batch_size: int | None = None,
         batch_plate: str | None = None,
         drop_last: bool = False,
+        local_draws: int = 10,
     ) -> None:
         super().__init__(
             discriminator,
@@ -161,6 +177,7 @@ class ALI(Adversarial):
                 f"latent sites from the data; got {type(guide).__name__}."
             )
         self.guide = guide
+        self.local_draws = check_int("local_draws", local_draws, 0)
 
     def settings(self) -> dict[str, Any]:
         out = super().settings()

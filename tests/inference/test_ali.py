@@ -3,6 +3,8 @@ resume and the refusals before work."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -243,6 +245,11 @@ def test_bigan_on_numpyro_matches_the_data_and_inverts_the_generator():
     codes = fit.encode({"x": X1[:100]})["z"]
     np.testing.assert_allclose(codes, p["c"] * X1[:100] + p["d"], rtol=1e-5, atol=1e-5)
     assert {"loss_d", "loss_g", "loss_e", "gp"} <= set(fit.history)
+    # the encoder's draws of every training datum: the deterministic code, 10 times
+    draws = fit.local_draws["z"]
+    assert draws.shape == (1, 10, len(X1))
+    np.testing.assert_allclose(draws[0, 3], p["c"] * X1 + p["d"], rtol=1e-5, atol=1e-5)
+    assert "posterior_local" in fit.to_arviz(posterior_predictive=False).groups()
 
 
 def test_exact_resume_on_numpyro(tmp_path):
@@ -258,3 +265,42 @@ def test_exact_resume_on_numpyro(tmp_path):
     assert rest.history == full.history
     for k, v in full.params.items():
         np.testing.assert_array_equal(rest.params[k], v)
+
+
+# ------------------------------------------------------------------ the encoder as posterior
+def test_local_draws_are_the_encoders_codes_and_the_arviz_groups_say_what_is_missing(linear_fit):
+    fit = linear_fit
+    p = {k: float(v) for k, v in fit.params.items()}
+    draws = fit.local_draws["z"]
+    assert draws.shape == (1, 10, len(X1)) and fit.diagnostics["local_draws"] == 10
+    # BiGAN's encoder is deterministic: every draw is the trained map c x + d of its datum
+    np.testing.assert_allclose(
+        draws[0], np.broadcast_to(p["c"] * X1 + p["d"], (10, len(X1))), rtol=1e-5, atol=1e-5
+    )
+    idata = fit.to_arviz()
+    assert "posterior_local" in idata.groups() and "log_likelihood" not in idata.groups()
+    omitted = json.loads(idata.attrs["ppgen_omitted_groups"])
+    assert "Implicit" in omitted["log_likelihood"]
+    table = fit.summary()
+    assert abs(float(table["mean"].iloc[0]) - (p["c"] * X1[0] + p["d"])) < 1e-4
+
+
+def test_a_stochastic_encoders_draws_have_its_mean_and_scale():
+    def encoder(x=None):
+        c = pyro.param("c", torch.tensor(0.5))
+        s = pyro.param("s", torch.tensor(0.3), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(c * x, s))
+
+    x = X1[:200]
+    fit = ppgen.fit(
+        linear_generator, {"x": x}, ALI(guide=encoder, steps=3, local_draws=400), seed=1
+    )
+    p = {k: float(v) for k, v in fit.params.items()}
+    z = fit.local_draws["z"][0]  # (400, 200): 400 draws of q(z | x_n) per datum
+    # per datum: mean c x_n (sd of a 400-draw mean: s / 20 = 0.015) and sd s (its sd: ~0.01)
+    assert float(np.abs(z.mean(0) - p["c"] * x).max()) < 0.07, p
+    assert float(np.abs(z.std(0) - p["s"]).max()) < 0.06, p
+    assert ALI(guide=encoder, steps=1, local_draws=0).local_draws == 0  # 0: none kept
+    with pytest.raises(EstimatorError, match="local_draws"):
+        ALI(guide=encoder, local_draws=-1)
