@@ -13,6 +13,12 @@ Run from the repository root:
    reference.
 3. Each posterior's draws are scored by a classifier two-sample test against NUTS
    (``ppgen.analysis.metrics.c2st``: 0.5 = indistinguishable) and drawn side by side.
+4. BiGAN encodings of digits: the zoo's ``BiGAN`` (a GAN generator with an encoder guide) fit
+   by ``ALI`` on scikit-learn's 8x8 digits with 2-D codes; the held-out digits' codes are
+   drawn coloured by label and scored by a 5-nearest-neighbour classifier on the codes (the
+   labels are never seen in training), beside the same encoder untrained. At the default
+   3000 steps the trained codes classify 40-49 % of held-out digits (seeds 0, 1), the
+   untrained 24-36 %, chance 10 %.
 """
 
 from __future__ import annotations
@@ -56,6 +62,52 @@ def fit_all(steps: int, draws: int, warmup: int, c2st_iter: int = 1000) -> dict:
     return res
 
 
+def bigan_digits(steps: int, seed: int = 0) -> dict:
+    """Fit a BiGAN with 2-D codes on the digits; the held-out codes and their kNN scores."""
+    import torch
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import ppgen
+    from ppgen.data.builtin import digits
+    from ppgen.inference import ALI
+    from ppgen.models import BiGAN
+
+    train, test = digits("train", labels=True), digits("test", labels=True)
+    torch.manual_seed(seed)
+    model = BiGAN(64, z_dim=2, hidden_features=(128, 128), output="sigmoid")
+
+    def knn(encode) -> float:
+        clf = KNeighborsClassifier(5).fit(encode(train["x"]), train["y"])
+        return float(clf.score(encode(test["x"]), test["y"]))
+
+    with torch.no_grad():
+        untrained = knn(lambda x: model.encode(torch.as_tensor(x)).numpy())
+    est = ALI(steps=steps, batch_size=128, lr=2e-4)
+    fit = ppgen.fit(model, {"x": train["x"]}, est, seed=seed)
+    codes = fit.encode({"x": test["x"]})["z"]
+    return {
+        "codes": codes,
+        "labels": test["y"],
+        "knn": knn(lambda x: fit.encode({"x": x})["z"]),
+        "knn_untrained": untrained,
+    }
+
+
+def plot_codes(res: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    points = ax.scatter(*res["codes"].T, c=res["labels"], cmap="tab10", s=6)
+    fig.colorbar(points, ax=ax, label="digit")
+    ax.set_title(f"BiGAN codes of held-out digits\n5-NN accuracy {res['knn']:.2f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
 def plot(res: dict, out: Path) -> None:
     import matplotlib
 
@@ -90,6 +142,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<16} c2st against NUTS {acc:.3f}  (0.5 = indistinguishable)")
     plot(res, out / "banana.png")
     print(f"wrote {out / 'banana.png'}")
+    res["bigan"] = codes = bigan_digits(200 if args.tiny else args.steps)
+    print(
+        f"BiGAN 2-D codes: 5-NN accuracy on held-out digits {codes['knn']:.3f} "
+        f"(untrained encoder {codes['knn_untrained']:.3f}, chance 0.1)"
+    )
+    plot_codes(codes, out / "bigan_codes.png")
+    print(f"wrote {out / 'bigan_codes.png'}")
     return res
 
 
