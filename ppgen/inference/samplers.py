@@ -356,6 +356,30 @@ class Langevin(Sampler):
             x.clamp_(*self.clip_x)
         return {**state, "x": x, "step": state["step"] + 1}
 
+    def run(self, state: State, target: Any, k: int) -> State:
+        """``k`` transitions; the first checks ``target`` and its output, the rest run the
+        bare update (the same arithmetic as :meth:`step`, without its per-call checks)."""
+        if type(k) is not int or k < 0:  # noqa: E721 - the check names what is wrong
+            k = check_int("k", k, 0)
+        if k == 0:
+            return state
+        state = self.step(state, target)
+        if k == 1 or self.clip_grad is not None or self.clip_x is not None:
+            return super().run(state, target, k - 1) if k > 1 else state
+        x, half, scale = (
+            state["x"],
+            -self.step_size / 2,
+            self.noise_scale * math.sqrt(self.step_size),
+        )
+        with torch.enable_grad():
+            for _ in range(k - 1):
+                xr = x.requires_grad_(True)  # x is this sampler's own tensor, with no graph
+                (g,) = torch.autograd.grad(target(xr).sum(), xr)
+                x = torch.add(xr.detach(), g, alpha=half)
+                if scale > 0:
+                    x.add_(torch.randn_like(x), alpha=scale)
+        return {**state, "x": x, "step": state["step"] + k - 1}
+
 
 def _check_box(clip_x: Any) -> tuple[float, float] | None:
     if clip_x is None:

@@ -358,6 +358,7 @@ class EBM(nn.Module):
             raise ValueError(f"`event_shape` must be positive ints; got {event_shape!r}.")
         self.event_shape = shape
         self.conv = bool(conv)
+        self._width = shape[0] if len(shape) == 1 else -1  # the hot path's (B, D) input
         if self.conv:
             if len(shape) != 3:
                 raise ValueError(f"`conv=True` needs `event_shape` (C, H, W); got {event_shape!r}.")
@@ -381,15 +382,19 @@ class EBM(nn.Module):
                 if i < len(sizes) - 2:
                     layers.append(nn.SiLU())
             self.net = nn.Sequential(*layers)
+            # the first layer, for the hot path's dtype check (kept out of nn.Module's
+            # registry: no second name in the state dict)
+            self.__dict__["_first_linear"] = layers[0]
 
     def energy(self, x: Tensor) -> Tensor:
         """:math:`E_\\theta(x)` of each datum, shape ``x.shape[:-len(event_shape)]``."""
-        k = len(self.event_shape)
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
-        if not self.conv and x.dim() == 2 and x.shape[1:] == self.event_shape:  # the hot path
-            dtype = self.net[0].weight.dtype
+        first = self.__dict__.get("_first_linear")
+        if first is not None and x.dim() == 2 and x.shape[1] == self._width:  # the hot path
+            dtype = first.weight.dtype
             return self.net(x if x.dtype == dtype else x.to(dtype)).reshape(-1)
+        k = len(self.event_shape)
         if x.dim() < k or tuple(x.shape[x.dim() - k :]) != self.event_shape:
             raise DataError(
                 f"`x` must end in the event shape {self.event_shape}; got shape {tuple(x.shape)}."
