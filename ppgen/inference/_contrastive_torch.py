@@ -216,11 +216,8 @@ class TorchContrastive(SyncTorchEngine):
         read: list[torch.Tensor] = []  # read after the step
         if est.objective == "cd":
             neg = self._negatives(x, data)
-            if prog.declared and len(data) == 1:  # the declared energy of the values alone
-                e_data, e_neg = prog._declared_energy(x), prog._declared_energy(neg)
-            else:
-                e_data = prog.energy(x, data)
-                e_neg = prog.energy(neg, {**data, prog.key: neg})
+            e_data = prog.energy(x, data)
+            e_neg = prog.energy(neg, {**data, prog.key: neg})
             mean_data, mean_neg = e_data.mean(), e_neg.mean()
             loss = cd_loss(e_data, e_neg, est.alpha, means=(mean_data, mean_neg))
             read = [mean_data.detach(), mean_neg.detach()]

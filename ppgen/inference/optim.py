@@ -376,8 +376,7 @@ class TorchOptimizer:
         """
         if groups is None and self._plain_step and self.optimizer is not None:
             self.optimizer.step()
-            if self.scheduler is not None:
-                self.scheduler.step()
+            self.schedule()
             return None
         if self.needs_closure:
             if closure is None or groups is not None:

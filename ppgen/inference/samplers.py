@@ -344,40 +344,37 @@ class Langevin(Sampler):
         }
 
     def _step(self, state: State, target: Any) -> State:
-        x, h = state["x"], self.step_size
-        _, g = _energy_and_grad(target, x, "Langevin")
+        _, g = _energy_and_grad(target, state["x"], "Langevin")
         if self.clip_grad is not None:
             norm = _rowsum(g * g).sqrt()
             g = g * _rowview((self.clip_grad / norm.clamp_min(1e-30)).clamp(max=1.0), g)
-        x = torch.add(x, g, alpha=-h / 2)  # a new tensor: the in-place updates below are ours
-        if self.noise_scale > 0:
-            x.add_(torch.randn_like(x), alpha=self.noise_scale * math.sqrt(h))
+        x = self._move(state["x"], g)
         if self.clip_x is not None:
             x.clamp_(*self.clip_x)
         return {**state, "x": x, "step": state["step"] + 1}
+
+    def _move(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Drift and noise of one transition, as a new tensor (so the in-place noise and
+        clamping touch only this sampler's own tensor)."""
+        x = torch.add(x, g, alpha=-self.step_size / 2)
+        if self.noise_scale > 0:
+            x.add_(torch.randn_like(x), alpha=self.noise_scale * math.sqrt(self.step_size))
+        return x
 
     def run(self, state: State, target: Any, k: int) -> State:
         """``k`` transitions; the first checks ``target`` and its output, the rest run the
         bare update (the same arithmetic as :meth:`step`, without its per-call checks)."""
         if type(k) is not int or k < 0:  # noqa: E721 - the check names what is wrong
             k = check_int("k", k, 0)
-        if k == 0:
-            return state
+        if k <= 1 or self.clip_grad is not None or self.clip_x is not None:
+            return super().run(state, target, k)
         state = self.step(state, target)
-        if k == 1 or self.clip_grad is not None or self.clip_x is not None:
-            return super().run(state, target, k - 1) if k > 1 else state
-        x, half, scale = (
-            state["x"],
-            -self.step_size / 2,
-            self.noise_scale * math.sqrt(self.step_size),
-        )
+        x = state["x"]
         with torch.enable_grad():
             for _ in range(k - 1):
                 xr = x.requires_grad_(True)  # x is this sampler's own tensor, with no graph
                 (g,) = torch.autograd.grad(target(xr).sum(), xr)
-                x = torch.add(xr.detach(), g, alpha=half)
-                if scale > 0:
-                    x.add_(torch.randn_like(x), alpha=scale)
+                x = self._move(xr.detach(), g)
         return {**state, "x": x, "step": state["step"] + k - 1}
 
 
