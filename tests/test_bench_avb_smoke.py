@@ -8,6 +8,10 @@ def test_bench_avb_smoke(run_script):
     rows = [line for line in out.splitlines() if line.startswith("banana")]
     assert len(rows) == 5, out  # NUTS + AVB + 3 SVI guides (the smoke run skips eight schools)
     assert "speed, eight schools: ppgen AVB" in out
+    amortized = [line for line in out.splitlines() if line.startswith(("AVB Impl", "SVI Amort"))]
+    assert len(amortized) == 3, out  # two-mode encoders: AVB, diagonal and flow SVI
+    for row in amortized:
+        assert 0.0 <= float(row.split()[-2]) <= 0.5, row  # a share's deviation from 0.5
     for row in rows:
         if "NUTS" not in row:
             assert 0.0 <= float(row.split()[-1]) <= 1.0, row  # a c2st accuracy

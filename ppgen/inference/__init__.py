@@ -18,7 +18,7 @@ from ppgen.inference.contrastive import (
     ScoreMatching,
 )
 from ppgen.inference.exact import Exact
-from ppgen.inference.guides import Amortized, FlowGuide
+from ppgen.inference.guides import Amortized, FlowGuide, ImplicitAmortized
 from ppgen.inference.mcmc import HMC, MCMC, NUTS
 from ppgen.inference.mle import MLE
 from ppgen.inference.objectives import KLWarmup, ReparamELBO
@@ -60,6 +60,7 @@ __all__ = [
     "PersistentContrastiveDivergence",
     "ScoreMatching",
     "Amortized",
+    "ImplicitAmortized",
     "FlowGuide",
     "ReparamELBO",
     "KLWarmup",

@@ -11,10 +11,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import biject_to
 from torch.nn import functional as F
 
 from ppgen.backends._pyro_vmap import vmap_predictive
+from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_torch import frozen
 from ppgen.inference._avb_jax import check_guide_size
 from ppgen.inference._guide_fit import guide_fit
@@ -27,64 +27,14 @@ from ppgen.inference._pyro import (
     snapshot_params,
     start_run,
 )
+from ppgen.inference.guides.implicit import ImplicitAmortized, LatentLayout
 from ppgen.nn import Critic, mlp_layers
 from ppgen.result import Fit
 
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["Layout", "TorchAVB", "log_prior_and_likelihood"]
-
-
-class Layout:
-    """The program's latent sites as one flat unconstrained vector per draw.
-
-    ``split(u)`` turns ``(..., D)`` into ``{site: (..., *unconstrained shape)}``;
-    ``constrain(parts)`` maps them to each site's support (``biject_to``) and returns the
-    values and :math:`\\log |\\det J|` summed over sites, per draw.
-
-    Example: a positive scale and a 2-vector make a 3-dimensional unconstrained space.
-
-        >>> import pyro, pyro.distributions as dist
-        >>> def model():
-        ...     pyro.sample("s", dist.HalfNormal(1.0))
-        ...     pyro.sample("w", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-        >>> lay = Layout(poutine.trace(model).get_trace(), ["s", "w"])
-        >>> lay.dim
-        3
-        >>> values, ldj = lay.constrain(lay.split(torch.zeros(4, 3)))
-        >>> values["s"].shape, values["w"].shape, ldj.shape  # exp(0) = 1, log|J| = 0
-        (torch.Size([4]), torch.Size([4, 2]), torch.Size([4]))
-    """
-
-    def __init__(self, trace: Any, latents: list[str]) -> None:
-        self.names = list(latents)
-        self.transforms, self.shapes, self.sizes = {}, {}, []
-        for n in self.names:
-            site = trace.nodes[n]
-            t = biject_to(site["fn"].support)
-            u = t.inv(site["value"])
-            self.transforms[n], self.shapes[n] = t, tuple(u.shape)
-            self.sizes.append(max(int(u.numel()), 1))
-        self.dim = sum(self.sizes)
-
-    def split(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
-        lead = u.shape[:-1]
-        parts = torch.split(u, self.sizes, dim=-1)
-        return {n: p.reshape(lead + self.shapes[n]) for n, p in zip(self.names, parts, strict=True)}
-
-    def constrain(
-        self, parts: Mapping[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        values, ldj = {}, 0.0
-        for n in self.names:
-            u, t = parts[n], self.transforms[n]
-            z = t(u)
-            values[n] = z
-            j = t.log_abs_det_jacobian(u, z)
-            lead = u.dim() - len(self.shapes[n])  # the draws' axes
-            ldj = ldj + j.reshape(j.shape[:lead] + (-1,)).sum(-1) if j.dim() > lead else ldj + j
-        return values, torch.as_tensor(ldj)
+__all__ = ["TorchAVB", "TorchAmortizedAVB", "log_prior_and_likelihood"]
 
 
 def log_prior_and_likelihood(
@@ -127,7 +77,7 @@ class TorchAVB(SyncTorchEngine):
         self.model = ctx.program.model
         with torch.no_grad():  # creates the model's own params; fixes the latents' layout
             trace = poutine.trace(self.model).get_trace(**ctx.data)
-        self.layout = Layout(trace, est.latent_sites(ctx.info))
+        self.layout = LatentLayout(trace, est.latent_sites(ctx.info))
         self.model_params = dict(pyro.get_param_store().named_parameters())
         d, e = self.layout.dim, est.noise_size(self.layout.dim)
         self.guide_net = mlp_layers([e, *est.hidden, d]).to(device)
@@ -146,10 +96,13 @@ class TorchAVB(SyncTorchEngine):
         prior, lik = log_prior_and_likelihood(self.model, data, values)
         return prior + ldj, lik
 
+    def _probe_shape(self) -> tuple[int, ...]:
+        return (self.layout.dim,)
+
     def _vectorised(self) -> Callable[[torch.Tensor, Mapping[str, Any]], Any]:
         """``(log p0(u), log p(x | z(u)))`` for a batch of draws ``u`` (K, D): one
         ``torch.func.vmap`` pass when the program allows it, else one run per draw."""
-        probe = torch.zeros(2, self.layout.dim, device=self.device)
+        probe = torch.zeros(2, *self._probe_shape(), device=self.device)
 
         def vmapped(u: torch.Tensor, data: Mapping[str, Any]) -> Any:
             with pyro.validation_enabled(False):
@@ -171,18 +124,18 @@ class TorchAVB(SyncTorchEngine):
             pass
         return looped
 
-    def _prior_draws(self, k: int) -> torch.Tensor:
-        """``k`` draws of the latents from the prior, unconstrained and flattened (K, D)."""
+    def _prior_draws(self, k: int, data: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """``k`` draws of the latents from the prior, unconstrained and flattened (K, ..., D)."""
+        data = self.ctx.data if data is None else data
         index = {"_avb_draw": torch.arange(k)}  # vmap's batch: a site the program lacks
         try:
-            out = vmap_predictive(self.model, self.ctx.data, index, self.layout.names)
+            out = vmap_predictive(self.model, data, index, self.layout.names)
             out = {n: torch.as_tensor(v, device=self.device) for n, v in out.items()}
         except Exception:  # noqa: BLE001 - one prior run per draw
             with torch.no_grad():
-                runs = [poutine.trace(self.model).get_trace(**self.ctx.data) for _ in range(k)]
+                runs = [poutine.trace(self.model).get_trace(**data) for _ in range(k)]
             out = {n: torch.stack([r.nodes[n]["value"] for r in runs]) for n in self.layout.names}
-        parts = [self.layout.transforms[n].inv(out[n]).reshape(k, -1) for n in self.layout.names]
-        return torch.cat(parts, -1).to(torch.get_default_dtype())
+        return self.layout.flatten(out).to(torch.get_default_dtype())
 
     # ------------------------------------------------------------------ the step
     def draw(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -262,7 +215,7 @@ class TorchAVB(SyncTorchEngine):
         """Rebuild a loaded fit's posterior sampler from its saved guide network."""
         with torch.no_grad(), pyro.get_param_store().scope():
             trace = poutine.trace(fit.model_callable()).get_trace(**fit._native(None))
-        layout = Layout(trace, est.latent_sites(fit.info))
+        layout = LatentLayout(trace, est.latent_sites(fit.info))
         check_guide_size(layout.dim, settings)
         net = mlp_layers([int(settings["noise_dim"]), *est.hidden, layout.dim])
         net.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
@@ -273,12 +226,17 @@ class TorchAVB(SyncTorchEngine):
         """``sample(n, seed)``: n posterior draws of every latent, constrained, as numpy."""
         return make_sampler(self.guide_net, self.layout, self.noise_dim, self.device)
 
+    #: what the fit's diagnostics call the guide
+    guide_kind = "implicit"
+
+    def guide_settings(self) -> dict[str, Any]:
+        """What a loaded fit needs to rebuild the guide network (the manifest's settings)."""
+        return {"noise_dim": self.noise_dim, "dim": self.layout.dim}
+
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         aux = {
-            "guide": {k: v.detach().cpu().numpy() for k, v in self.guide_net.state_dict().items()},
-            "discriminator": {
-                k: v.detach().cpu().numpy() for k, v in self.critic.state_dict().items()
-            },
+            name: {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+            for name, net in (("guide", self.guide_net), ("discriminator", self.critic))
         }
         fit = guide_fit(
             self.est,
@@ -287,15 +245,156 @@ class TorchAVB(SyncTorchEngine):
             constrained_params(),
             snapshot_params(),
             self.sampler(),
-            {"guide": "implicit", "adaptive_contrast": self.est.adaptive_contrast},
+            {"guide": self.guide_kind, "adaptive_contrast": self.est.adaptive_contrast},
         )
         fit.auxiliary = aux
-        fit.auxiliary_settings = {"guide": {"noise_dim": self.noise_dim, "dim": self.layout.dim}}
+        fit.auxiliary_settings = {"guide": self.guide_settings()}
         return fit
 
 
+class TorchAmortizedAVB(TorchAVB):
+    """Amortised AVB on a Pyro program: an :class:`ImplicitAmortized` encoder
+    :math:`z_n = g(x_n, \\varepsilon)` for its per-datum latents, a critic :math:`T(x, z)`."""
+
+    def __init__(self, est: Any, ctx: FitContext, guide: ImplicitAmortized) -> None:
+        self.est, self.ctx = est, ctx
+        device = start_run(ctx)
+        plate = ctx.extra.get("batch_plate")
+        self.scaler = ctx.program.ops.scale_box(plate) if plate else None
+        self.model = self.scaler(ctx.program.model) if self.scaler else ctx.program.model
+        with torch.no_grad():  # creates the model's own params
+            poutine.trace(ctx.program.model).get_trace(**ctx.data)
+        self.model_params = dict(pyro.get_param_store().named_parameters())
+        if guide._model is None:
+            guide.bind(ctx.program.model)
+        guide.build(**ctx.data)
+        check_local_latents(guide, est.latent_sites(ctx.info))
+        self.guide, self.layout, self.device = guide.to(device), guide.layout, device
+        self.guide_net = guide  # what the checkpoints and the NaN guard of TorchAVB read
+        self.noise_dim = guide.noise_dim
+        width = int(guide.features(ctx.data).shape[1])
+        self.critic = Critic(self.layout.dim + width, est.critic_hidden, (None,)).to(device)
+        groups = {
+            "guide": list(guide.parameters()) + list(self.model_params.values()),
+            "discriminator": list(self.critic.parameters()),
+        }
+        self.particles = est.particles
+        self.optim = est._optim().torch(groups, est._total_steps())
+        self._data = ctx.data
+        self._densities = self._vectorised()
+
+    def _probe_shape(self) -> tuple[int, ...]:
+        return (self.guide.plate.size, self.layout.dim)
+
+    def _one(self, u: torch.Tensor, data: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        values, ldj = self.layout.constrain(self.layout.split(u))  # ldj: one per datum
+        prior, lik = log_prior_and_likelihood(self.model, data, values)
+        scale = self.scaler.scale if self.scaler else 1.0
+        return prior + scale * ldj.sum(-1), lik
+
+    def step(self, data: Mapping[str, Any], scale: float = 1.0) -> dict[str, float]:
+        est, opt = self.est, self.optim
+        self._rng_before = torch.get_rng_state()
+        if self.scaler:
+            self.scaler.scale = scale
+        k = self.particles
+        x = self.guide.features(data)
+        b = x.shape[0]
+        xk = x.expand(k, *x.shape).reshape(k * b, -1)
+        u = self.guide.draw(k, data)  # (K, B, D)
+        if est.adaptive_contrast:  # each datum's draws standardised: r = N(mean, sd) per datum
+            loc, sd = u.mean(0).detach(), u.std(0).detach() + 1e-6
+            q_in = (u - loc) / sd
+        else:
+            q_in = u
+        for _ in range(est.n_critic):
+            ref = torch.randn_like(u) if est.adaptive_contrast else self._prior_draws(k, data)
+            t_q = self.critic(q_in.detach().reshape(k * b, -1), xk)
+            t_r = self.critic(ref.reshape(k * b, -1), xk)
+            loss_d = F.softplus(-t_q).mean() + F.softplus(t_r).mean()
+            opt.zero_grad(["discriminator"])
+            loss_d.backward()
+            opt.step(["discriminator"])
+        with frozen(self.critic.parameters()):
+            log_p0, log_lik = self._densities(u, data)  # (K,) each, plate-scaled
+            t = self.critic(q_in.reshape(k * b, -1), xk).reshape(k, b)  # T ~ log q - log r
+            if est.adaptive_contrast:
+                log_r = torch.distributions.Normal(loc, sd).log_prob(u).sum(-1)
+                elbo = (log_p0 + log_lik - scale * (log_r + t).sum(-1)).mean()
+            else:
+                elbo = (log_lik - scale * t.sum(-1)).mean()
+            opt.zero_grad(["guide"])
+            (-elbo).backward()
+        opt.step(["guide"])
+        opt.schedule()
+        return {"loss": -elbo.item(), "loss_d": loss_d.item()}
+
+    # ------------------------------------------------------------------ results
+    def sampler(self) -> Callable[[int, int], dict[str, np.ndarray]]:
+        return make_local_sampler(self.guide, self._data, self.device)
+
+    guide_kind = "implicit amortized"
+
+    def guide_settings(self) -> dict[str, Any]:
+        g = self.guide
+        return {
+            "amortized": True,
+            "noise_dim": g.noise_dim,
+            "dim": self.layout.dim,
+            "inputs": list(g.inputs),
+            "plate": g.plate.name,
+            "hidden_features": list(g.hidden_features),
+            "default_encoder": bool(g.default_encoder),
+        }
+
+    @staticmethod
+    def restore_sampler(
+        est: Any, fit: Fit, arrays: Mapping[str, np.ndarray], settings: Mapping[str, Any]
+    ) -> None:
+        """A loaded fit's encoder, rebuilt when it is the default MLP (your own encoder is code,
+        not saved: the loaded fit then keeps its saved draws and draws no new ones)."""
+        if not settings.get("default_encoder"):
+            return
+        data = fit._native(None)
+        guide = ImplicitAmortized(
+            fit.model_callable(),
+            noise_dim=int(settings["noise_dim"]),
+            hidden_features=tuple(int(h) for h in settings["hidden_features"]),
+            plate=str(settings["plate"]),
+            inputs=list(settings["inputs"]),
+        )
+        with torch.no_grad(), pyro.get_param_store().scope():
+            guide.build(**data)
+        check_guide_size(guide.layout.dim, settings)
+        guide.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
+        fit.posterior_sampler = make_local_sampler(guide, data, "cpu")
+
+
+def check_local_latents(guide: ImplicitAmortized, latents: list[str]) -> None:
+    """The encoder draws exactly the latents AVB infers (all of the program's)."""
+    if sorted(guide.locals) != sorted(latents):
+        raise EstimatorError(
+            f"The `ImplicitAmortized` guide draws {sorted(guide.locals)}, but the program's "
+            f"latent sites are {sorted(latents)}; AVB's encoder must draw every latent."
+        )
+
+
+def make_local_sampler(
+    guide: ImplicitAmortized, data: Mapping[str, Any], device: str
+) -> Callable[[int, int], dict[str, np.ndarray]]:
+    """Draws of each training datum's latents, ``{site: (n, N, *shape)}`` numpy arrays."""
+
+    def sample(n: int, seed: int) -> dict[str, np.ndarray]:
+        g = torch.Generator(device=device).manual_seed(int(seed))
+        with torch.no_grad():
+            values = guide.sample(n, generator=g, **data)
+        return {k: v.cpu().numpy() for k, v in values.items()}
+
+    return sample
+
+
 def make_sampler(
-    net: torch.nn.Module, layout: Layout, noise_dim: int, device: str
+    net: torch.nn.Module, layout: LatentLayout, noise_dim: int, device: str
 ) -> Callable[[int, int], dict[str, np.ndarray]]:
     """Draws from an implicit guide ``net(noise)`` as ``{site: (n, *shape)}`` numpy arrays."""
 

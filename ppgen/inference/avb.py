@@ -9,8 +9,9 @@ import numpy as np
 
 from ppgen.errors import EstimatorError, check_int, check_positive
 from ppgen.inference._avb_jax import JaxAVB
-from ppgen.inference._avb_torch import TorchAVB
+from ppgen.inference._avb_torch import TorchAmortizedAVB, TorchAVB
 from ppgen.inference._base import EngineEstimator, FitContext, register
+from ppgen.inference.guides.implicit import ImplicitAmortized
 from ppgen.inference.optim import Optim
 from ppgen.result import Fit
 
@@ -50,13 +51,26 @@ class AVB(EngineEstimator):
     :math:`T` on them, one ELBO update of the guide (and of the program's own ``param``
     sites, so hyperparameters are fitted by maximum marginal likelihood as with SVI).
 
-    Scope: Pyro and NumPyro programs whose latents are continuous and global (a posterior
-    over all of them jointly, as for eight schools or a regression); the data are used whole
-    every step (no minibatching). On Pyro the particles go through the program in one
+    Without a guide (the default) the implicit posterior covers all of the program's
+    continuous latents jointly (eight schools, a regression), on Pyro and NumPyro, and the
+    data are used whole every step. On Pyro the particles go through the program in one
     ``torch.func.vmap`` pass (one run per particle where vmap cannot run the program); on
     NumPyro the whole step is one ``jax.jit`` (``jax.vmap`` over particles, ``lax.scan`` over
-    critic updates). The amortised form (an encoder :math:`g(x, \varepsilon)` per datum) is
-    not built yet.
+    critic updates).
+
+    **Amortised AVB** (the paper's VAE setting, Pyro programs): pass an
+    :class:`~ppgen.inference.ImplicitAmortized` encoder, ``AVB(ImplicitAmortized(model))``
+    (or ``ppgen.fit(..., guide=ImplicitAmortized(...))``), for a program whose latents all sit
+    in the data plate. Each datum's latents are :math:`z_n = g_\phi(x_n, \varepsilon)`;
+    the discriminator sees pairs, :math:`T_\psi(x_n, z_n)`, and with adaptive contrast
+    :math:`r(z_n \mid x_n)` is the Normal with the mean and sd of that datum's ``particles``
+    draws (so ``particles`` is per datum, default 16). ``batch_size``/``epochs`` minibatch the
+    data plate, the program's sites and the critic's terms weighted ``N / B``. The fit's
+    draws of the training data's latents are its ``posterior`` (one value per datum); a
+    loaded run rebuilds the default encoder from its saved weights (your own encoder is code,
+    not saved: the loaded run keeps its draws and draws no new ones). A guide with a density
+    (an autoguide, :class:`~ppgen.inference.Amortized`, a guide function) is refused: that is
+    SVI's job, with no discriminator in the way.
 
     The fit has a ``posterior`` group of ``num_draws`` guide draws (one chain), so
     ``az.summary`` works, and the usual ``log_likelihood`` group: the *program* has a
@@ -67,8 +81,11 @@ class AVB(EngineEstimator):
     draws new posterior samples from the saved guide.
 
     Arguments:
+        guide: ``None`` (an implicit posterior over all latents) or an
+            :class:`~ppgen.inference.ImplicitAmortized` encoder of per-datum latents.
         particles: guide draws per step (the Monte Carlo size of the ELBO and of the
-            discriminator's batch).
+            discriminator's batch); per datum for an amortised fit. Default 128, or 16 with
+            a guide.
         n_critic: discriminator updates per step.
         adaptive_contrast: contrast the guide with a Normal of its own moments (``True``) or
             with the prior (``False``).
@@ -81,7 +98,8 @@ class AVB(EngineEstimator):
         lr_decay: both rates fall exponentially to this fraction of their start over the run
             (``None``: constant).
         num_draws: posterior draws kept in the fit.
-        steps: length of the run.
+        steps, epochs, batch_size, batch_plate, drop_last: the length of the run and, for an
+            amortised fit, its minibatches (as for :class:`~ppgen.inference.SVI`).
 
     References:
         Mescheder, Nowozin & Geiger, Adversarial Variational Bayes: Unifying Variational
@@ -106,8 +124,9 @@ class AVB(EngineEstimator):
 
     def __init__(
         self,
+        guide: ImplicitAmortized | None = None,
         *,
-        particles: int = 128,
+        particles: int | None = None,
         n_critic: int = 3,
         adaptive_contrast: bool = True,
         noise_dim: int | None = None,
@@ -118,8 +137,21 @@ class AVB(EngineEstimator):
         lr_decay: float | None = 0.05,
         num_draws: int = 1000,
         steps: int | None = 3000,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        batch_plate: str | None = None,
+        drop_last: bool = False,
     ) -> None:
-        super().__init__(steps=steps)
+        super().__init__(
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            batch_plate=batch_plate,
+            drop_last=drop_last,
+        )
+        self.guide = guide
+        if particles is None:
+            particles = 128 if guide is None else 16
         self.particles = check_int("particles", particles, 2)
         self.n_critic = check_int("n_critic", n_critic, 1)
         if not isinstance(adaptive_contrast, bool | np.bool_):
@@ -150,6 +182,8 @@ class AVB(EngineEstimator):
 
     def settings(self) -> dict[str, Any]:
         out = super().settings()
+        out.pop("guide", None)  # code: not saved (a loaded fit rebuilds a default encoder)
+        out["encoder"] = None if self.guide is None else type(self.guide).__name__
         out["hidden"], out["critic_hidden"] = list(self.hidden), list(self.critic_hidden)
         return out
 
@@ -171,15 +205,46 @@ class AVB(EngineEstimator):
             )
         return list(info.latent)
 
+    def _guide(self, program: Any) -> ImplicitAmortized | None:
+        """The implicit encoder to fit: ``AVB(guide=)`` or ``ppgen.fit(..., guide=)`` (a guide
+        the zoo model declares itself is a density guide for SVI, not AVB's)."""
+        guide = self.guide if self.guide is not None else getattr(program, "user_guide", None)
+        if guide is None or isinstance(guide, ImplicitAmortized):
+            return guide
+        raise EstimatorError(
+            f"AVB's posterior is an implicit network with no density; the guide passed "
+            f"({getattr(guide, '__name__', type(guide).__name__)}) is a guide program with its "
+            "own density, which needs no discriminator: fit it with SVI (`method=SVI(guide=...)`"
+            "). For AVB pass no guide (one implicit posterior over all latents) or an "
+            "`ImplicitAmortized` encoder for per-datum latents."
+        )
+
     def check(self, program: Any, info: Any) -> None:
         super().check(program, info)
         self.latent_sites(info)
+        guide = self._guide(program)
+        if guide is not None and program.backend != "pyro":
+            raise EstimatorError(
+                "Amortised AVB (an `ImplicitAmortized` encoder) runs on Pyro programs; on "
+                "NumPyro, AVB fits global latents (`AVB()` without a guide)."
+            )
+        if guide is None and (self.batch_size is not None or self.epochs is not None):
+            raise EstimatorError(
+                "AVB without a guide infers global latents from the whole data every step; "
+                "`batch_size`/`epochs` minibatch the data plate of an amortised fit, "
+                "`AVB(guide=ImplicitAmortized(model))`. Drop them, or pass the encoder."
+            )
 
     # ------------------------------------------------------------------ the loop contract
     def init(self, ctx: FitContext) -> Any:
+        guide = self._guide(ctx.program)
+        if guide is not None:
+            return TorchAmortizedAVB(self, ctx, guide)
         return ENGINES[ctx.program.backend](self, ctx)
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
+        if isinstance(state, TorchAmortizedAVB):
+            return state, state.step(batch["data"], batch["scale"])
         return state, state.step(batch["data"])
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
@@ -191,4 +256,5 @@ class AVB(EngineEstimator):
     ) -> None:
         """A loaded fit draws new posterior samples from its saved guide network."""
         if name == "guide":
-            ENGINES[fit.backend].restore_sampler(self, fit, arrays, settings)
+            engine = TorchAmortizedAVB if settings.get("amortized") else ENGINES[fit.backend]
+            engine.restore_sampler(self, fit, arrays, settings)

@@ -3,5 +3,6 @@
 from ppgen.inference.guides.amortized import Amortized
 from ppgen.inference.guides.auto import AUTOGUIDES, GuideName, make_guide
 from ppgen.inference.guides.flow import FlowGuide
+from ppgen.inference.guides.implicit import ImplicitAmortized
 
-__all__ = ["Amortized", "FlowGuide", "AUTOGUIDES", "GuideName", "make_guide"]
+__all__ = ["Amortized", "FlowGuide", "ImplicitAmortized", "AUTOGUIDES", "GuideName", "make_guide"]

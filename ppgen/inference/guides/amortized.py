@@ -25,6 +25,44 @@ def _frames(msg: dict) -> list[Any]:
     return [f for f in msg["cond_indep_stack"] if f.vectorized]
 
 
+def trace_data_plate(
+    model: Callable,
+    data: Mapping[str, Any],
+    plate_name: str | None,
+    family: str,
+    inputs: Sequence[str] | None,
+) -> tuple[Any, Any, dict[str, tuple[int, ...]], list[dict], list[str]]:
+    """What an encoder guide needs of the model: its trace on ``data``, the data plate's
+    frame, the local latents ``{site: event shape}``, the global latent sites, and the data
+    keys to encode (``inputs``, or the observed sites in the plate), all checked."""
+    with torch.no_grad(), poutine.block():
+        tr = poutine.trace(model).get_trace(**data)
+    sites = [
+        s
+        for s in tr.nodes.values()
+        if s["type"] == "sample"
+        and not s["infer"].get("_deterministic")
+        and not site_is_subsample(s)  # a plate's own index site is no latent
+    ]
+    observed = [s for s in sites if s["is_observed"]]
+    plate = find_plate(observed, _frames, plate_name, "pyro")
+    latent = [s for s in sites if not s["is_observed"]]
+    locals_, glob = split_latents(
+        latent, plate, family, lambda s: [f.name for f in _frames(s)], strict_frames=True
+    )
+    if inputs is None:
+        ids = {id(v): k for k, v in data.items() if torch.is_tensor(v)}
+        keys = [ids.get(id(s["value"]), s["name"]) for s in observed]
+        inputs = [k for k, s in zip(keys, observed) if plate.name in [f.name for f in _frames(s)]]
+    missing = [k for k in inputs if k not in data]
+    if missing:
+        raise ProgramError(
+            f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
+            f"keys to encode (data keys: {sorted(data)})."
+        )
+    return tr, plate, locals_, glob, list(inputs)
+
+
 class Amortized(nn.Module):
     r"""An encoder guide built from the program's trace: :math:`q(z_n \mid x_n)` per datum.
 
@@ -146,35 +184,11 @@ class Amortized(nn.Module):
                 "This `Amortized` guide has no program: pass it, `Amortized(model)`, or call "
                 "`.bind(model)` before fitting."
             )
-        with torch.no_grad(), poutine.block():
-            tr = poutine.trace(self._model).get_trace(**data)
-        sites = [
-            s
-            for s in tr.nodes.values()
-            if s["type"] == "sample"
-            and not s["infer"].get("_deterministic")
-            and not site_is_subsample(s)  # a plate's own index site is no latent
-        ]
-        observed = [s for s in sites if s["is_observed"]]
-        plate = find_plate(observed, _frames, self.plate_name, "pyro")
-        self.plate = plate
-        latent = [s for s in sites if not s["is_observed"]]
-        locals_, glob = split_latents(
-            latent, plate, self.family, lambda s: [f.name for f in _frames(s)], strict_frames=True
+        _, plate, locals_, glob, self.inputs = trace_data_plate(
+            self._model, data, self.plate_name, self.family, self.inputs
         )
+        self.plate = plate
         self.locals.update(locals_)
-        if self.inputs is None:
-            ids = {id(v): k for k, v in data.items() if torch.is_tensor(v)}
-            keys = [ids.get(id(s["value"]), s["name"]) for s in observed]
-            self.inputs = [
-                k for k, s in zip(keys, observed) if plate.name in [f.name for f in _frames(s)]
-            ]
-        missing = [k for k in self.inputs if k not in data]
-        if missing:
-            raise ProgramError(
-                f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
-                f"keys to encode (data keys: {sorted(data)})."
-            )
         if self.encoder is None:
             self._flatten = True
             width = sum(int(data[k][0].numel()) for k in self.inputs)
