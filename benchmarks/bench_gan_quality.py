@@ -84,6 +84,9 @@ HINGE_B1024 = {**NS_B1024, "loss": "hinge"}
 LSGAN_B1024 = {**NS_B1024, "loss": "lsgan"}
 NS_B1024_7K = {**NS_B1024, "steps": 7000, "lr_decay": 0.03}
 DEEP = (256, 256, 256)
+#: ALI / BiGAN (issue 13): the same generator, a deterministic encoder E(x) of the same widths
+#: (``Delta(E(x))``, BiGAN's), the critic on (x, z) pairs; the grid's best GAN settings
+ALI_B1024_7K = {**NS_B1024_7K, "ali": True}
 
 #: (benchmark, label, Adversarial settings, generator widths); the best settings found
 CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
@@ -94,6 +97,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
     ("grid25", "ppgen hinge batch 1024", HINGE_B1024, DEEP),
     ("grid25", "ppgen lsgan batch 1024", LSGAN_B1024, DEEP),
     ("grid25", "ppgen ns batch 1024 7000/0.03", NS_B1024_7K, DEEP),
+    ("ring8", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
+    ("grid25", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
 ]
 
 #: PacGAN Table 1 (2-D ring and grid): (benchmark, method, modes, modes sd, % high quality)
@@ -104,37 +109,59 @@ ANCHORS: list[tuple[str, str, float, float | None, float]] = [
     ("grid25", "PacGAN: GAN", 17.3, None, 94.8),
     ("grid25", "PacGAN: PacGAN4", 24.8, 0.2, 93.6),
     ("grid25", "PacGAN: VEEGAN", 24.6, None, 40.0),
+    ("grid25", "ALI paper (Dumoulin et al., Table 1)", 13.4, 5.8, float("nan")),
 ]
 GOALS = {"ring8": (8.0, 95.0), "grid25": (24.5, 90.0)}
 
 
-def program(widths: tuple[int, ...], z_dim: int = 2) -> Any:
-    """A NumPyro GAN: ``z ~ N(0, I_2)``, ``x = G(z)`` with an MLP of ``numpyro.param`` weights."""
+def mlp(name: str, sizes: list[int]) -> Any:
+    """An MLP ``h -> out`` of ``numpyro.param`` weights named ``{name}.{i}.weight/bias`` (ReLU
+    between layers; PyTorch's default uniform initialisation)."""
     import jax
-    import jax.numpy as jnp
     import numpyro
-    import numpyro.distributions as ndist
 
-    from ppgen.distributions import Implicit
-
-    sizes = [z_dim, *widths, 2]
     uniform = jax.random.uniform
 
-    def generate(h: Any) -> Any:
+    def apply(h: Any) -> Any:
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             c = 1.0 / math.sqrt(a)
             w = numpyro.param(
-                f"G.{i}.weight", lambda k, s=(a, b), c=c: uniform(k, s, minval=-c, maxval=c)
+                f"{name}.{i}.weight", lambda k, s=(a, b), c=c: uniform(k, s, minval=-c, maxval=c)
             )
             bias = numpyro.param(
-                f"G.{i}.bias", lambda k, s=(b,), c=c: uniform(k, s, minval=-c, maxval=c)
+                f"{name}.{i}.bias", lambda k, s=(b,), c=c: uniform(k, s, minval=-c, maxval=c)
             )
             h = h @ w + bias
             if i < len(sizes) - 2:
                 h = jax.nn.relu(h)
         return h
 
+    return apply
+
+
+def encoder(widths: tuple[int, ...], z_dim: int = 2) -> Any:
+    """BiGAN's encoder as a NumPyro guide: ``z = E(x)`` (a ``Delta``), E an MLP like G."""
+    import numpyro
+    import numpyro.distributions as ndist
+
+    def enc(x=None):
+        e = mlp("E", [2, *widths, z_dim])
+        with numpyro.plate("data", len(x)):
+            numpyro.sample("z", ndist.Delta(e(x), event_dim=1))
+
+    return enc
+
+
+def program(widths: tuple[int, ...], z_dim: int = 2) -> Any:
+    """A NumPyro GAN: ``z ~ N(0, I_2)``, ``x = G(z)`` with an MLP of ``numpyro.param`` weights."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as ndist
+
+    from ppgen.distributions import Implicit
+
     def gan(x=None):
+        generate = mlp("G", [z_dim, *widths, 2])
         with numpyro.plate("data", len(x)):
             z = numpyro.sample("z", ndist.Normal(jnp.zeros(z_dim), 1.0).to_event(1))
             numpyro.sample("x", Implicit(generate(z), 1), obs=x)
@@ -146,11 +173,16 @@ def run(bench: str, settings: dict[str, Any], widths: tuple[int, ...], seed: int
     """One fit and its score: (ModeCoverage, seconds of the fit)."""
     import ppgen
     from ppgen.analysis.sample_quality import mode_coverage
-    from ppgen.inference import Adversarial
+    from ppgen.inference import ALI, Adversarial
 
     x = MODES2D[bench](n, seed=seed)
+    settings = dict(settings)
+    if settings.pop("ali", False):
+        est: Any = ALI(guide=encoder(widths), **settings)
+    else:
+        est = Adversarial(**settings)
     t = time.perf_counter()
-    fit = ppgen.fit(program(widths), {"x": x}, Adversarial(**settings), seed=seed)
+    fit = ppgen.fit(program(widths), {"x": x}, est, seed=seed)
     seconds = time.perf_counter() - t
     blank = np.zeros((PACGAN_EVAL_SAMPLES, 2), np.float32)  # the size of the draw; re-simulated
     samples = fit.sample(1, data={"x": blank})["x"][0]
@@ -215,7 +247,7 @@ def main() -> None:
                 bench,
                 method,
                 f"{m:.1f}" + ("" if sd is None else f" ± {sd:.1f}"),
-                f"{hq:.1f}",
+                "—" if math.isnan(hq) else f"{hq:.1f}",
                 "",
                 "",
             )

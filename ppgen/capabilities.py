@@ -10,6 +10,13 @@ asks for it by name and falls back to running the program when it is absent:
   :class:`~ppgen.inference.SVI` then compute :math:`-\\tfrac{N}{B}\\sum_i \\log p(x_i)` with
   no tracing. ppgen checks it once, before training, against the program's own observed
   site (to ``1e-4`` relative), and refuses a declaration that disagrees.
+- ``log_joint_terms(values, **data) -> (log_prior, log_likelihood)``: the program's
+  :math:`\\log p(z)` and :math:`\\log p(x \\mid z)` at ``K`` draws of every latent site at once
+  (``values``: ``{site: (K, *shape)}`` on each site's support), each shaped ``(K,)``, with
+  torch (or NumPyro) alone. :class:`~ppgen.inference.AVB` (Pyro, global latents) then
+  evaluates all its particles in one call instead of running the program per draw; ppgen
+  checks it once, before training, against the program on three prior draws (``1e-4``)
+  and refuses a declaration that disagrees. The zoo's ``EightSchools`` declares it.
 - ``elbo_terms(num_particles, **data) -> ELBOTerms``: reparameterised per-datum terms of the
   ELBO of the model with **its own guide** (a VAE). SVI then evaluates ``trace``,
   ``meanfield``, ``renyi`` and ``iwae`` objectives from them with torch alone. ppgen checks
@@ -78,6 +85,7 @@ __all__ = ["ELBOTerms", "ExactPosterior", "Capability", "declares"]
 
 Capability = Literal[
     "log_density",
+    "log_joint_terms",
     "elbo_terms",
     "exact_posterior",
     "reparam_draws",

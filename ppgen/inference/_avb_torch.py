@@ -14,6 +14,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.nn import functional as F
 
 from ppgen.backends._pyro_vmap import vmap_predictive
+from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_torch import frozen
 from ppgen.inference._avb_jax import check_guide_size
@@ -112,6 +113,9 @@ class TorchAVB(SyncTorchEngine):
             out = [self._one(v, data) for v in u]
             return torch.stack([a for a, _ in out]), torch.stack([b for _, b in out])
 
+        declared = self._declared(looped)
+        if declared is not None:
+            return declared
         try:
             with torch.no_grad():
                 a, b = vmapped(probe, self.ctx.data)
@@ -123,6 +127,36 @@ class TorchAVB(SyncTorchEngine):
         except Exception:  # noqa: BLE001 - a program vmap cannot run is run draw by draw
             pass
         return looped
+
+    def _declared(self, looped: Callable) -> Callable | None:
+        """The model's ``log_joint_terms`` capability over all draws at once, checked against
+        the program on three prior draws (``None`` when the model does not declare it)."""
+        obj = self.ctx.program.obj
+        if not declares(obj, "log_joint_terms"):
+            return None
+        terms = obj.log_joint_terms
+
+        def declared(u: torch.Tensor, data: Mapping[str, Any]) -> Any:
+            values, ldj = self.layout.constrain(self.layout.split(u))
+            prior, lik = terms(values, **data)
+            return prior + ldj, lik
+
+        rng = torch.get_rng_state()  # the check leaves the fit's random numbers as they were
+        probe = self._prior_draws(3)
+        torch.set_rng_state(rng)
+        with torch.no_grad():
+            got, want = declared(probe, self.ctx.data), looped(probe, self.ctx.data)
+        for what, a, b in zip(("log p(z)", "log p(x | z)"), got, want, strict=True):
+            a = torch.as_tensor(a)
+            if a.shape != b.shape or not torch.allclose(a, b, rtol=1e-4, atol=1e-4):
+                raise EstimatorError(
+                    f"`{type(obj).__name__}.log_joint_terms` disagrees with its program on "
+                    f"three prior draws: {what} {a.tolist()} vs the program's {b.tolist()}. "
+                    "It must return (log p(z), log p(x | z)), each of shape (K,), for K draws "
+                    "of every latent site ({site: (K, *shape)}, on each site's support); fix "
+                    "it or remove it (the program is then run per draw)."
+                )
+        return declared
 
     def _prior_draws(self, k: int, data: Mapping[str, Any] | None = None) -> torch.Tensor:
         """``k`` draws of the latents from the prior, unconstrained and flattened (K, ..., D)."""
@@ -285,6 +319,9 @@ class TorchAmortizedAVB(TorchAVB):
 
     def _probe_shape(self) -> tuple[int, ...]:
         return (self.guide.plate.size, self.layout.dim)
+
+    def _declared(self, looped: Callable) -> Callable | None:
+        return None  # log_joint_terms is for global latents (no per-datum scale, no encoder)
 
     def _one(self, u: torch.Tensor, data: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         values, ldj = self.layout.constrain(self.layout.split(u))  # ldj: one per datum

@@ -54,7 +54,9 @@ class AVB(EngineEstimator):
     Without a guide (the default) the implicit posterior covers all of the program's
     continuous latents jointly (eight schools, a regression), on Pyro and NumPyro, and the
     data are used whole every step. On Pyro the particles go through the program in one
-    ``torch.func.vmap`` pass (one run per particle where vmap cannot run the program); on
+    ``torch.func.vmap`` pass (one run per particle where vmap cannot run the program), or
+    in one call of the model's ``log_joint_terms`` where it declares that capability
+    (:mod:`ppgen.capabilities`; checked against the program before training); on
     NumPyro the whole step is one ``jax.jit`` (``jax.vmap`` over particles, ``lax.scan`` over
     critic updates).
 
