@@ -38,6 +38,7 @@ __all__ = [
     "log_partition",
     "rbm_ais",
     "rbm_log_likelihood",
+    "rbm_reverse_ais",
     "rbm_log_partition_exact",
 ]
 
@@ -269,49 +270,135 @@ def rbm_ais(
     H, V = W.shape
     if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
         raise ValueError(f"`num_chains` must be an int >= 2; got {num_chains!r}.")
-    if isinstance(num_betas, int | np.integer) and not isinstance(num_betas, bool):
-        betas = ais_betas(int(num_betas))
-    else:
-        betas = np.asarray(num_betas, dtype=np.float64)
-        if (
-            betas.ndim != 1
-            or len(betas) < 2
-            or betas[0] != 0.0
-            or betas[-1] != 1.0
-            or not np.all(np.diff(betas) > 0)
-        ):
-            raise ValueError(
-                "`num_betas` must be an int or a strictly increasing 1-D sequence of "
-                f"temperatures from 0.0 to 1.0; got {np.asarray(num_betas)!r:.80}."
-            )
+    betas = _schedule(num_betas)
     bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
     if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
         raise DataError(f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}.")
     gen = torch.Generator().manual_seed(int(seed))
     log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
-
     v = torch.bernoulli(torch.sigmoid(bA).expand(num_chains, V), generator=gen)
-    log_w = torch.zeros(num_chains, dtype=torch.float64)
-    prev = 0.0
+    lw = _anneal(W, b, c, bA, v, betas, gen).numpy()
+    top, mean, stderr = _weights(lw)
+    return AISResult(
+        log_z_base + top + math.log(mean), stderr, lw, len(betas), num_chains, log_z_base
+    )
+
+
+def _schedule(num_betas: Any) -> np.ndarray:
+    """:func:`ais_betas` of an int, or an explicit schedule from 0 to 1, checked."""
+    if isinstance(num_betas, int | np.integer) and not isinstance(num_betas, bool):
+        return ais_betas(int(num_betas))
+    betas = np.asarray(num_betas, dtype=np.float64)
+    if (
+        betas.ndim != 1
+        or len(betas) < 2
+        or betas[0] != 0.0
+        or betas[-1] != 1.0
+        or not np.all(np.diff(betas) > 0)
+    ):
+        raise ValueError(
+            "`num_betas` must be an int or a strictly increasing 1-D sequence of "
+            f"temperatures from 0.0 to 1.0; got {np.asarray(num_betas)!r:.80}."
+        )
+    return betas
+
+
+def _anneal(
+    W: Tensor, b: Tensor, c: Tensor, bA: Tensor, v: Tensor, betas: Any, gen: torch.Generator
+) -> Tensor:
+    r"""Chains from ``v`` through the temperatures ``betas`` in the order given (up: AIS; down:
+    reverse AIS): at each new temperature the log weight gains
+    :math:`\log p^*_k(v) - \log p^*_{k-1}(v)`, then one block Gibbs sweep of :math:`p_k`
+    moves ``v`` (none after the last). Returns the log weights ``(M,)``."""
+    log_w = torch.zeros(len(v), dtype=torch.float64)
+    prev = float(betas[0])
     for k in range(1, len(betas)):
         beta = float(betas[k])
         act = v @ W.T + c
-        la, lb = v @ bA, v @ b
-        log_w += (beta - prev) * (lb - la)
+        log_w += (beta - prev) * (v @ b - v @ bA)
         log_w += F.softplus(beta * act).sum(-1) - F.softplus(prev * act).sum(-1)
         prev = beta
         if k < len(betas) - 1:
-            h = torch.bernoulli(torch.sigmoid(beta * act), generator=gen)
-            logits = (1 - beta) * bA + beta * (b + h @ W)
-            v = torch.bernoulli(torch.sigmoid(logits), generator=gen)
+            v = _sweep(W, b, c, bA, v, beta, gen)
+    return log_w
 
-    lw = log_w.numpy()
+
+def _sweep(
+    W: Tensor, b: Tensor, c: Tensor, bA: Tensor, v: Tensor, beta: float, gen: torch.Generator
+) -> Tensor:
+    """One block Gibbs sweep (h | v, then v | h) of the RBM at temperature ``beta``."""
+    h = torch.bernoulli(torch.sigmoid(beta * (v @ W.T + c)), generator=gen)
+    return torch.bernoulli(torch.sigmoid((1 - beta) * bA + beta * (b + h @ W)), generator=gen)
+
+
+def _weights(lw: np.ndarray) -> tuple[float, float, float]:
+    """``(max log w, mean of w / exp(max), delta-method sd of log mean w)``."""
     top = float(lw.max())
     w = np.exp(lw - top)
     mean = float(w.mean())
-    log_z = log_z_base + top + math.log(mean)
-    stderr = float(w.std(ddof=1) / (math.sqrt(num_chains) * mean))
-    return AISResult(log_z, stderr, lw.copy(), len(betas), num_chains, log_z_base)
+    return top, mean, float(w.std(ddof=1) / (math.sqrt(len(w)) * mean))
+
+
+def rbm_reverse_ais(
+    W: Any,
+    vbias: Any,
+    hbias: Any,
+    init: Any,
+    *,
+    burn_in: int = 1000,
+    num_betas: int | Sequence[float] | np.ndarray = 1000,
+    base_vbias: Any = None,
+    seed: int = 0,
+) -> AISResult:
+    r""":math:`\log Z` of a Bernoulli–Bernoulli RBM by **reverse** AIS (Burda, Grosse &
+    Salakhutdinov 2015): an upper bracket to :func:`rbm_ais`'s lower one.
+
+    The chains start from samples of the RBM itself and anneal *down* the same path to the
+    base-rate model :math:`A`; the weights :math:`w_m` are unbiased for :math:`Z_A / Z` when
+    the start states are exact draws, so :math:`\log \hat Z = \log Z_A - \log \frac1M
+    \sum_m w_m` **overestimates** :math:`\log Z` in expectation (Jensen), and log-likelihoods
+    from it are conservative. Together, :math:`\log \hat Z_\text{AIS} \lesssim \log Z
+    \lesssim \log \hat Z_\text{reverse}`, and the gap says how far to trust either. The
+    start states are ``init`` (one chain per row: e.g. the training data, or a PCD fit's
+    persistent chains) after ``burn_in`` block Gibbs sweeps of the RBM; the bracket is only
+    as conservative as those states are model samples (from data after a short burn-in,
+    reverse AIS can *under*-estimate too).
+
+    Arguments:
+        W, vbias, hbias: the RBM (``(H, V)``, ``(V,)``, ``(H,)``).
+        init: ``(M, V)`` binary start states, one chain per row.
+        burn_in: block Gibbs sweeps of the RBM before annealing.
+        num_betas, base_vbias, seed: as for :func:`rbm_ais`.
+
+    Example:
+        A base-rate RBM (zero weights) anneals to itself: every weight is exactly 1.
+
+        >>> r = rbm_reverse_ais(torch.zeros(3, 4), torch.ones(4), torch.zeros(3),
+        ...                     torch.ones(5, 4), num_betas=20, base_vbias=torch.ones(4))
+        >>> round(r.log_z - rbm_log_partition_exact(torch.zeros(3, 4), torch.ones(4),
+        ...                                         torch.zeros(3)), 12), r.stderr
+        (0.0, 0.0)
+    """
+    W, b, c = _params(W, vbias, hbias)
+    H, V = W.shape
+    betas = _schedule(num_betas)
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int | np.integer) or burn_in < 0:
+        raise ValueError(f"`burn_in` must be an int >= 0; got {burn_in!r}.")
+    v = _as64(init if isinstance(init, Tensor) else np.asarray(init))
+    if v.dim() != 2 or v.shape[1] != V or len(v) < 2:
+        raise DataError(f"`init` must be >= 2 rows of {V} visible units; got {tuple(v.shape)}.")
+    if not bool(((v == 0) | (v == 1)).all()):
+        raise DataError("`init` must be binary (0/1) visible states of the Bernoulli RBM.")
+    bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
+    if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
+        raise DataError(f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}.")
+    gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(int(burn_in)):
+        v = _sweep(W, b, c, bA, v, 1.0, gen)
+    log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
+    lw = _anneal(W, b, c, bA, v, betas[::-1], gen).numpy()
+    top, mean, stderr = _weights(lw)
+    return AISResult(log_z_base - top - math.log(mean), stderr, lw, len(betas), len(v), log_z_base)
 
 
 @dataclass
@@ -321,7 +408,7 @@ class LogPartition:
     Attributes:
         value: the estimate of :math:`\\log Z`.
         stderr: its standard error (0 for ``"exact"``).
-        method: ``"exact"`` or ``"ais"``.
+        method: ``"exact"``, ``"ais"`` or ``"reverse_ais"``.
         note: how it was computed, and its caveats.
     """
 
@@ -361,11 +448,15 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
     Arguments:
         fit: a :class:`~ppgen.result.Fit` of an RBM, or the RBM.
         method: ``"exact"`` (:func:`rbm_log_partition_exact`, or
-            :func:`gaussian_rbm_log_partition_exact` for a Gaussian RBM) or ``"ais"``
-            (:func:`rbm_ais`, Bernoulli RBMs).
+            :func:`gaussian_rbm_log_partition_exact` for a Gaussian RBM), ``"ais"``
+            (:func:`rbm_ais`, Bernoulli RBMs: a lower bracket in expectation) or
+            ``"reverse_ais"`` (:func:`rbm_reverse_ais`: an upper bracket).
         kwargs: for ``"ais"``: ``data=`` (the training data, an array ``(N, V)`` or
             ``{"x": ...}``: the base-rate model's visible biases, unless ``base_vbias=`` is
-            given), and :func:`rbm_ais`'s ``num_chains``, ``num_betas``, ``seed``.
+            given), and :func:`rbm_ais`'s ``num_chains``, ``num_betas``, ``seed``. For
+            ``"reverse_ais"``: ``data=`` as for AIS and the chains' start states unless
+            ``init=`` is given, and :func:`rbm_reverse_ais`'s ``burn_in``, ``num_betas``,
+            ``seed``.
 
     Given a :class:`~ppgen.result.Fit`, the estimate is also kept in the fit
     (``fit.log_partition``, saved with it), so that ``fit.log_likelihood`` and ``to_arviz``
@@ -385,8 +476,8 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
             "another energy model compare fits by a contrastive objective or sample quality, "
             "or bound log Z yourself (e.g. importance sampling with a tractable proposal)."
         )
-    if method not in ("exact", "ais"):
-        raise ValueError(f"`method` must be 'exact' or 'ais'; got {method!r}.")
+    if method not in ("exact", "ais", "reverse_ais"):
+        raise ValueError(f"`method` must be 'exact', 'ais' or 'reverse_ais'; got {method!r}.")
     W, b, c = _fitted_parameters(fit, obj)
     visible = getattr(obj, "visible", "bernoulli")
     H, V = _as64(W).shape
@@ -404,27 +495,49 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
         return _attach(fit, LogPartition(value, 0.0, "exact", note))
     if visible != "bernoulli":
         raise ValueError(
-            f"method='ais' is implemented for Bernoulli RBMs; this model's visible units are "
-            f"{visible!r}. Use method='exact' (it enumerates the {H} hidden units)."
+            f"method={method!r} is implemented for Bernoulli RBMs; this model's visible units "
+            f"are {visible!r}. Use method='exact' (it enumerates the {H} hidden units)."
         )
-    allowed = {"data", "base_vbias", "num_chains", "num_betas", "seed"}
+    reverse = method == "reverse_ais"
+    allowed = {"data", "base_vbias", "num_betas", "seed"}
+    allowed |= {"init", "burn_in"} if reverse else {"num_chains"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise ValueError(f"method='ais' takes {sorted(allowed)}; got unknown {unknown}.")
+        raise ValueError(f"method={method!r} takes {sorted(allowed)}; got unknown {unknown}.")
     data = kwargs.pop("data", None)
-    if data is not None and kwargs.get("base_vbias") is None:
-        x = data["x"] if isinstance(data, Mapping) else data
-        x = _as64(np.asarray(x))
+    x = None
+    if data is not None:
+        x = _as64(np.asarray(data["x"] if isinstance(data, Mapping) else data))
         if x.dim() != 2 or x.shape[1] != V:
             raise DataError(f"`data` must be rows (N, {V}); got shape {tuple(x.shape)}.")
-        kwargs["base_vbias"] = base_rate_bias(x.mean(0))
-    result = rbm_ais(W, b, c, **kwargs)
+        if kwargs.get("base_vbias") is None:
+            kwargs["base_vbias"] = base_rate_bias(x.mean(0))
+    start = "base-rate" if kwargs.get("base_vbias") is not None else "uniform"
+    if not reverse:
+        result = rbm_ais(W, b, c, **kwargs)
+        note = (
+            f"AIS: {result.num_chains} chains x {result.num_betas} temperatures from the "
+            f"{start} model; underestimates log Z in expectation, so log-likelihoods from it "
+            "are optimistic"
+        )
+        return _attach(fit, LogPartition(result.log_z, result.stderr, "ais", note))
+    init = kwargs.pop("init", None)
+    if init is None:
+        if x is None:
+            raise ValueError(
+                "method='reverse_ais' starts its chains from model samples: pass `init=` "
+                "(rows of visible states, e.g. a PCD fit's chains) or `data=` (the training "
+                "data, burnt in by `burn_in` Gibbs sweeps)."
+            )
+        init = x
+    result = rbm_reverse_ais(W, b, c, init, **kwargs)
     note = (
-        f"AIS: {result.num_chains} chains x {result.num_betas} temperatures from the "
-        f"{'base-rate' if kwargs.get('base_vbias') is not None else 'uniform'} model; "
-        "underestimates log Z in expectation, so log-likelihoods from it are optimistic"
+        f"reverse AIS: {result.num_chains} chains x {result.num_betas} temperatures down to "
+        f"the {start} model, after {kwargs.get('burn_in', 1000)} Gibbs sweeps; overestimates "
+        "log Z in expectation when its start states are model samples, so log-likelihoods "
+        "from it are conservative"
     )
-    return _attach(fit, LogPartition(result.log_z, result.stderr, "ais", note))
+    return _attach(fit, LogPartition(result.log_z, result.stderr, "reverse_ais", note))
 
 
 def _attach(fit: Any, lz: LogPartition) -> LogPartition:
