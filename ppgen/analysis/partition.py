@@ -227,9 +227,10 @@ def rbm_ais(
     num_betas: int | Sequence[float] | np.ndarray = 1000,
     base_vbias: Any = None,
     seed: int = 0,
+    sigma: float | None = None,
 ) -> AISResult:
-    r""":math:`\log Z` of a Bernoulli–Bernoulli RBM by annealed importance sampling
-    (Salakhutdinov & Murray 2008).
+    r""":math:`\log Z` of an RBM by annealed importance sampling (Salakhutdinov & Murray
+    2008): Bernoulli–Bernoulli, or Gaussian–Bernoulli with ``sigma``.
 
     The base :math:`A` is the *base-rate* RBM: zero weights, visible biases ``base_vbias``
     :math:`b_A` (default zeros; pass :func:`~ppgen.models.ebm.base_rate_bias` of the training
@@ -246,13 +247,26 @@ def rbm_ais(
     :math:`\log w \mathrel{+}= \log p^*_k(v) - \log p^*_{k-1}(v)` and moves by one block Gibbs
     sweep of :math:`p_k`. Cost: ``num_betas`` sweeps of ``num_chains`` chains.
 
+    With Gaussian visible units (``sigma``: their standard deviation, as in
+    :class:`~ppgen.models.ebm.GaussianRBM`, energy :math:`\lVert v - b\rVert^2 / 2\sigma^2 -
+    c^\top h - h^\top W v / \sigma^2`) the base is :math:`N(b_A, \sigma^2 I)` times uniform
+    hidden units, :math:`\log Z_A = \tfrac V2 \log 2\pi\sigma^2 + H \log 2`, and
+
+    .. math:: \log p^*_k(v) = -\frac{(1-\beta_k)\lVert v - b_A\rVert^2
+        + \beta_k \lVert v - b\rVert^2}{2\sigma^2}
+        + \textstyle\sum_j \operatorname{softplus}(\beta_k (c_j + W_j v / \sigma^2)),
+
+    with :math:`v \mid h \sim N((1-\beta_k) b_A + \beta_k (b + W^\top h), \sigma^2 I)`.
+
     Arguments:
         W, vbias, hbias: the RBM (``(H, V)``, ``(V,)``, ``(H,)``).
         num_chains: ``M``, independent AIS runs.
         num_betas: the number of temperatures of the default schedule (:func:`ais_betas`,
             Salakhutdinov & Murray's, scaled), or an explicit increasing sequence from 0 to 1.
-        base_vbias: :math:`b_A`, shape ``(V,)``.
+        base_vbias: :math:`b_A`, shape ``(V,)`` (Gaussian: the base's mean; pass the data's
+            mean).
         seed: the seed of the chains' own generator (torch's global one is untouched).
+        sigma: ``None`` for binary visible units, else the Gaussian visible units' sd.
 
     Returns:
         :class:`AISResult` (an underestimate of :math:`\log Z` in expectation; see there).
@@ -271,17 +285,58 @@ def rbm_ais(
     if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 2:
         raise ValueError(f"`num_chains` must be an int >= 2; got {num_chains!r}.")
     betas = _schedule(num_betas)
-    bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
-    if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
-        raise DataError(f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}.")
+    path = _Path(W, b, c, base_vbias, sigma)
     gen = torch.Generator().manual_seed(int(seed))
-    log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
-    v = torch.bernoulli(torch.sigmoid(bA).expand(num_chains, V), generator=gen)
-    lw = _anneal(W, b, c, bA, v, betas, gen).numpy()
+    lw = _anneal(path, path.base_draws(num_chains, gen), betas, gen).numpy()
     top, mean, stderr = _weights(lw)
     return AISResult(
-        log_z_base + top + math.log(mean), stderr, lw, len(betas), num_chains, log_z_base
+        path.log_z_base + top + math.log(mean), stderr, lw, len(betas), num_chains, path.log_z_base
     )
+
+
+class _Path:
+    """The annealing path from the base-rate RBM A to the RBM (W, b, c): binary visible units
+    (``sigma=None``) or Gaussian ones with sd ``sigma``; see :func:`rbm_ais`."""
+
+    def __init__(self, W: Tensor, b: Tensor, c: Tensor, base_vbias: Any, sigma: Any) -> None:
+        H, V = W.shape
+        bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
+        if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
+            raise DataError(
+                f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}."
+            )
+        if sigma is not None and not (isinstance(sigma, int | float) and sigma > 0):
+            raise ValueError(f"`sigma` must be None or a positive number; got {sigma!r}.")
+        self.W, self.b, self.c, self.bA = W, b, c, bA
+        self.s2 = None if sigma is None else float(sigma) ** 2
+        if self.s2 is None:
+            self.log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
+        else:
+            self.log_z_base = H * math.log(2.0) + 0.5 * V * math.log(2 * math.pi * self.s2)
+
+    def base_draws(self, n: int, gen: torch.Generator) -> Tensor:
+        if self.s2 is None:
+            return torch.bernoulli(torch.sigmoid(self.bA).expand(n, len(self.bA)), generator=gen)
+        eps = torch.randn(n, len(self.bA), generator=gen, dtype=torch.float64)
+        return self.bA + math.sqrt(self.s2) * eps
+
+    def log_f(self, v: Tensor, beta: float) -> Tensor:
+        r""":math:`\log p^*_\beta(v)`, h summed out, up to a constant of neither v nor beta."""
+        if self.s2 is None:
+            act = v @ self.W.T + self.c
+            return (1 - beta) * (v @ self.bA) + beta * (v @ self.b) + F.softplus(beta * act).sum(-1)
+        act = v @ self.W.T / self.s2 + self.c
+        quad = (1 - beta) * ((v - self.bA) ** 2).sum(-1) + beta * ((v - self.b) ** 2).sum(-1)
+        return -quad / (2 * self.s2) + F.softplus(beta * act).sum(-1)
+
+    def sweep(self, v: Tensor, beta: float, gen: torch.Generator) -> Tensor:
+        """One block Gibbs sweep (h | v, then v | h) at temperature ``beta``."""
+        s2 = 1.0 if self.s2 is None else self.s2
+        h = torch.bernoulli(torch.sigmoid(beta * (v @ self.W.T / s2 + self.c)), generator=gen)
+        mean = (1 - beta) * self.bA + beta * (self.b + h @ self.W)
+        if self.s2 is None:
+            return torch.bernoulli(torch.sigmoid(mean), generator=gen)
+        return mean + math.sqrt(self.s2) * torch.randn(v.shape, generator=gen, dtype=v.dtype)
 
 
 def _schedule(num_betas: Any) -> np.ndarray:
@@ -303,9 +358,7 @@ def _schedule(num_betas: Any) -> np.ndarray:
     return betas
 
 
-def _anneal(
-    W: Tensor, b: Tensor, c: Tensor, bA: Tensor, v: Tensor, betas: Any, gen: torch.Generator
-) -> Tensor:
+def _anneal(path: _Path, v: Tensor, betas: Any, gen: torch.Generator) -> Tensor:
     r"""Chains from ``v`` through the temperatures ``betas`` in the order given (up: AIS; down:
     reverse AIS): at each new temperature the log weight gains
     :math:`\log p^*_k(v) - \log p^*_{k-1}(v)`, then one block Gibbs sweep of :math:`p_k`
@@ -314,21 +367,11 @@ def _anneal(
     prev = float(betas[0])
     for k in range(1, len(betas)):
         beta = float(betas[k])
-        act = v @ W.T + c
-        log_w += (beta - prev) * (v @ b - v @ bA)
-        log_w += F.softplus(beta * act).sum(-1) - F.softplus(prev * act).sum(-1)
+        log_w += path.log_f(v, beta) - path.log_f(v, prev)
         prev = beta
         if k < len(betas) - 1:
-            v = _sweep(W, b, c, bA, v, beta, gen)
+            v = path.sweep(v, beta, gen)
     return log_w
-
-
-def _sweep(
-    W: Tensor, b: Tensor, c: Tensor, bA: Tensor, v: Tensor, beta: float, gen: torch.Generator
-) -> Tensor:
-    """One block Gibbs sweep (h | v, then v | h) of the RBM at temperature ``beta``."""
-    h = torch.bernoulli(torch.sigmoid(beta * (v @ W.T + c)), generator=gen)
-    return torch.bernoulli(torch.sigmoid((1 - beta) * bA + beta * (b + h @ W)), generator=gen)
 
 
 def _weights(lw: np.ndarray) -> tuple[float, float, float]:
@@ -349,8 +392,9 @@ def rbm_reverse_ais(
     num_betas: int | Sequence[float] | np.ndarray = 1000,
     base_vbias: Any = None,
     seed: int = 0,
+    sigma: float | None = None,
 ) -> AISResult:
-    r""":math:`\log Z` of a Bernoulli–Bernoulli RBM by **reverse** AIS (Burda, Grosse &
+    r""":math:`\log Z` of an RBM by **reverse** AIS (Burda, Grosse &
     Salakhutdinov 2015): an upper bracket to :func:`rbm_ais`'s lower one.
 
     The chains start from samples of the RBM itself and anneal *down* the same path to the
@@ -366,9 +410,11 @@ def rbm_reverse_ais(
 
     Arguments:
         W, vbias, hbias: the RBM (``(H, V)``, ``(V,)``, ``(H,)``).
-        init: ``(M, V)`` binary start states, one chain per row.
+        init: ``(M, V)`` start states, one chain per row (binary for Bernoulli visible
+            units).
         burn_in: block Gibbs sweeps of the RBM before annealing.
-        num_betas, base_vbias, seed: as for :func:`rbm_ais`.
+        num_betas, base_vbias, seed, sigma: as for :func:`rbm_ais` (``sigma``: Gaussian
+            visible units).
 
     Example:
         A base-rate RBM (zero weights) anneals to itself: every weight is exactly 1.
@@ -387,18 +433,18 @@ def rbm_reverse_ais(
     v = _as64(init if isinstance(init, Tensor) else np.asarray(init))
     if v.dim() != 2 or v.shape[1] != V or len(v) < 2:
         raise DataError(f"`init` must be >= 2 rows of {V} visible units; got {tuple(v.shape)}.")
-    if not bool(((v == 0) | (v == 1)).all()):
+    if sigma is None and not bool(((v == 0) | (v == 1)).all()):
         raise DataError("`init` must be binary (0/1) visible states of the Bernoulli RBM.")
-    bA = torch.zeros(V, dtype=torch.float64) if base_vbias is None else _as64(base_vbias)
-    if tuple(bA.shape) != (V,) or not torch.isfinite(bA).all():
-        raise DataError(f"`base_vbias` must be finite with shape ({V},); got {tuple(bA.shape)}.")
+    if not bool(torch.isfinite(v).all()):
+        raise DataError("`init` must be finite.")
+    path = _Path(W, b, c, base_vbias, sigma)
     gen = torch.Generator().manual_seed(int(seed))
     for _ in range(int(burn_in)):
-        v = _sweep(W, b, c, bA, v, 1.0, gen)
-    log_z_base = H * math.log(2.0) + float(F.softplus(bA).sum())
-    lw = _anneal(W, b, c, bA, v, betas[::-1], gen).numpy()
+        v = path.sweep(v, 1.0, gen)
+    lw = _anneal(path, v, betas[::-1], gen).numpy()
     top, mean, stderr = _weights(lw)
-    return AISResult(log_z_base - top - math.log(mean), stderr, lw, len(betas), len(v), log_z_base)
+    lz = path.log_z_base - top - math.log(mean)
+    return AISResult(lz, stderr, lw, len(betas), len(v), path.log_z_base)
 
 
 @dataclass
@@ -449,7 +495,8 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
         fit: a :class:`~ppgen.result.Fit` of an RBM, or the RBM.
         method: ``"exact"`` (:func:`rbm_log_partition_exact`, or
             :func:`gaussian_rbm_log_partition_exact` for a Gaussian RBM), ``"ais"``
-            (:func:`rbm_ais`, Bernoulli RBMs: a lower bracket in expectation) or
+            (:func:`rbm_ais`, Bernoulli or Gaussian visible units: a lower bracket in
+            expectation) or
             ``"reverse_ais"`` (:func:`rbm_reverse_ais`: an upper bracket).
         kwargs: for ``"ais"``: ``data=`` (the training data, an array ``(N, V)`` or
             ``{"x": ...}``: the base-rate model's visible biases, unless ``base_vbias=`` is
@@ -493,11 +540,7 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
             layer = "hidden" if H <= V else "visible"
             note = f"exact: enumerated 2^{min(H, V)} {layer} configurations"
         return _attach(fit, LogPartition(value, 0.0, "exact", note))
-    if visible != "bernoulli":
-        raise ValueError(
-            f"method={method!r} is implemented for Bernoulli RBMs; this model's visible units "
-            f"are {visible!r}. Use method='exact' (it enumerates the {H} hidden units)."
-        )
+    sigma = float(getattr(obj, "sigma", 1.0)) if visible == "gaussian" else None
     reverse = method == "reverse_ais"
     allowed = {"data", "base_vbias", "num_betas", "seed"}
     allowed |= {"init", "burn_in"} if reverse else {"num_chains"}
@@ -510,9 +553,10 @@ def log_partition(fit: Any, method: str = "exact", **kwargs: Any) -> LogPartitio
         x = _as64(np.asarray(data["x"] if isinstance(data, Mapping) else data))
         if x.dim() != 2 or x.shape[1] != V:
             raise DataError(f"`data` must be rows (N, {V}); got shape {tuple(x.shape)}.")
-        if kwargs.get("base_vbias") is None:
-            kwargs["base_vbias"] = base_rate_bias(x.mean(0))
+        if kwargs.get("base_vbias") is None:  # the data's mean (its logit for binary units)
+            kwargs["base_vbias"] = x.mean(0) if sigma is not None else base_rate_bias(x.mean(0))
     start = "base-rate" if kwargs.get("base_vbias") is not None else "uniform"
+    kwargs["sigma"] = sigma
     if not reverse:
         result = rbm_ais(W, b, c, **kwargs)
         note = (
