@@ -169,3 +169,24 @@ def test_guides_and_programs_amortised_avb_cannot_fit_are_refused():
 
     with pytest.raises(EstimatorError, match="Pyro programs"):
         ppgen.fit(factor_numpyro, data, AVB(ImplicitAmortized(), steps=1))
+
+
+def test_the_implicit_encoder_serves_as_alis_stochastic_encoder():
+    from ppgen.distributions import Implicit
+    from ppgen.inference import ALI
+
+    def gen(x=None):
+        a = pyro.param("a", torch.tensor(1.0))
+        b = pyro.param("b", torch.tensor(0.0))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", Implicit(a * z + b), obs=x)
+
+    x = np.random.default_rng(0).normal(3.0, 0.5, 256).astype(np.float32)
+    guide = ImplicitAmortized(hidden_features=(8,), noise_dim=2)
+    est = ALI(guide=guide, steps=200, lr=0.02, hidden=(16,), batch_size=128, local_draws=4)
+    fit = ppgen.fit(gen, {"x": x}, est, seed=0)
+    assert any(k.startswith("implicit$$$") for k in fit.params)  # the encoder was trained
+    assert abs(float(fit.params["b"]) - 3.0) < 0.5  # G's location reaches the data's
+    draws = fit.local_draws["z"]  # (1, 4, 256): noise goes in, so a datum's draws differ
+    assert draws.shape == (1, 4, 256) and float(np.abs(draws[0, 0] - draws[0, 1]).max()) > 0
