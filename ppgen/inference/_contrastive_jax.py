@@ -1,9 +1,10 @@
 """The contrastive estimators' JAX engine: a NumPyro energy program, optax, one jit per step.
 
-NCE, every score-matching variant, and contrastive divergence with Langevin negatives (CD-k
-from the data, PCD chains, a replay buffer) run here; the other samplers (block Gibbs, MALA,
-HMC, annealed Langevin) are Pyro's (:mod:`ppgen.inference.samplers`), and a NumPyro fit that
-asks for one is refused before any work.
+NCE, every score-matching variant, and contrastive divergence with Langevin, MALA or HMC
+negatives (CD-k from the data, PCD chains, a replay buffer; :mod:`._samplers_jax`) run here;
+the other samplers (block Gibbs, annealed Langevin) are Pyro's
+(:mod:`ppgen.inference.samplers`), and a NumPyro fit that asks for one is refused before any
+work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
+from ppgen.inference._samplers_jax import JAX_SAMPLERS, jax_transition
 from ppgen.inference._svi_jax import JaxState, flatten_params
 from ppgen.inference.objectives.contrastive import cd_loss, nce_loss
 from ppgen.inference.samplers import Langevin
@@ -76,13 +78,13 @@ class JaxContrastive(JaxState):
             self.noise = _noise(est.noise, x)
         if est.objective == "cd":
             sampler = est.sampler if est.sampler != "auto" else Langevin(step_size=0.01)
-            if not isinstance(sampler, Langevin):
+            if not isinstance(sampler, JAX_SAMPLERS):
                 raise EstimatorError(
-                    f"On NumPyro programs ContrastiveDivergence draws its negatives by Langevin "
-                    f"dynamics; {type(sampler).__name__} runs on Pyro programs. Pass "
-                    "`sampler=Langevin(...)` (or 'langevin'), or write the program in Pyro."
+                    f"On NumPyro programs ContrastiveDivergence draws its negatives by Langevin, "
+                    f"MALA or HMC; {type(sampler).__name__} runs on Pyro programs. Pass one of "
+                    "those (e.g. `sampler=MALA(0.1)`), or write the program in Pyro."
                 )
-            self.langevin = sampler
+            self.sampler = sampler
             if est.persistent:
                 n = est.buffer_size or est.num_chains or est.batch_size or len(x)
                 k_chain, state["key"] = jax.random.split(state["key"])
@@ -179,28 +181,10 @@ class JaxContrastive(JaxState):
         import jax
         import jax.numpy as jnp
 
-        est, lang = self.est, self.langevin
+        est = self.est
         k_pick, k_fresh, k_run, k_re = jax.random.split(key, 4)
         frozen = jax.lax.stop_gradient(u)
-
-        def grad_e(v: Any) -> Any:
-            g = jax.grad(lambda w: self.energy(frozen, w, batch).sum())(v)
-            if lang.clip_grad is not None:
-                norm = jnp.sqrt((g.reshape(g.shape[0], -1) ** 2).sum(1))
-                scale = jnp.minimum(1.0, lang.clip_grad / (norm + 1e-12))
-                g = g * scale.reshape((-1,) + (1,) * (g.ndim - 1))
-            return g
-
-        def move(v: Any, k: Any) -> tuple[Any, None]:
-            noise = jax.random.normal(k, v.shape, v.dtype)
-            v = (
-                v
-                - 0.5 * lang.step_size * grad_e(v)
-                + lang.noise_scale * (math.sqrt(lang.step_size) * noise)
-            )
-            if lang.clip_x is not None:
-                v = jnp.clip(v, *lang.clip_x)
-            return v, None
+        move = jax_transition(self.sampler, lambda v: self.energy(frozen, v, batch))
 
         updates: dict[str, Any] = {}
         if not est.persistent:
@@ -214,7 +198,7 @@ class JaxContrastive(JaxState):
             start = jnp.where(
                 fresh.reshape((-1,) + (1,) * (x.ndim - 1)), noise, state["chains"][idx]
             )
-        neg, _ = jax.lax.scan(move, start, jax.random.split(k_run, est.k))
+        neg, accepted = jax.lax.scan(move, start, jax.random.split(k_run, est.k))
         neg = jax.lax.stop_gradient(neg)
         if est.persistent and est.buffer_size is None:
             updates["chains"] = neg
@@ -222,7 +206,10 @@ class JaxContrastive(JaxState):
             updates["chains"] = state["chains"].at[idx].set(neg)
         e_data, e_neg = self.energy(u, x, batch), self.energy(u, neg, batch)
         loss = cd_loss(e_data, e_neg, est.alpha)
-        return loss, ({"energy_data": e_data.mean(), "energy_neg": e_neg.mean()}, updates)
+        metrics = {"energy_data": e_data.mean(), "energy_neg": e_neg.mean()}
+        if not isinstance(self.sampler, Langevin):  # MALA, HMC: the step's acceptance
+            metrics["accept_rate"] = accepted.mean()
+        return loss, (metrics, updates)
 
     def step(self, data: Mapping[str, Any]) -> dict[str, Any]:
         self.previous = self.state
@@ -288,18 +275,16 @@ class JaxContrastive(JaxState):
 
 def data_sampler(est: Any, ctx: FitContext, params: Mapping[str, Any]) -> Callable[..., Any]:
     """A NumPyro energy fit's ``data_sampler(n, seed=, data=)``: ``n`` data sets (of the
-    size of ``data``, the training data by default), each row ``sample_steps`` Langevin
-    transitions (``sample_sampler`` when it is a :class:`~ppgen.inference.samplers.Langevin`,
-    else the training one, else step 0.01) from uniform noise over the data's range, in one
-    jitted scan."""
+    size of ``data``, the training data by default), each row ``sample_steps`` transitions of
+    ``sample_sampler`` (Langevin, MALA or HMC; else the training sampler, else Langevin with
+    step 0.01) from uniform noise over the data's range, in one jitted scan."""
     import jax
-    import jax.numpy as jnp
     from numpyro import handlers
 
     site = est.observed_site(ctx.info)
     key_name = data_key(ctx.info, site)
     spec = est.sample_sampler or getattr(est, "sampler", None)
-    lang = spec if isinstance(spec, Langevin) else Langevin(step_size=0.01)
+    sampler = spec if isinstance(spec, JAX_SAMPLERS) else Langevin(step_size=0.01)
     x = ctx.data[key_name]
     lo, hi = x.min(0), x.max(0)
     fn = handlers.substitute(ctx.program.model, data=dict(params))
@@ -308,12 +293,7 @@ def data_sampler(est: Any, ctx: FitContext, params: Mapping[str, Any]) -> Callab
         t = handlers.trace(handlers.seed(fn, 0)).get_trace(**{**ctx.data, key_name: v})
         return -t[site]["fn"].log_prob(t[site]["value"])
 
-    def move(v: Any, k: Any) -> tuple[Any, None]:
-        g = jax.grad(lambda w: energy(w).sum())(v)
-        noise = jax.random.normal(k, v.shape, v.dtype)
-        v = v - 0.5 * lang.step_size * g + lang.noise_scale * math.sqrt(lang.step_size) * noise
-        return (jnp.clip(v, *lang.clip_x) if lang.clip_x is not None else v), None
-
+    move = jax_transition(sampler, energy)
     run = jax.jit(lambda v, keys: jax.lax.scan(move, v, keys)[0])
 
     def draw(n: int, seed: int = 0, data: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import ppgen
 from ppgen.distributions import Unnormalized
 from ppgen.errors import EstimatorError, NonFiniteError
 from ppgen.inference import NCE, SVI, ContrastiveDivergence, ScoreMatching
-from ppgen.inference.samplers import MALA, Langevin
+from ppgen.inference.samplers import HMC, MALA, Langevin
 
 
 def gaussian_energy(d: int, backend: str = "pyro"):
@@ -122,6 +122,36 @@ def test_pcd_with_mala_negatives_recovers_a_gaussian():
     s = fit.sample(1, seed=0)["x"][0]  # MALA chains from noise, the fit's own sampler
     assert s.shape == x.shape
     assert np.abs(s.mean(0) - mu).max() < 0.15 and rel_err(np.cov(s.T), cov) < 0.15
+
+
+@pytest.mark.parametrize("sampler", [MALA(0.3), HMC(0.3, 3)], ids=["mala", "hmc"])
+def test_pcd_with_mala_or_hmc_negatives_on_numpyro_recovers_a_gaussian(sampler):
+    d = 2
+    x, mu, cov, _ = truth(d, n=4000)
+    est = ContrastiveDivergence(
+        k=5, persistent=True, sampler=sampler, num_chains=1000, lr=0.05, steps=600, batch_size=500
+    )
+    fit = ppgen.fit(gaussian_energy(d, "numpyro"), {"x": x}, est, seed=0, backend="numpyro")
+    # exact (Metropolis-adjusted) negatives: no Langevin step bias in the precision, as on Pyro
+    # (measured: precision 1% / 6% off, acceptance 0.95 / 0.98, samples' covariance 1% / 4%)
+    assert rel_err(precision(fit), np.linalg.inv(cov)) < 0.15
+    assert np.abs(fit.params["mu"] - mu).max() < 0.1
+    assert 0.5 < fit.history["accept_rate"][-1] <= 1.0
+    s = fit.sample(1, seed=0)["x"][0]  # the same kernel's chains from noise
+    assert np.abs(s.mean(0) - mu).max() < 0.15 and rel_err(np.cov(s.T), cov) < 0.15
+
+
+def test_numpyro_cd_refuses_the_samplers_it_does_not_run():
+    from ppgen.inference.samplers import BlockGibbs
+
+    x, *_ = truth(2, n=100)
+    with pytest.raises(EstimatorError, match="Langevin, MALA or HMC; BlockGibbs runs on Pyro"):
+        ppgen.fit(
+            gaussian_energy(2, "numpyro"),
+            {"x": x},
+            ContrastiveDivergence(sampler=BlockGibbs(), steps=1),
+            backend="numpyro",
+        )
 
 
 def test_pcd_with_langevin_negatives_on_numpyro_recovers_a_gaussian():
