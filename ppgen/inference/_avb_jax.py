@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError
+from ppgen.errors import EstimatorError, ProgramError
+from ppgen.inference._base import FitContext
 from ppgen.inference._guide_fit import guide_fit
 from ppgen.inference._svi_jax import JaxState, flatten_params
+from ppgen.inference.guides._sites import find_plate, split_latents
+from ppgen.inference.guides.implicit import ImplicitAmortized
 from ppgen.result import Fit
 
-if TYPE_CHECKING:
-    from ppgen.inference._base import FitContext
-
-__all__ = ["JaxAVB", "JaxLayout"]
+__all__ = ["JaxAVB", "JaxAmortizedAVB", "JaxLayout"]
 
 
 class JaxLayout:
@@ -88,6 +88,99 @@ def _log_prior_and_likelihood(
     return prior, lik
 
 
+def _param_transforms(tr: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The program's ``param`` sites: their bijections to their constraints, and their
+    unconstrained starting values."""
+    from numpyro.distributions import biject_to, constraints
+
+    params = {n: s for n, s in tr.items() if s["type"] == "param"}
+    transforms = {
+        n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in params.items()
+    }
+    return transforms, {n: transforms[n].inv(s["value"]) for n, s in params.items()}
+
+
+def _start(engine: Any, est: Any, g0: Any, t0: Any, m0: Any, key: Any) -> None:
+    """The two optax optimisers (``guide``, ``discriminator`` groups) and the run's state."""
+    spec, total = est._optim(), est._total_steps()
+    engine.tx_g = spec._optax_one("guide", total)
+    engine.tx_d = spec._optax_one("discriminator", total)
+    engine.state = {
+        "g": {"net": g0, "params": m0},
+        "d": t0,
+        "opt_g": engine.tx_g.init({"net": g0, "params": m0}),
+        "opt_d": engine.tx_d.init(t0),
+        "key": key,
+    }
+    engine.previous = engine.state
+
+
+def _standardise(u: Any) -> tuple[Any, Any, Any]:
+    """Adaptive contrast: ``u`` standardised by its (constant) mean and sd over axis 0."""
+    import jax
+
+    loc = jax.lax.stop_gradient(u.mean(0))
+    scale = jax.lax.stop_gradient(u.std(0, ddof=1)) + 1e-6
+    return (u - loc) / scale, loc, scale
+
+
+def _critic_updates(
+    engine: Any, est: Any, state: dict, q_in: Any, ref: Callable, key: Any, *context: Any
+) -> tuple[Any, Any, Any]:
+    """``n_critic`` logistic updates of the critic, guide draws ``q_in`` against ``ref(key)``
+    (one ``lax.scan``): ``(critic, its optimiser state, the last loss)``."""
+    import jax
+    import optax
+
+    def update(carry: tuple, kr: Any) -> tuple:
+        t, opt_d = carry
+        r = jax.lax.stop_gradient(ref(kr))
+
+        def loss_d(p: Any) -> Any:
+            tq, tr_ = engine.t_apply(p, q_in, *context), engine.t_apply(p, r, *context)
+            return jax.nn.softplus(-tq).mean() + jax.nn.softplus(tr_).mean()
+
+        ld, grads = jax.value_and_grad(loss_d)(t)
+        upd, opt_d = engine.tx_d.update(grads, opt_d, t)
+        return (optax.apply_updates(t, upd), opt_d), ld
+
+    (t, opt_d), lds = jax.lax.scan(
+        update, (state["d"], state["opt_d"]), jax.random.split(key, est.n_critic)
+    )
+    return t, opt_d, lds[-1]
+
+
+def _guide_update(
+    engine: Any, neg_elbo: Callable, state: dict, t: Any, opt_d: Any, key: Any, loss_d: Any
+) -> tuple[dict, dict]:
+    """One Adam step of the guide (and the program's params) on ``neg_elbo``: the new state
+    (with the updated critic ``t``) and the step's metrics."""
+    import jax
+    import optax
+
+    g = state["g"]
+    loss, grads = jax.value_and_grad(neg_elbo)(g)
+    upd, opt_g = engine.tx_g.update(grads, state["opt_g"], g)
+    new = {"g": optax.apply_updates(g, upd), "d": t, "opt_g": opt_g, "opt_d": opt_d, "key": key}
+    return new, {"loss": loss, "loss_d": loss_d}
+
+
+def _auxiliary(state: dict) -> dict[str, dict[str, np.ndarray]]:
+    """The guide's and the critic's weights as numbered leaves (what a saved run keeps)."""
+    import jax
+
+    return {
+        name: {f"leaf{i}": np.asarray(v) for i, v in enumerate(jax.tree_util.tree_leaves(tree))}
+        for name, tree in (("guide", state["g"]["net"]), ("discriminator", state["d"]))
+    }
+
+
+def _net_of(arrays: Mapping[str, np.ndarray]) -> list[tuple[Any, Any]]:
+    """A saved ``dense`` network's ``(w, b)`` layers from its numbered leaves."""
+    leaves = [arrays[f"leaf{i}"] for i in range(len(arrays))]
+    return [(leaves[i], leaves[i + 1]) for i in range(0, len(leaves), 2)]
+
+
 class JaxAVB(JaxState):
     """One AVB run on a NumPyro program with global latents (see :class:`~ppgen.inference.AVB`)."""
 
@@ -96,7 +189,6 @@ class JaxAVB(JaxState):
     def __init__(self, est: Any, ctx: FitContext) -> None:
         import jax
         from numpyro import handlers
-        from numpyro.distributions import biject_to, constraints
 
         from ppgen.nn_jax import dense, mlp_critic
 
@@ -106,27 +198,12 @@ class JaxAVB(JaxState):
         key, k_init, k_guide, k_critic = jax.random.split(key, 4)
         tr = handlers.trace(handlers.seed(model, k_init)).get_trace(**ctx.data)
         self.layout = JaxLayout(tr, est.latent_sites(ctx.info))
-        params = {n: s for n, s in tr.items() if s["type"] == "param"}
-        self.param_transforms = {
-            n: biject_to(s["kwargs"].get("constraint", constraints.real)) for n, s in params.items()
-        }
-        m0 = {n: self.param_transforms[n].inv(s["value"]) for n, s in params.items()}
+        self.param_transforms, m0 = _param_transforms(tr)
         d, e = self.layout.dim, est.noise_size(self.layout.dim)
         g_init, self.g_apply = dense([e, *est.hidden, d])
         t_init, self.t_apply = mlp_critic(d, est.critic_hidden, [])
         self.noise_dim = e
-        spec, total = est._optim(), est._total_steps()
-        self.tx_g = spec._optax_one("guide", total)
-        self.tx_d = spec._optax_one("discriminator", total)
-        g0, t0 = g_init(k_guide), t_init(k_critic)
-        self.state = {
-            "g": {"net": g0, "params": m0},
-            "d": t0,
-            "opt_g": self.tx_g.init({"net": g0, "params": m0}),
-            "opt_d": self.tx_d.init(t0),
-            "key": key,
-        }
-        self.previous = self.state
+        _start(self, est, g_init(k_guide), t_init(k_critic), m0, key)
         self._step = jax.jit(self._make_step())
 
     def constrain_params(self, m: Mapping[str, Any]) -> dict[str, Any]:
@@ -134,7 +211,6 @@ class JaxAVB(JaxState):
 
     def _make_step(self) -> Callable:
         import jax
-        import optax
         from numpyro import handlers
 
         est, lay, model, data = self.est, self.layout, self.ctx.program.model, self.ctx.data
@@ -156,34 +232,15 @@ class JaxAVB(JaxState):
             eps = jax.random.normal(k_eps, (k, e))
             params = self.constrain_params(g["params"])
 
-            def standardise(u: Any) -> tuple[Any, Any, Any]:
-                loc = jax.lax.stop_gradient(u.mean(0))
-                scale = jax.lax.stop_gradient(u.std(0, ddof=1)) + 1e-6
-                return (u - loc) / scale, loc, scale
-
             u0 = self.g_apply(g["net"], eps)
-            q_in0 = standardise(u0)[0] if est.adaptive_contrast else u0
-            q_in0 = jax.lax.stop_gradient(q_in0)
+            q_in0 = jax.lax.stop_gradient(_standardise(u0)[0] if est.adaptive_contrast else u0)
 
-            def critic_update(carry: tuple, kr: Any) -> tuple:
-                t, opt_d = carry
+            def ref(kr: Any) -> Any:
                 if est.adaptive_contrast:
-                    ref = jax.random.normal(kr, (k, lay.dim))
-                else:
-                    ref = jax.vmap(lambda kk: prior_draw(kk, params))(jax.random.split(kr, k))
-                    ref = jax.lax.stop_gradient(ref)
+                    return jax.random.normal(kr, (k, lay.dim))
+                return jax.vmap(lambda kk: prior_draw(kk, params))(jax.random.split(kr, k))
 
-                def loss_d(p: Any) -> Any:
-                    tq, tr_ = self.t_apply(p, q_in0), self.t_apply(p, ref)
-                    return jax.nn.softplus(-tq).mean() + jax.nn.softplus(tr_).mean()
-
-                ld, grads = jax.value_and_grad(loss_d)(t)
-                upd, opt_d = self.tx_d.update(grads, opt_d, t)
-                return (optax.apply_updates(t, upd), opt_d), ld
-
-            (t, opt_d), lds = jax.lax.scan(
-                critic_update, (t, state["opt_d"]), jax.random.split(k_ref, est.n_critic)
-            )
+            t, opt_d, ld = _critic_updates(self, est, state, q_in0, ref, k_ref)
 
             def neg_elbo(gp: Any) -> Any:
                 u = self.g_apply(gp["net"], eps)
@@ -191,23 +248,14 @@ class JaxAVB(JaxState):
                     lambda v: densities(v, self.constrain_params(gp["params"]))
                 )(u)
                 if est.adaptive_contrast:
-                    q_in, loc, scale = standardise(u)
+                    q_in, loc, scale = _standardise(u)
                     log_r = jax.scipy.stats.norm.logpdf(u, loc, scale).sum(-1)
                     elbo = log_p0 + log_lik - log_r - self.t_apply(t, q_in)
                 else:
                     elbo = log_lik - self.t_apply(t, u)
                 return -elbo.mean()
 
-            loss, grads = jax.value_and_grad(neg_elbo)(g)
-            upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
-            new = {
-                "g": optax.apply_updates(g, upd),
-                "d": t,
-                "opt_g": opt_g,
-                "opt_d": opt_d,
-                "key": key,
-            }
-            return new, {"loss": loss, "loss_d": lds[-1]}
+            return _guide_update(self, neg_elbo, state, t, opt_d, key, ld)
 
         return step
 
@@ -236,9 +284,17 @@ class JaxAVB(JaxState):
         return bad
 
     # ------------------------------------------------------------------ results
-    def finalize(self, history: dict[str, list[float]]) -> Fit:
-        import jax
+    #: what the fit's diagnostics call the guide
+    guide_kind = "implicit"
 
+    def sampler(self, net: Any) -> Callable[[int, int], dict[str, np.ndarray]]:
+        return make_sampler(self.g_apply, net, self.layout, self.noise_dim)
+
+    def guide_settings(self) -> dict[str, Any]:
+        """What a loaded fit needs to rebuild the guide network (the manifest's settings)."""
+        return {"noise_dim": self.noise_dim, "dim": self.layout.dim}
+
+    def finalize(self, history: dict[str, list[float]]) -> Fit:
         net = self.state["g"]["net"]
         params = flatten_params(self.constrain_params(self.state["g"]["params"]))
         fit = guide_fit(
@@ -247,16 +303,11 @@ class JaxAVB(JaxState):
             history,
             params,
             params,
-            make_sampler(self.g_apply, net, self.layout, self.noise_dim),
-            {"guide": "implicit", "adaptive_contrast": self.est.adaptive_contrast},
+            self.sampler(net),
+            {"guide": self.guide_kind, "adaptive_contrast": self.est.adaptive_contrast},
         )
-        leaves = jax.tree_util.tree_leaves(net)
-        critic = jax.tree_util.tree_leaves(self.state["d"])
-        fit.auxiliary = {
-            "guide": {f"leaf{i}": np.asarray(v) for i, v in enumerate(leaves)},
-            "discriminator": {f"leaf{i}": np.asarray(v) for i, v in enumerate(critic)},
-        }
-        fit.auxiliary_settings = {"guide": {"noise_dim": self.noise_dim, "dim": self.layout.dim}}
+        fit.auxiliary = _auxiliary(self.state)
+        fit.auxiliary_settings = {"guide": self.guide_settings()}
         return fit
 
     @staticmethod
@@ -277,8 +328,7 @@ class JaxAVB(JaxState):
         check_guide_size(layout.dim, settings)
         noise = int(settings["noise_dim"])
         _, apply = dense([noise, *est.hidden, layout.dim])
-        leaves = [arrays[f"leaf{i}"] for i in range(len(arrays))]
-        net = [(leaves[i], leaves[i + 1]) for i in range(0, len(leaves), 2)]
+        net = _net_of(arrays)
         fit.posterior_sampler = make_sampler(apply, net, layout, noise)
 
 
@@ -301,6 +351,216 @@ def make_sampler(
 
         u = apply(net, jax.random.normal(jax.random.PRNGKey(int(seed)), (n, noise_dim)))
         values, _ = jax.vmap(layout.constrain)(u)
+        return {k: np.asarray(v) for k, v in values.items()}
+
+    return sample
+
+
+class JaxAmortizedAVB(JaxAVB):
+    """Amortised AVB on a NumPyro program: an encoder :math:`z_n = g(x_n, \\varepsilon)` (an MLP
+    of the :class:`~ppgen.inference.ImplicitAmortized` guide's widths) for its per-datum
+    latents and a critic :math:`T(x, z)`, the whole step one ``jax.jit``."""
+
+    async_metrics = True
+
+    def __init__(self, est: Any, ctx: FitContext, guide: Any) -> None:
+        import jax
+        from numpyro import handlers
+
+        from ppgen.nn_jax import dense, mlp_critic
+
+        if not guide.default_encoder:
+            raise EstimatorError(
+                "On NumPyro programs amortised AVB builds its encoder itself (an MLP of "
+                "`hidden_features`); the `encoder=` given is a torch module. Drop it, or write "
+                "the program in Pyro."
+            )
+        self.est, self.ctx = est, ctx
+        model = ctx.program.model
+        key = jax.random.PRNGKey(ctx.seed)
+        key, k_init, k_guide, k_critic = jax.random.split(key, 4)
+        tr = handlers.trace(handlers.seed(model, k_init)).get_trace(**ctx.data)
+        sites = [s for s in tr.values() if s["type"] == "sample"]
+        observed = [s for s in sites if s["is_observed"]]
+        frames = lambda s: s["cond_indep_stack"]  # noqa: E731
+        plate = find_plate(observed, frames, guide.plate_name, "numpyro")
+        latent = [s for s in sites if not s["is_observed"]]
+        locals_, glob = split_latents(
+            latent, plate, "normal", lambda s: [f.name for f in frames(s)], strict_frames=False
+        )
+        if glob:
+            raise ProgramError(
+                f"`ImplicitAmortized` encodes per-datum latents (in the data plate "
+                f"`{plate.name}`); the latent sites {[s['name'] for s in glob]} are global. Fit "
+                "the program with `AVB()` without a guide, or with SVI and an `Amortized` guide."
+            )
+        inputs = guide.inputs
+        if inputs is None:
+            ids = {id(v): k for k, v in ctx.data.items()}
+            inputs = [
+                ids.get(id(s["value"]), s["name"])
+                for s in observed
+                if plate.name in [f.name for f in frames(s)]
+            ]
+        missing = [k for k in inputs if k not in ctx.data]
+        if missing:
+            raise ProgramError(
+                f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
+                f"keys to encode (data keys: {sorted(ctx.data)})."
+            )
+        self.inputs, self.plate = list(inputs), plate
+        # one datum's latents as a flat unconstrained vector
+        self.layout = JaxLayout(
+            {n: {**tr[n], "value": tr[n]["value"][0]} for n in locals_}, list(locals_)
+        )
+        self.param_transforms, m0 = _param_transforms(tr)
+        d = self.layout.dim
+        e = guide.noise_dim if guide.noise_dim is not None else max(d, 16)
+        width = int(self.features(ctx.data).shape[1])
+        self.sizes = [width + e, *guide.hidden_features, d]
+        g_init, self.g_apply = dense(self.sizes)
+        t_init, self.t_apply = mlp_critic(d + width, est.critic_hidden, [None])
+        self.noise_dim, self.hidden_features = e, tuple(guide.hidden_features)
+        _start(self, est, g_init(k_guide), t_init(k_critic), m0, key)
+        self.static = {k: v for k, v in ctx.data.items() if not hasattr(v, "shape")}
+        self._step = jax.jit(self._make_step())
+
+    def features(self, data: Mapping[str, Any]) -> Any:
+        """The encoder's data inputs flattened side by side, ``(B, F)``."""
+        import jax.numpy as jnp
+
+        xs = [jnp.asarray(data[k]) for k in self.inputs]
+        n = xs[0].shape[0]
+        return jnp.concatenate([x.reshape(n, -1).astype(jnp.float32) for x in xs], -1)
+
+    def constrain_params(self, m: Mapping[str, Any]) -> dict[str, Any]:
+        return {n: self.param_transforms[n](v) for n, v in m.items()}
+
+    def draw(self, net: Any, x: Any, eps: Any) -> Any:
+        """Unconstrained draws ``(K, B, D)`` for features ``x`` (B, F) and noise (K, B, E)."""
+        import jax.numpy as jnp
+
+        rep = jnp.broadcast_to(x, (eps.shape[0], *x.shape))
+        return self.g_apply(net, jnp.concatenate([rep, eps], -1))
+
+    def constrain_draws(self, u: Any) -> tuple[dict[str, Any], Any]:
+        """``(K, B, D)`` -> ``({site: (K, B, *shape)}, log |det J| (K, B))``."""
+        import jax
+
+        return jax.vmap(jax.vmap(self.layout.constrain))(u)
+
+    def _make_step(self) -> Callable:
+        import jax
+        import jax.numpy as jnp
+        from numpyro import handlers
+
+        est, model = self.est, self.ctx.program.model
+        k, e, dim = est.particles, self.noise_dim, self.layout.dim
+        names = self.layout.names
+
+        def step(state: dict, arrays: dict, scale: Any) -> tuple[dict, dict]:
+            batch = {**self.static, **arrays}  # non-array arguments closed over
+            g, t, key = state["g"], state["d"], state["key"]
+            key, k_eps, k_ref = jax.random.split(key, 3)
+            x = self.features(batch)
+            b = x.shape[0]
+            eps = jax.random.normal(k_eps, (k, b, e))
+            params = self.constrain_params(g["params"])
+            xk = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * b, -1)
+
+            u0 = self.draw(g["net"], x, eps)
+            q_in0 = jax.lax.stop_gradient(_standardise(u0)[0] if est.adaptive_contrast else u0)
+
+            def prior_draw(kk: Any) -> Any:
+                fn = handlers.substitute(model, data=dict(params))
+                tr = handlers.trace(handlers.seed(fn, kk)).get_trace(**batch)
+                flat = [self.layout.transforms[n].inv(tr[n]["value"]).reshape(b, -1) for n in names]
+                return jnp.concatenate(flat, -1)
+
+            def ref(kr: Any) -> Any:
+                if est.adaptive_contrast:
+                    return jax.random.normal(kr, (k * b, dim))
+                return jax.vmap(prior_draw)(jax.random.split(kr, k)).reshape(k * b, -1)
+
+            q_flat = q_in0.reshape(k * b, -1)
+            t, opt_d, ld = _critic_updates(self, est, state, q_flat, ref, k_ref, xk)
+
+            def neg_elbo(gp: Any) -> Any:
+                u = self.draw(gp["net"], x, eps)
+                values, ldj = self.constrain_draws(u)
+                p = self.constrain_params(gp["params"])
+                log_p, log_lik = jax.vmap(lambda v: _log_prior_and_likelihood(model, batch, v, p))(
+                    values
+                )  # every sample site sits in the data plate: N / B weighs them all
+                q_in = _standardise(u)[0] if est.adaptive_contrast else u
+                t_q = self.t_apply(t, q_in.reshape(k * b, -1), xk).reshape(k, b)
+                if est.adaptive_contrast:
+                    _, loc, sd = _standardise(u)
+                    log_r = jax.scipy.stats.norm.logpdf(u, loc, sd).sum(-1)
+                    elbo = log_p + log_lik + (ldj - log_r - t_q).sum(-1)
+                else:
+                    elbo = log_lik - t_q.sum(-1)
+                return -scale * elbo.mean()
+
+            return _guide_update(self, neg_elbo, state, t, opt_d, key, ld)
+
+        return step
+
+    def step(self, data: Mapping[str, Any], scale: float = 1.0) -> dict[str, Any]:
+        self.previous = self.state
+        batch = {k: v for k, v in data.items() if hasattr(v, "shape")}
+        self.state, metrics = self._step(self.state, batch, float(scale))
+        return metrics
+
+    # ------------------------------------------------------------------ results
+    guide_kind = "implicit amortized"
+
+    def sampler(self, net: Any) -> Callable[[int, int], dict[str, np.ndarray]]:
+        return make_local_sampler(self, net, self.ctx.data)
+
+    def guide_settings(self) -> dict[str, Any]:
+        return {
+            "amortized": True,
+            "noise_dim": self.noise_dim,
+            "dim": self.layout.dim,
+            "inputs": list(self.inputs),
+            "plate": self.plate.name,
+            "hidden_features": list(self.hidden_features),
+            "default_encoder": True,
+        }
+
+    @staticmethod
+    def restore_sampler(
+        est: Any, fit: Fit, arrays: Mapping[str, np.ndarray], settings: Mapping[str, Any]
+    ) -> None:
+        """Rebuild a loaded fit's encoder from its saved weights (the default MLP)."""
+        data = fit._native(None)
+        guide = ImplicitAmortized(
+            noise_dim=int(settings["noise_dim"]),
+            hidden_features=tuple(int(h) for h in settings["hidden_features"]),
+            plate=str(settings["plate"]),
+            inputs=list(settings["inputs"]),
+        )
+        ctx = FitContext(
+            program=fit.program, info=fit.info, data=data, data_np=fit.data, seed=fit.seed
+        )
+        engine = JaxAmortizedAVB(est, ctx, guide)
+        check_guide_size(engine.layout.dim, settings)
+        net = _net_of(arrays)
+        fit.posterior_sampler = make_local_sampler(engine, net, data)
+
+
+def make_local_sampler(
+    engine: JaxAmortizedAVB, net: Any, data: Mapping[str, Any]
+) -> Callable[[int, int], dict[str, np.ndarray]]:
+    """Draws of every training datum's latents, ``{site: (n, N, *shape)}`` numpy arrays."""
+
+    def sample(n: int, seed: int) -> dict[str, np.ndarray]:
+        import jax
+
+        x = engine.features(data)
+        eps = jax.random.normal(jax.random.PRNGKey(int(seed)), (n, x.shape[0], engine.noise_dim))
+        values, _ = engine.constrain_draws(engine.draw(net, x, eps))
         return {k: np.asarray(v) for k, v in values.items()}
 
     return sample

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import EstimatorError, check_int, check_positive
-from ppgen.inference._avb_jax import JaxAVB
+from ppgen.inference._avb_jax import JaxAmortizedAVB, JaxAVB
 from ppgen.inference._avb_torch import TorchAmortizedAVB, TorchAVB
 from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference.guides.implicit import ImplicitAmortized
@@ -18,6 +18,7 @@ from ppgen.result import Fit
 __all__ = ["AVB"]
 
 ENGINES = {"pyro": TorchAVB, "numpyro": JaxAVB}
+AMORTIZED = {"pyro": TorchAmortizedAVB, "numpyro": JaxAmortizedAVB}
 
 
 @register("avb")
@@ -60,14 +61,16 @@ class AVB(EngineEstimator):
     NumPyro the whole step is one ``jax.jit`` (``jax.vmap`` over particles, ``lax.scan`` over
     critic updates).
 
-    **Amortised AVB** (the paper's VAE setting, Pyro programs): pass an
+    **Amortised AVB** (the paper's VAE setting): pass an
     :class:`~ppgen.inference.ImplicitAmortized` encoder, ``AVB(ImplicitAmortized(model))``
     (or ``ppgen.fit(..., guide=ImplicitAmortized(...))``), for a program whose latents all sit
     in the data plate. Each datum's latents are :math:`z_n = g_\phi(x_n, \varepsilon)`;
     the discriminator sees pairs, :math:`T_\psi(x_n, z_n)`, and with adaptive contrast
     :math:`r(z_n \mid x_n)` is the Normal with the mean and sd of that datum's ``particles``
     draws (so ``particles`` is per datum, default 16). ``batch_size``/``epochs`` minibatch the
-    data plate, the program's sites and the critic's terms weighted ``N / B``. The fit's
+    data plate, the program's sites and the critic's terms weighted ``N / B``. On NumPyro the
+    whole step is one ``jax.jit`` and the encoder is ppgen's MLP of the guide's
+    ``hidden_features`` (a torch ``encoder=`` is refused there). The fit's
     draws of the training data's latents are its ``posterior`` (one value per datum); a
     loaded run rebuilds the default encoder from its saved weights (your own encoder is code,
     not saved: the loaded run keeps its draws and draws no new ones). A guide with a density
@@ -225,10 +228,11 @@ class AVB(EngineEstimator):
         super().check(program, info)
         self.latent_sites(info)
         guide = self._guide(program)
-        if guide is not None and program.backend != "pyro":
+        if guide is not None and program.backend != "pyro" and not guide.default_encoder:
             raise EstimatorError(
-                "Amortised AVB (an `ImplicitAmortized` encoder) runs on Pyro programs; on "
-                "NumPyro, AVB fits global latents (`AVB()` without a guide)."
+                "On NumPyro programs amortised AVB builds its encoder itself (an MLP of the "
+                "guide's `hidden_features`); the `encoder=` given is a torch module. Drop it, "
+                "or write the program in Pyro."
             )
         if guide is None and (self.batch_size is not None or self.epochs is not None):
             raise EstimatorError(
@@ -241,11 +245,11 @@ class AVB(EngineEstimator):
     def init(self, ctx: FitContext) -> Any:
         guide = self._guide(ctx.program)
         if guide is not None:
-            return TorchAmortizedAVB(self, ctx, guide)
+            return AMORTIZED[ctx.program.backend](self, ctx, guide)
         return ENGINES[ctx.program.backend](self, ctx)
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
-        if isinstance(state, TorchAmortizedAVB):
+        if isinstance(state, TorchAmortizedAVB | JaxAmortizedAVB):
             return state, state.step(batch["data"], batch["scale"])
         return state, state.step(batch["data"])
 
@@ -258,5 +262,6 @@ class AVB(EngineEstimator):
     ) -> None:
         """A loaded fit draws new posterior samples from its saved guide network."""
         if name == "guide":
-            engine = TorchAmortizedAVB if settings.get("amortized") else ENGINES[fit.backend]
+            engines = AMORTIZED if settings.get("amortized") else ENGINES
+            engine = engines[fit.backend]
             engine.restore_sampler(self, fit, arrays, settings)

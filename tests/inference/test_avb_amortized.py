@@ -74,6 +74,48 @@ def test_amortised_avb_matches_every_datums_correlated_posterior():
     assert abs(np.mean([np.corrcoef(zs[:, i].T)[0, 1] for i in range(256)])) < 0.15
 
 
+def factor_numpyro(x=None):
+    w = W.numpy()
+    with numpyro.plate("data", x.shape[0]):
+        z = numpyro.sample("z", nd.Normal(0.0, 1.0).expand([2]).to_event(1))
+        numpyro.sample("x", nd.Normal(z @ w.T, SIGMA).to_event(1), obs=x)
+
+
+def test_amortised_avb_on_numpyro_matches_every_datums_correlated_posterior():
+    x = factor_data(256)
+    mean, cov = exact(x)
+    corr = cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])
+    est = AVB(
+        ImplicitAmortized(hidden_features=(64, 64)),
+        steps=600,
+        lr=3e-3,
+        batch_size=64,
+        num_draws=400,
+    )
+    fit = ppgen.fit(factor_numpyro, {"x": x}, est, seed=0, backend="numpyro")
+    z = codes(fit, 256)
+    # measured: RMS error of the means 0.034, sds within 5 %, correlation -0.74 (one jitted step)
+    assert np.sqrt(((z.mean(0) - mean) ** 2).mean()) < 0.1
+    np.testing.assert_allclose(z.std(0).mean(0), np.sqrt(np.diag(cov)), rtol=0.1)
+    assert abs(np.mean([np.corrcoef(z[:, i].T)[0, 1] for i in range(256)]) - corr) < 0.08
+
+
+def test_numpyro_amortised_resume_is_exact_and_a_loaded_run_draws_the_same_codes(tmp_path):
+    data, kw = {"x": factor_data(40, seed=1)}, {"seed": 3, "backend": "numpyro"}
+    full = ppgen.fit(factor_numpyro, data, small(12), **kw)
+    ppgen.fit(factor_numpyro, data, small(5), checkpoint_dir=str(tmp_path / "ck"), **kw)
+    resumed = ppgen.fit(
+        factor_numpyro, data, small(12), checkpoint_dir=str(tmp_path / "ck"), resume=True, **kw
+    )
+    assert resumed.history == full.history
+    np.testing.assert_array_equal(codes(resumed, 40), codes(full, 40))
+    full.save(tmp_path / "run")
+    again = ppgen.load(tmp_path / "run", factor_numpyro)
+    np.testing.assert_array_equal(
+        again.sample_posterior(3, seed=2)["z"], full.sample_posterior(3, seed=2)["z"]
+    )
+
+
 def small(steps: int, guide: ImplicitAmortized | None = None) -> AVB:
     # (a constant rate: a decay's schedule depends on the run's length, which differs here)
     return AVB(
@@ -161,14 +203,9 @@ def test_guides_and_programs_amortised_avb_cannot_fit_are_refused():
     with pytest.raises(ProgramError, match=r"called `encoder\(\*inputs, eps\)`"):
         ppgen.fit(factor, data, AVB(bad, steps=1))
 
-    # the amortised form is Pyro's
-    def factor_numpyro(x=None):
-        with numpyro.plate("data", x.shape[0]):
-            numpyro.sample("z", nd.Normal(0.0, 1.0).expand([2]).to_event(1))
-            numpyro.sample("x", nd.Normal(0.0, 1.0).expand([3]).to_event(1), obs=x)
-
-    with pytest.raises(EstimatorError, match="Pyro programs"):
-        ppgen.fit(factor_numpyro, data, AVB(ImplicitAmortized(), steps=1))
+    # on NumPyro the encoder is ppgen's MLP: a torch module is refused
+    with pytest.raises(EstimatorError, match="torch module"):
+        ppgen.fit(factor_numpyro, data, AVB(ImplicitAmortized(encoder=ZeroInit()), steps=1))
 
 
 def test_the_implicit_encoder_serves_as_alis_stochastic_encoder():

@@ -113,9 +113,11 @@ class ImplicitAmortized(nn.Module):
     posterior covers all latents jointly). The encoder's output is one unconstrained vector
     per datum, mapped to each site's support by ``biject_to``.
 
-    As a Pyro guide (``guide(**data)``) it registers its network with ``pyro.module`` and
-    samples each local site as a ``Delta`` at the encoder's draw, so it also serves as the
-    stochastic encoder of :class:`~ppgen.inference.ALI` or in ``pyro.infer.Predictive``.
+    On a NumPyro program AVB builds the default encoder from this guide's settings (a torch
+    ``encoder=`` is refused there). As a Pyro guide (``guide(**data)``) it registers its
+    network with ``pyro.module`` and samples each local site as a ``Delta`` at the encoder's
+    draw, so it also serves as the stochastic encoder of :class:`~ppgen.inference.ALI` or in
+    ``pyro.infer.Predictive``.
 
     Arguments:
         model: the program (a Pyro callable or zoo model with ``.model``); may be bound later
