@@ -86,14 +86,26 @@ class EightSchools(Model):
             -1.8379
         """
         mu, tau = values["mu"], values["tau"]
-        prior = dist.Normal(0.0, 5.0).log_prob(mu) + dist.HalfCauchy(5.0).log_prob(tau)
+        quiet = {"validate_args": False}  # the values come from the checked program's supports
+        # the fixed priors, built once per backend and device (a third of the call's time)
+        fixed = self.__dict__.setdefault("_fixed_priors", {})
+        key = (dist.Normal, str(getattr(mu, "device", "")))
+        if key not in fixed:
+            fixed[key] = (
+                dist.Normal(0.0, 5.0, **quiet),
+                dist.HalfCauchy(5.0, **quiet),
+                dist.Normal(0.0, 1.0, **quiet),
+            )
+        p_mu, p_tau, p_eta = fixed[key]
+        prior = p_mu.log_prob(mu) + p_tau.log_prob(tau)
         if self.centered:
             theta = values["theta"]
-            prior = prior + dist.Normal(mu[..., None], tau[..., None]).log_prob(theta).sum(-1)
+            p_theta = dist.Normal(mu[..., None], tau[..., None], **quiet)
+            prior = prior + p_theta.log_prob(theta).sum(-1)
         else:
             eta = values["eta"]
-            prior = prior + dist.Normal(0.0, 1.0).log_prob(eta).sum(-1)
+            prior = prior + p_eta.log_prob(eta).sum(-1)
             theta = mu[..., None] + tau[..., None] * eta
         if y is None:
             return prior, 0.0 * prior
-        return prior, dist.Normal(theta, sigma).log_prob(y).sum(-1)
+        return prior, dist.Normal(theta, sigma, **quiet).log_prob(y).sum(-1)
