@@ -113,7 +113,9 @@ class ImplicitAmortized(nn.Module):
     posterior covers all latents jointly). The encoder's output is one unconstrained vector
     per datum, mapped to each site's support by ``biject_to``.
 
-    On a NumPyro program AVB builds the default encoder from this guide's settings (a torch
+    A Pyro fit trains this object's network in place (as Pyro trains a guide's parameters):
+    pass a fresh guide for a fresh run. On a NumPyro program AVB builds the default encoder
+    from this guide's settings instead (the object is left as it is; a torch
     ``encoder=`` is refused there). As a Pyro guide (``guide(**data)``) it registers its
     network with ``pyro.module`` and samples each local site as a ``Delta`` at the encoder's
     draw, so it also serves as the stochastic encoder of :class:`~ppgen.inference.ALI` or in
