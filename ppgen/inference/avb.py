@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import EstimatorError, check_int, check_positive
-from ppgen.inference._avb_jax import JaxAmortizedAVB, JaxAVB
+from ppgen.inference._avb_jax import JaxAVB
+from ppgen.inference._avb_jax_amortized import JaxAmortizedAVB
 from ppgen.inference._avb_torch import TorchAmortizedAVB, TorchAVB
 from ppgen.inference._base import EngineEstimator, FitContext, register
 from ppgen.inference.guides.implicit import ImplicitAmortized
