@@ -212,6 +212,9 @@ class _Path:
         eps = torch.randn(n, len(self.bA), generator=gen, dtype=torch.float64)
         return self.bA + math.sqrt(self.s2) * eps
 
+    def increment(self, v: Tensor, beta: float, prev: float) -> Tensor:
+        return self.log_f(v, beta) - self.log_f(v, prev)
+
     def log_f(self, v: Tensor, beta: float) -> Tensor:
         r""":math:`\log p^*_\beta(v)`, h summed out, up to a constant of neither v nor beta."""
         if self.s2 is None:
@@ -250,16 +253,18 @@ def _schedule(num_betas: Any) -> np.ndarray:
     return betas
 
 
-def _anneal(path: _Path, v: Tensor, betas: Any, gen: torch.Generator) -> Tensor:
+def _anneal(path: Any, v: Tensor, betas: Any, gen: torch.Generator | None) -> Tensor:
     r"""Chains from ``v`` through the temperatures ``betas`` in the order given (up: AIS; down:
     reverse AIS): at each new temperature the log weight gains
-    :math:`\log p^*_k(v) - \log p^*_{k-1}(v)`, then one block Gibbs sweep of :math:`p_k`
-    moves ``v`` (none after the last). Returns the log weights ``(M,)``."""
+    :math:`\log p^*_k(v) - \log p^*_{k-1}(v)` (``path.increment``), then one move of the
+    chains leaving :math:`p_k` invariant (``path.sweep``; none after the last). ``path`` is an
+    :class:`_Path` (RBMs, block Gibbs) or an :class:`_EnergyPath` (HMC/MALA). Returns the log
+    weights ``(M,)``."""
     log_w = torch.zeros(len(v), dtype=torch.float64)
     prev = float(betas[0])
     for k in range(1, len(betas)):
         beta = float(betas[k])
-        log_w += path.log_f(v, beta) - path.log_f(v, prev)
+        log_w += path.increment(v, beta, prev)
         prev = beta
         if k < len(betas) - 1:
             v = path.sweep(v, beta, gen)
@@ -396,44 +401,52 @@ def energy_ais(
             f"transitions that leave each tempered target exactly invariant; got {sampler!r}."
         )
     betas = _schedule(num_betas)
-    mu, sd = _as64(loc), _as64(scale)
-    if not (torch.isfinite(mu).all() and torch.isfinite(sd).all() and (sd > 0).all()):
-        raise DataError("`loc` must be finite and `scale` finite and positive.")
-    shape = torch.broadcast_shapes(mu.shape, sd.shape)
-    d = int(torch.Size(shape).numel())
-    log_z_base = 0.0  # the base is normalised
-
-    def log_base(x: Tensor) -> Tensor:
-        z = (x - mu) / sd
-        quad = (z * z).reshape(len(x), -1).sum(-1)
-        return (
-            -0.5 * quad - float(torch.log(sd).expand(shape).sum()) - 0.5 * d * math.log(2 * math.pi)
-        )
-
-    def log_ratio(x: Tensor) -> Tensor:  # log p*_1(x) - log p*_0(x)
-        return -energy(x).to(torch.float64) - log_base(x)
-
-    with torch.random.fork_rng(devices=[]):
+    path = _EnergyPath(energy, loc, scale, sampler, steps)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # the kernels take their own grads
         torch.manual_seed(int(seed))
-        x = mu + sd * torch.randn((num_chains, *shape), dtype=torch.float64)
-        log_w = torch.zeros(num_chains, dtype=torch.float64)
-        accepted, moves = 0.0, 0
-        for k in range(1, len(betas)):
-            beta, prev = float(betas[k]), float(betas[k - 1])
-            with torch.no_grad():
-                log_w += (beta - prev) * log_ratio(x)
-            if k < len(betas) - 1:
-
-                def target(y: Tensor, beta: float = beta) -> Tensor:
-                    return -(1 - beta) * log_base(y) + beta * energy(y).to(torch.float64)
-
-                state = sampler.init(x)
-                state = sampler.run(state, target, steps)
-                x = state["x"]
-                accepted += float(state["accepted"].double().mean())
-                moves += steps
+        x = path.mu + path.sd * torch.randn((num_chains, *path.shape), dtype=torch.float64)
+        log_w = _anneal(path, x, betas, None)
     lw = log_w.numpy()
     top, mean, stderr = _weights(lw)
-    result = AISResult(log_z_base + top + math.log(mean), stderr, lw, len(betas), num_chains)
-    result.accept_rate = accepted / max(moves, 1)
+    result = AISResult(top + math.log(mean), stderr, lw, len(betas), num_chains)  # Z_base = 1
+    result.accept_rate = path.accepted / max(path.moves, 1)
     return result
+
+
+class _EnergyPath:
+    r"""The annealing path from :math:`\mathcal N(\mu, \operatorname{diag}\sigma^2)` to
+    :math:`e^{-E}`, moved by ``steps`` transitions of an HMC/MALA ``sampler`` per temperature
+    (their acceptance counted); see :func:`energy_ais`."""
+
+    def __init__(self, energy: Callable, loc: Any, scale: Any, sampler: Any, steps: int) -> None:
+        self.mu, self.sd = _as64(loc), _as64(scale)
+        if not (
+            torch.isfinite(self.mu).all() and torch.isfinite(self.sd).all() and (self.sd > 0).all()
+        ):
+            raise DataError("`loc` must be finite and `scale` finite and positive.")
+        self.shape = torch.broadcast_shapes(self.mu.shape, self.sd.shape)
+        d = int(torch.Size(self.shape).numel())
+        self.norm = float(torch.log(self.sd).expand(self.shape).sum()) + 0.5 * d * math.log(
+            2 * math.pi
+        )
+        self.energy, self.sampler, self.steps = energy, sampler, steps
+        self.accepted, self.moves = 0.0, 0
+
+    def log_base(self, x: Tensor) -> Tensor:
+        z = (x - self.mu) / self.sd
+        return -0.5 * (z * z).reshape(len(x), -1).sum(-1) - self.norm
+
+    def increment(self, x: Tensor, beta: float, prev: float) -> Tensor:
+        """:math:`(\beta - \beta') (\\log p^*_1(x) - \\log p^*_0(x))`: one energy call."""
+        return (beta - prev) * (-self.energy(x).to(torch.float64) - self.log_base(x))
+
+    def sweep(self, x: Tensor, beta: float, gen: Any) -> Tensor:
+        """``steps`` transitions targeting :math:`p_\beta` (torch's global generator)."""
+
+        def target(y: Tensor) -> Tensor:
+            return -(1 - beta) * self.log_base(y) + beta * self.energy(y).to(torch.float64)
+
+        state = self.sampler.run(self.sampler.init(x), target, self.steps)
+        self.accepted += float(state["accepted"].double().mean())
+        self.moves += self.steps
+        return state["x"]

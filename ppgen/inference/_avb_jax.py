@@ -257,7 +257,9 @@ class JaxAVB(JaxState):
 
         return step
 
-    def step(self, data: Mapping[str, Any]) -> dict[str, Any]:
+    def step(self, data: Mapping[str, Any], scale: float = 1.0) -> dict[str, Any]:
+        """One jitted step on the whole data (``scale`` is 1: AVB without a guide does not
+        minibatch)."""
         self.previous = self.state
         self.state, metrics = self._step(self.state, {})
         return metrics

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import EstimatorError, ProgramError
 from ppgen.inference._avb_jax import (
     JaxAVB,
     JaxLayout,
@@ -21,8 +20,8 @@ from ppgen.inference._avb_jax import (
     check_guide_size,
 )
 from ppgen.inference._base import FitContext
-from ppgen.inference.guides._sites import find_plate, split_latents
-from ppgen.inference.guides.implicit import ImplicitAmortized
+from ppgen.inference.guides._amortized_numpyro import data_plate
+from ppgen.inference.guides.implicit import ImplicitAmortized, global_latents_error
 from ppgen.result import Fit
 
 __all__ = ["JaxAmortizedAVB", "make_local_sampler"]
@@ -41,46 +40,17 @@ class JaxAmortizedAVB(JaxAVB):
 
         from ppgen.nn_jax import dense, mlp_critic
 
-        if not guide.default_encoder:
-            raise EstimatorError(
-                "On NumPyro programs amortised AVB builds its encoder itself (an MLP of "
-                "`hidden_features`); the `encoder=` given is a torch module. Drop it, or write "
-                "the program in Pyro."
-            )
-        self.est, self.ctx = est, ctx
+        self.est, self.ctx = est, ctx  # (a torch `encoder=` was refused by AVB.check)
         model = ctx.program.model
         key = jax.random.PRNGKey(ctx.seed)
         key, k_init, k_guide, k_critic = jax.random.split(key, 4)
         tr = handlers.trace(handlers.seed(model, k_init)).get_trace(**ctx.data)
-        sites = [s for s in tr.values() if s["type"] == "sample"]
-        observed = [s for s in sites if s["is_observed"]]
-        frames = lambda s: s["cond_indep_stack"]  # noqa: E731
-        plate = find_plate(observed, frames, guide.plate_name, "numpyro")
-        latent = [s for s in sites if not s["is_observed"]]
-        locals_, glob = split_latents(
-            latent, plate, "normal", lambda s: [f.name for f in frames(s)], strict_frames=False
+        plate, locals_, glob, self.inputs = data_plate(
+            tr, ctx.data, guide.plate_name, "normal", guide.inputs
         )
         if glob:
-            raise ProgramError(
-                f"`ImplicitAmortized` encodes per-datum latents (in the data plate "
-                f"`{plate.name}`); the latent sites {[s['name'] for s in glob]} are global. Fit "
-                "the program with `AVB()` without a guide, or with SVI and an `Amortized` guide."
-            )
-        inputs = guide.inputs
-        if inputs is None:
-            ids = {id(v): k for k, v in ctx.data.items()}
-            inputs = [
-                ids.get(id(s["value"]), s["name"])
-                for s in observed
-                if plate.name in [f.name for f in frames(s)]
-            ]
-        missing = [k for k in inputs if k not in ctx.data]
-        if missing:
-            raise ProgramError(
-                f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
-                f"keys to encode (data keys: {sorted(ctx.data)})."
-            )
-        self.inputs, self.plate = list(inputs), plate
+            raise global_latents_error(plate.name, [s["name"] for s in glob])
+        self.plate = plate
         # one datum's latents as a flat unconstrained vector
         self.layout = JaxLayout(
             {n: {**tr[n], "value": tr[n]["value"][0]} for n in locals_}, list(locals_)
@@ -89,8 +59,7 @@ class JaxAmortizedAVB(JaxAVB):
         d = self.layout.dim
         e = guide.noise_dim if guide.noise_dim is not None else max(d, 16)
         width = int(self.features(ctx.data).shape[1])
-        self.sizes = [width + e, *guide.hidden_features, d]
-        g_init, self.g_apply = dense(self.sizes)
+        g_init, self.g_apply = dense([width + e, *guide.hidden_features, d])
         t_init, self.t_apply = mlp_critic(d + width, est.critic_hidden, [None])
         self.noise_dim, self.hidden_features = e, tuple(guide.hidden_features)
         _start(self, est, g_init(k_guide), t_init(k_critic), m0, key)
@@ -104,9 +73,6 @@ class JaxAmortizedAVB(JaxAVB):
         xs = [jnp.asarray(data[k]) for k in self.inputs]
         n = xs[0].shape[0]
         return jnp.concatenate([x.reshape(n, -1).astype(jnp.float32) for x in xs], -1)
-
-    def constrain_params(self, m: Mapping[str, Any]) -> dict[str, Any]:
-        return {n: self.param_transforms[n](v) for n, v in m.items()}
 
     def draw(self, net: Any, x: Any, eps: Any) -> Any:
         """Unconstrained draws ``(K, B, D)`` for features ``x`` (B, F) and noise (K, B, E)."""

@@ -75,7 +75,7 @@ class TorchAVB(SyncTorchEngine):
     def __init__(self, est: Any, ctx: FitContext) -> None:
         self.est, self.ctx = est, ctx
         device = start_run(ctx)
-        self.model = ctx.program.model
+        self.model, self.scaler = ctx.program.model, None  # the whole data every step
         with torch.no_grad():  # creates the model's own params; fixes the latents' layout
             trace = poutine.trace(self.model).get_trace(**ctx.data)
         self.layout = LatentLayout(trace, est.latent_sites(ctx.info))
@@ -176,31 +176,45 @@ class TorchAVB(SyncTorchEngine):
         eps = torch.randn(k, self.noise_dim, generator=generator, device=self.device)
         return self.guide_net(eps)
 
-    def step(self, data: Mapping[str, Any]) -> dict[str, float]:
+    def _particles(
+        self, k: int, data: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The step's ``k`` guide draws ``(K, ..., D)`` and the critic's context rows (none
+        here: one draw of all latents per particle)."""
+        return self.draw(k), ()
+
+    def step(self, data: Mapping[str, Any], scale: float = 1.0) -> dict[str, float]:
+        """One AVB step: ``n_critic`` logistic updates of the critic, one ELBO update of the
+        guide (and the program's params); ``scale`` (N / B) weighs a minibatch's terms."""
         est, opt = self.est, self.optim
         self._rng_before = torch.get_rng_state()
+        if self.scaler:
+            self.scaler.scale = scale
         k = est.particles
-        u = self.draw(k)
-        if est.adaptive_contrast:  # q standardised against r = N(mean, sd) of q's draws
-            loc, scale = u.mean(0).detach(), u.std(0).detach() + 1e-6
-            q_in = (u - loc) / scale
+        u, context = self._particles(k, data)
+
+        def critic(v: torch.Tensor) -> torch.Tensor:  # one number per particle (and datum)
+            return self.critic(v.reshape(-1, v.shape[-1]), *context).reshape(k, -1)
+
+        if est.adaptive_contrast:  # q standardised against r = N(mean, sd) of its draws
+            loc, sd = u.mean(0).detach(), u.std(0).detach() + 1e-6
+            q_in = (u - loc) / sd
         else:
             q_in = u
         for _ in range(est.n_critic):
-            ref = torch.randn_like(u) if est.adaptive_contrast else self._prior_draws(k)
-            t_q, t_r = self.critic(q_in.detach()), self.critic(ref)
-            loss_d = F.softplus(-t_q).mean() + F.softplus(t_r).mean()
+            ref = torch.randn_like(u) if est.adaptive_contrast else self._prior_draws(k, data)
+            loss_d = F.softplus(-critic(q_in.detach())).mean() + F.softplus(critic(ref)).mean()
             opt.zero_grad(["discriminator"])
             loss_d.backward()
             opt.step(["discriminator"])
         with frozen(self.critic.parameters()):  # for the guide's backward pass
-            log_p0, log_lik = self._densities(u, data)
-            log_ratio = self.critic(q_in)  # T(u) ~ log q(u) - log r(u)
+            log_p0, log_lik = self._densities(u, data)  # (K,) each, plate-scaled
+            t = critic(q_in).sum(-1)  # T(u) ~ log q(u) - log r(u), summed over data
             if est.adaptive_contrast:
-                log_r = torch.distributions.Normal(loc, scale).log_prob(u).sum(-1)
-                elbo = (log_p0 + log_lik - log_r - log_ratio).mean()
+                log_r = torch.distributions.Normal(loc, sd).log_prob(u).reshape(k, -1).sum(-1)
+                elbo = (log_p0 + log_lik - scale * log_r - scale * t).mean()
             else:  # r is the prior: log p(x, z) - log q = log p(x | z) - T
-                elbo = (log_lik - log_ratio).mean()
+                elbo = (log_lik - scale * t).mean()
             opt.zero_grad(["guide"])
             (-elbo).backward()
         opt.step(["guide"])
@@ -303,8 +317,7 @@ class TorchAmortizedAVB(TorchAVB):
             guide.bind(ctx.program.model)
         guide.build(**ctx.data)
         check_local_latents(guide, est.latent_sites(ctx.info))
-        self.guide, self.layout, self.device = guide.to(device), guide.layout, device
-        self.guide_net = guide  # what the checkpoints and the NaN guard of TorchAVB read
+        self.guide_net, self.layout, self.device = guide.to(device), guide.layout, device
         self.noise_dim = guide.noise_dim
         width = int(guide.features(ctx.data).shape[1])
         self.critic = Critic(self.layout.dim + width, est.critic_hidden, (None,)).to(device)
@@ -312,13 +325,11 @@ class TorchAmortizedAVB(TorchAVB):
             "guide": list(guide.parameters()) + list(self.model_params.values()),
             "discriminator": list(self.critic.parameters()),
         }
-        self.particles = est.particles
         self.optim = est._optim().torch(groups, est._total_steps())
-        self._data = ctx.data
         self._densities = self._vectorised()
 
     def _probe_shape(self) -> tuple[int, ...]:
-        return (self.guide.plate.size, self.layout.dim)
+        return (self.guide_net.plate.size, self.layout.dim)
 
     def _declared(self, looped: Callable) -> Callable | None:
         return None  # log_joint_terms is for global latents (no per-datum scale, no encoder)
@@ -329,51 +340,22 @@ class TorchAmortizedAVB(TorchAVB):
         scale = self.scaler.scale if self.scaler else 1.0
         return prior + scale * ldj.sum(-1), lik
 
-    def step(self, data: Mapping[str, Any], scale: float = 1.0) -> dict[str, float]:
-        est, opt = self.est, self.optim
-        self._rng_before = torch.get_rng_state()
-        if self.scaler:
-            self.scaler.scale = scale
-        k = self.particles
-        x = self.guide.features(data)
-        b = x.shape[0]
-        xk = x.expand(k, *x.shape).reshape(k * b, -1)
-        u = self.guide.draw(k, data)  # (K, B, D)
-        if est.adaptive_contrast:  # each datum's draws standardised: r = N(mean, sd) per datum
-            loc, sd = u.mean(0).detach(), u.std(0).detach() + 1e-6
-            q_in = (u - loc) / sd
-        else:
-            q_in = u
-        for _ in range(est.n_critic):
-            ref = torch.randn_like(u) if est.adaptive_contrast else self._prior_draws(k, data)
-            t_q = self.critic(q_in.detach().reshape(k * b, -1), xk)
-            t_r = self.critic(ref.reshape(k * b, -1), xk)
-            loss_d = F.softplus(-t_q).mean() + F.softplus(t_r).mean()
-            opt.zero_grad(["discriminator"])
-            loss_d.backward()
-            opt.step(["discriminator"])
-        with frozen(self.critic.parameters()):
-            log_p0, log_lik = self._densities(u, data)  # (K,) each, plate-scaled
-            t = self.critic(q_in.reshape(k * b, -1), xk).reshape(k, b)  # T ~ log q - log r
-            if est.adaptive_contrast:
-                log_r = torch.distributions.Normal(loc, sd).log_prob(u).sum(-1)
-                elbo = (log_p0 + log_lik - scale * (log_r + t).sum(-1)).mean()
-            else:
-                elbo = (log_lik - scale * t.sum(-1)).mean()
-            opt.zero_grad(["guide"])
-            (-elbo).backward()
-        opt.step(["guide"])
-        opt.schedule()
-        return {"loss": -elbo.item(), "loss_d": loss_d.item()}
+    def _particles(
+        self, k: int, data: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``k`` encoder draws of each datum's latents ``(K, B, D)``; the critic sees each with
+        its datum (the flattened inputs, repeated per particle)."""
+        x = self.guide_net.features(data)
+        return self.guide_net.draw(k, data), (x.expand(k, *x.shape).reshape(-1, x.shape[-1]),)
 
     # ------------------------------------------------------------------ results
     def sampler(self) -> Callable[[int, int], dict[str, np.ndarray]]:
-        return make_local_sampler(self.guide, self._data, self.device)
+        return make_local_sampler(self.guide_net, self.ctx.data, self.device)
 
     guide_kind = "implicit amortized"
 
     def guide_settings(self) -> dict[str, Any]:
-        g = self.guide
+        g = self.guide_net
         return {
             "amortized": True,
             "noise_dim": g.noise_dim,

@@ -250,9 +250,7 @@ class AVB(EngineEstimator):
         return ENGINES[ctx.program.backend](self, ctx)
 
     def step(self, state: Any, batch: Mapping[str, Any]) -> tuple[Any, dict[str, float]]:
-        if isinstance(state, TorchAmortizedAVB | JaxAmortizedAVB):
-            return state, state.step(batch["data"], batch["scale"])
-        return state, state.step(batch["data"])
+        return state, state.step(batch["data"], batch["scale"])
 
     def restore(self, ctx: FitContext, fit: Fit, state: Mapping[str, Any]) -> None:
         """Put a loaded fit's saved parameters of the program back (its ``param`` sites)."""

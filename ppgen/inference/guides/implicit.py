@@ -15,7 +15,7 @@ from ppgen.errors import ProgramError, check_int
 from ppgen.inference.guides.amortized import trace_data_plate
 from ppgen.nn import MLP, register_module
 
-__all__ = ["ImplicitAmortized", "LatentLayout"]
+__all__ = ["ImplicitAmortized", "LatentLayout", "global_latents_error"]
 
 
 class LatentLayout:
@@ -81,6 +81,16 @@ class LatentLayout:
             lead = u.shape[: u.dim() - len(self.shapes[n])]
             parts.append(u.reshape(lead + (-1,)))
         return torch.cat(parts, -1)
+
+
+def global_latents_error(plate: str, names: Sequence[str]) -> ProgramError:
+    """What both backends say of a global latent beside an implicit encoder's local ones."""
+    return ProgramError(
+        f"`ImplicitAmortized` encodes per-datum latents (in the data plate `{plate}`); the "
+        f"latent sites {list(names)} are global. Fit the program with `AVB()` without a guide "
+        "(one implicit posterior over all latents jointly), or with SVI and an `Amortized` "
+        "guide (which gives global latents an autoguide)."
+    )
 
 
 class _NoiseMLP(nn.Module):
@@ -200,13 +210,7 @@ class ImplicitAmortized(nn.Module):
             self._model, data, self.plate_name, "normal", self.inputs
         )
         if glob:
-            raise ProgramError(
-                f"`ImplicitAmortized` encodes per-datum latents (in the data plate "
-                f"`{plate.name}`); the latent sites {[s['name'] for s in glob]} are global. "
-                "Fit the program with `AVB()` without a guide (one implicit posterior over all "
-                "latents jointly), or with SVI and an `Amortized` guide (which gives global "
-                "latents an autoguide)."
-            )
+            raise global_latents_error(plate.name, [s["name"] for s in glob])
         self.inputs = inputs
         layout = LatentLayout(tr, list(locals_), batch_dims=1)
         noise = self.noise_dim if self.noise_dim is not None else max(layout.dim, 16)
