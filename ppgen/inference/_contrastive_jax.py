@@ -1,10 +1,11 @@
 """The contrastive estimators' JAX engine: a NumPyro energy program, optax, one jit per step.
 
-NCE, every score-matching variant, and contrastive divergence with Langevin, MALA or HMC
-negatives (CD-k from the data, PCD chains, a replay buffer; :mod:`._samplers_jax`) run here;
-the other samplers (block Gibbs, annealed Langevin) are Pyro's
-(:mod:`ppgen.inference.samplers`), and a NumPyro fit that asks for one is refused before any
-work.
+NCE, every score-matching variant, and contrastive divergence with Langevin, MALA, HMC or
+block-Gibbs negatives (CD-k from the data, PCD chains, a replay buffer;
+:mod:`.samplers_jax`) run here. Block Gibbs runs the model's own sweep: a model object
+that declares ``block_gibbs_step(x, key) -> x'``, reading its parameters with
+``numpyro.param`` (the fit substitutes the current ones), as an RBM written in NumPyro
+does. ``fit.sample`` draws with any of these or with annealed Langevin.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppgen.capabilities import declares
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
-from ppgen.inference._samplers_jax import JAX_SAMPLERS, jax_transition
 from ppgen.inference._svi_jax import JaxState, flatten_params
 from ppgen.inference.objectives.contrastive import cd_loss, nce_loss
-from ppgen.inference.samplers import Langevin
+from ppgen.inference.samplers import BlockGibbs, Langevin
+from ppgen.inference.samplers_jax import JAX_SAMPLERS, jax_run, jax_transition
 from ppgen.result import Fit
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class JaxContrastive(JaxState):
         self.energy = energy
         x = self._x(ctx.data)
         self.lo, self.hi = x.min(0), x.max(0)
+        self.binary = bool(((x == 0) | (x == 1)).all())
+        self.gibbs = gibbs_of(ctx.program.obj)
         state: dict[str, Any] = {
             "u": {n: transforms[n].inv(s["value"]) for n, s in params.items()},
             "key": key,
@@ -77,13 +81,13 @@ class JaxContrastive(JaxState):
             state["u"]["log_Z"] = jnp.zeros(())
             self.noise = _noise(est.noise, x)
         if est.objective == "cd":
-            sampler = est.sampler if est.sampler != "auto" else Langevin(step_size=0.01)
-            if not isinstance(sampler, JAX_SAMPLERS):
-                raise EstimatorError(
-                    f"On NumPyro programs ContrastiveDivergence draws its negatives by Langevin, "
-                    f"MALA or HMC; {type(sampler).__name__} runs on Pyro programs. Pass one of "
-                    "those (e.g. `sampler=MALA(0.1)`), or write the program in Pyro."
-                )
+            sampler = default_sampler(est.sampler, self.gibbs, Langevin(step_size=0.01))
+            # refused here, before any work: a sampler that is no fixed kernel, or block
+            # Gibbs on a model without the sweep (whose output shape is checked too)
+            params = self.constrain(state["u"])
+            jax_transition(sampler, lambda v: v, self.gibbs and self.gibbs(params))
+            if isinstance(sampler, BlockGibbs):
+                check_sweep(self.gibbs(params), x[:2])
             self.sampler = sampler
             if est.persistent:
                 n = est.buffer_size or est.num_chains or est.batch_size or len(x)
@@ -92,6 +96,8 @@ class JaxContrastive(JaxState):
                     state["chains"] = self._uniform(k_chain, n)
                 else:
                     state["chains"] = x[jax.random.randint(k_chain, (n,), 0, len(x))]
+        if isinstance(est.sample_sampler, BlockGibbs) and self.gibbs is None:
+            jax_transition(est.sample_sampler, lambda v: v)  # refused: names the samplers
         self.tx = est._optim()._optax_one("energy", est._total_steps())
         state["opt"] = self.tx.init(state["u"])
         self.state = self.previous = state
@@ -102,9 +108,8 @@ class JaxContrastive(JaxState):
         return x if x.dtype.kind == "f" else x.astype(float)
 
     def _uniform(self, key: Any, n: int) -> Any:
-        import jax
 
-        return self.lo + (self.hi - self.lo) * jax.random.uniform(key, (n, *self.lo.shape))
+        return noise_like(key, n, self.lo, self.hi, self.binary)
 
     # ------------------------------------------------------------------ the step
     def _make_step(self) -> Callable:
@@ -184,7 +189,8 @@ class JaxContrastive(JaxState):
         est = self.est
         k_pick, k_fresh, k_run, k_re = jax.random.split(key, 4)
         frozen = jax.lax.stop_gradient(u)
-        move = jax_transition(self.sampler, lambda v: self.energy(frozen, v, batch))
+        gibbs = self.gibbs and self.gibbs(self.constrain(frozen))
+        move = jax_transition(self.sampler, lambda v: self.energy(frozen, v, batch), gibbs)
 
         updates: dict[str, Any] = {}
         if not est.persistent:
@@ -273,35 +279,94 @@ class JaxContrastive(JaxState):
         fit.data_sampler = data_sampler(est, ctx, unflatten_params(state, like))
 
 
+def gibbs_of(obj: Any) -> Callable[[Mapping[str, Any]], Callable[[Any, Any], Any]] | None:
+    """``params -> sweep(x, key)``: the model object's declared ``block_gibbs_step(x, key)``
+    run with its ``numpyro.param`` sites substituted by ``params``; ``None`` when the model
+    declares none (a plain function has no capabilities)."""
+    if obj is None or not declares(obj, "block_gibbs_step") or not hasattr(obj, "model"):
+        return None
+    from numpyro import handlers
+
+    def bind(params: Mapping[str, Any]) -> Callable[[Any, Any], Any]:
+        return handlers.substitute(obj.block_gibbs_step, data=dict(params))
+
+    return bind
+
+
+def check_sweep(sweep: Callable[[Any, Any], Any], x: Any) -> None:
+    """Refuse a declared ``block_gibbs_step`` that does not map two rows of data to two rows
+    of the same shape, before any work."""
+    import jax
+
+    try:
+        y = sweep(x, jax.random.PRNGKey(0))
+    except Exception as e:
+        raise EstimatorError(
+            f"The model's `block_gibbs_step(x, key)` failed on two rows of the data "
+            f"({type(e).__name__}: {e}). It gets the visible units `x` (shape "
+            f"{tuple(x.shape)}) and a PRNG key, reads its parameters with `numpyro.param`, and "
+            "returns the new visible units."
+        ) from e
+    if getattr(y, "shape", None) != x.shape:
+        raise EstimatorError(
+            f"The model's `block_gibbs_step(x, key)` must return an array shaped like x: on "
+            f"x of shape {tuple(x.shape)} it returned "
+            f"{getattr(y, 'shape', type(y).__name__)}."
+        )
+
+
+def default_sampler(spec: Any, gibbs: Any, fallback: Any) -> Any:
+    """``spec`` when given, block Gibbs for a model that declares it, else ``fallback``."""
+    if isinstance(spec, JAX_SAMPLERS):
+        return spec
+    return BlockGibbs() if gibbs is not None else fallback
+
+
+def noise_like(key: Any, n: int, lo: Any, hi: Any, binary: bool) -> Any:
+    """``n`` draws of uniform noise over the data's range (binary data: fair coins)."""
+    import jax
+
+    if binary:
+        return jax.random.bernoulli(key, 0.5, (n, *lo.shape)).astype(lo.dtype)
+    return lo + (hi - lo) * jax.random.uniform(key, (n, *lo.shape), lo.dtype)
+
+
 def data_sampler(est: Any, ctx: FitContext, params: Mapping[str, Any]) -> Callable[..., Any]:
     """A NumPyro energy fit's ``data_sampler(n, seed=, data=)``: ``n`` data sets (of the
     size of ``data``, the training data by default), each row ``sample_steps`` transitions of
-    ``sample_sampler`` (Langevin, MALA or HMC; else the training sampler, else Langevin with
-    step 0.01) from uniform noise over the data's range, in one jitted scan."""
+    ``sample_sampler`` (else the training sampler, else block Gibbs when the model declares
+    it, else Langevin with step 0.01) from noise (uniform over the data's range; fair coins
+    for binary data), in one jitted scan."""
     import jax
     from numpyro import handlers
 
     site = est.observed_site(ctx.info)
     key_name = data_key(ctx.info, site)
+    gibbs = gibbs_of(ctx.program.obj)
     spec = est.sample_sampler or getattr(est, "sampler", None)
-    sampler = spec if isinstance(spec, JAX_SAMPLERS) else Langevin(step_size=0.01)
+    sampler = default_sampler(spec, gibbs, Langevin(step_size=0.01))
     x = ctx.data[key_name]
+    x = x if x.dtype.kind == "f" else x.astype(float)
     lo, hi = x.min(0), x.max(0)
+    binary = bool(((x == 0) | (x == 1)).all())
     fn = handlers.substitute(ctx.program.model, data=dict(params))
 
     def energy(v: Any) -> Any:
         t = handlers.trace(handlers.seed(fn, 0)).get_trace(**{**ctx.data, key_name: v})
         return -t[site]["fn"].log_prob(t[site]["value"])
 
-    move = jax_transition(sampler, energy)
-    run = jax.jit(lambda v, keys: jax.lax.scan(move, v, keys)[0])
+    def score(v: Any, sigma: Any) -> Any:  # an energy's score, the same at every level
+        return -jax.grad(lambda w: energy(w).sum())(v)
+
+    needs = {"gibbs": gibbs and gibbs(params), "score": score}
+    target = needs.get(sampler.needs, energy)
+    run = jax.jit(lambda v, key: jax_run(sampler, target, v, key, est.sample_steps))
 
     def draw(n: int, seed: int = 0, data: Mapping[str, Any] | None = None) -> dict[str, Any]:
         source = data if data is not None and key_name in data else ctx.data
         rows = int(np.shape(source[key_name])[0])
         k_start, k_run = jax.random.split(jax.random.PRNGKey(seed))
-        start = lo + (hi - lo) * jax.random.uniform(k_start, (n * rows, *lo.shape), lo.dtype)
-        out = np.asarray(run(start, jax.random.split(k_run, est.sample_steps)))
+        out = np.asarray(run(noise_like(k_start, n * rows, lo, hi, binary), k_run))
         return {site: out.reshape((n, rows) + out.shape[1:])}
 
     return draw

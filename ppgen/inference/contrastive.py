@@ -198,8 +198,9 @@ class ContrastiveDivergence(Contrastive):
         k: sampler transitions per step (``>= 1``).
         persistent: keep the chains between steps (PCD).
         sampler: a :mod:`ppgen.inference.samplers` sampler or its name; default ``"auto"``:
-            block Gibbs when the model declares ``block_gibbs_step`` (an RBM), otherwise
-            Langevin with ``step_size=0.01``.
+            block Gibbs when the model declares ``block_gibbs_step`` (an RBM: ``(x) -> x'``
+            on Pyro, ``(x, key) -> x'`` reading ``numpyro.param`` sites on NumPyro),
+            otherwise Langevin with ``step_size=0.01``.
         num_chains: persistent chains (default: ``batch_size``, or N).
         buffer_size: replay-buffer size (``persistent=True`` only).
         reinit: the replay buffer's restart probability per sample.

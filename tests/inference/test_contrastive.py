@@ -141,19 +141,6 @@ def test_pcd_with_mala_or_hmc_negatives_on_numpyro_recovers_a_gaussian(sampler):
     assert np.abs(s.mean(0) - mu).max() < 0.15 and rel_err(np.cov(s.T), cov) < 0.15
 
 
-def test_numpyro_cd_refuses_the_samplers_it_does_not_run():
-    from ppgen.inference.samplers import BlockGibbs
-
-    x, *_ = truth(2, n=100)
-    with pytest.raises(EstimatorError, match="Langevin, MALA or HMC; BlockGibbs runs on Pyro"):
-        ppgen.fit(
-            gaussian_energy(2, "numpyro"),
-            {"x": x},
-            ContrastiveDivergence(sampler=BlockGibbs(), steps=1),
-            backend="numpyro",
-        )
-
-
 def test_pcd_with_langevin_negatives_on_numpyro_recovers_a_gaussian():
     d = 2
     x, mu, cov, _ = truth(d, n=4000)
