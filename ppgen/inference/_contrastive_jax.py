@@ -242,6 +242,8 @@ class JaxContrastive(JaxState):
     def finalize(self, history: dict[str, list[float]]) -> Fit:
         u = dict(self.state["u"])
         diagnostics: dict[str, Any] = {"site": self.site, "objective": self.est.objective}
+        if self.est.objective == "cd":
+            diagnostics["sampler"] = type(self.sampler).__name__
         if "log_Z" in u:
             diagnostics["log_Z"] = float(u.pop("log_Z"))
         params = flatten_params(self.constrain(u))

@@ -117,6 +117,7 @@ def test_gibbs_chains_resume_bit_identically(tmp_path):
 
     kw = {"seed": 3, "backend": "numpyro"}
     full = ppgen.fit(NumPyroRBM(), {"x": x}, est(), **kw)
+    assert full.diagnostics["sampler"] == "BlockGibbs"  # "auto": the model declares the sweep
     stop = [lambda step, m: step == 5]
     ppgen.fit(
         NumPyroRBM(),
