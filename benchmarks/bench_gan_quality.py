@@ -2,7 +2,8 @@
 
 Usage, from the repository root:
 
-    python -m benchmarks.bench_gan_quality [--seeds 5] [--steps N] [--cases TEXT] [--smoke]
+    python -m benchmarks.bench_gan_quality [--seeds 5 | --seed-list 1,3] [--steps N] [--cases TEXT]
+        [--smoke]
 
 Each case fits a NumPyro program (an MLP generator from ``numpyro.param`` weights, 2-D
 Gaussian noise, ``Implicit`` observed site) with :class:`ppgen.inference.Adversarial` on
@@ -87,6 +88,10 @@ DEEP = (256, 256, 256)
 #: ALI / BiGAN (issue 13): the same generator, a deterministic encoder E(x) of the same widths
 #: (``Delta(E(x))``, BiGAN's), the critic on (x, z) pairs; the grid's best GAN settings
 ALI_B1024_7K = {**NS_B1024_7K, "ali": True}
+#: ALI's own encoder (Dumoulin et al.): a reparameterised Normal q(z | x) = N(mu(x), s(x)^2),
+#: one MLP of the same widths with 2 * z_dim outputs (s by softplus); a stochastic encoder can
+#: spread each tight mode over a region of the prior, which BiGAN's E(x) cannot
+ALI_NORMAL_B1024_7K = {**NS_B1024_7K, "ali": "normal"}
 
 #: (benchmark, label, Adversarial settings, generator widths); the best settings found
 CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
@@ -99,6 +104,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
     ("grid25", "ppgen ns batch 1024 7000/0.03", NS_B1024_7K, DEEP),
     ("ring8", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
     ("grid25", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
+    ("grid25", "ppgen ALI (Normal encoder) ns batch 1024 7000/0.03", ALI_NORMAL_B1024_7K, DEEP),
 ]
 
 #: PacGAN Table 1 (2-D ring and grid): (benchmark, method, modes, modes sd, % high quality)
@@ -152,6 +158,22 @@ def encoder(widths: tuple[int, ...], z_dim: int = 2) -> Any:
     return enc
 
 
+def normal_encoder(widths: tuple[int, ...], z_dim: int = 2) -> Any:
+    """ALI's encoder as a NumPyro guide: ``z ~ N(mu(x), s(x)^2)``, one MLP like G with
+    ``2 * z_dim`` outputs (``s`` by softplus, plus 1e-3)."""
+    import jax
+    import numpyro
+    import numpyro.distributions as ndist
+
+    def enc(x=None):
+        h = mlp("E", [2, *widths, 2 * z_dim])(x)
+        loc, scale = h[:, :z_dim], jax.nn.softplus(h[:, z_dim:]) + 1e-3
+        with numpyro.plate("data", len(x)):
+            numpyro.sample("z", ndist.Normal(loc, scale).to_event(1))
+
+    return enc
+
+
 def program(widths: tuple[int, ...], z_dim: int = 2) -> Any:
     """A NumPyro GAN: ``z ~ N(0, I_2)``, ``x = G(z)`` with an MLP of ``numpyro.param`` weights."""
     import jax.numpy as jnp
@@ -177,8 +199,10 @@ def run(bench: str, settings: dict[str, Any], widths: tuple[int, ...], seed: int
 
     x = MODES2D[bench](n, seed=seed)
     settings = dict(settings)
-    if settings.pop("ali", False):
-        est: Any = ALI(guide=encoder(widths), **settings)
+    ali = settings.pop("ali", False)
+    if ali:
+        make = normal_encoder if ali == "normal" else encoder
+        est: Any = ALI(guide=make(widths), **settings)
     else:
         est = Adversarial(**settings)
     t = time.perf_counter()
@@ -200,10 +224,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None, help="override every case's steps")
+    ap.add_argument(
+        "--seed-list", default="", help="comma-separated seeds instead of 0..seeds-1 (e.g. 1,3)"
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny: 1 seed, 10 steps, small nets")
     ap.add_argument("--cases", default="", help="run only cases whose 'benchmark label' has this")
     args = ap.parse_args()
     seeds, n, cases = range(args.seeds), TRAIN, CASES
+    if args.seed_list:
+        seeds = [int(v) for v in args.seed_list.split(",")]
     if args.smoke:
         seeds, n = range(1), 2048
         cases = [

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def test_bench_avb_smoke(run_script):
-    out = run_script(["-m", "benchmarks.bench_avb", "--smoke"])
+def test_bench_avb_smoke(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_avb", "--smoke"])
     rows = [line for line in out.splitlines() if line.startswith("banana")]
     assert len(rows) == 5, out  # NUTS + AVB + 3 SVI guides (the smoke run skips eight schools)
     assert "speed, eight schools: ppgen AVB" in out

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 
-def test_bench_ebm_tiny(run_script):
-    out = run_script(["-m", "benchmarks.bench_ebm", "--quick"])
+def test_bench_ebm_tiny(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_ebm", "--quick"])
     lines = out.splitlines()
     # speed: RBM PCD-1 vs hand, EBM vs hand, EBM vs torchebm (a ratio, or a row saying why it
     # was skipped: torchebm is no dependency of the project), NumPyro EBM vs raw JAX

@@ -33,8 +33,8 @@ def _number(cell: str) -> float:
     return float(re.match(r"[-+]?[\d.]+(e[-+]?\d+)?", cell).group(0))
 
 
-def test_bench_flows_quick_runs_and_prints_finite_tables(run_script):
-    stdout = run_script(["-m", "benchmarks.bench_flows", "--quick"])
+def test_bench_flows_quick_runs_and_prints_finite_tables(run_in_process):
+    stdout = run_in_process(["-m", "benchmarks.bench_flows", "--quick"])
     tables = _tables(stdout)
     toy = _table(tables, "2-D toy densities", "data")
     assert {(r[0], r[1]) for r in toy} == {("moons", "maf"), ("moons", "nice"), ("moons", "ffjord")}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def test_bench_gan_digits_smoke(run_script):
-    out = run_script(["-m", "benchmarks.bench_gan_digits", "--smoke"])
+def test_bench_gan_digits_smoke(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_gan_digits", "--smoke"])
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 8, out  # header + 7 models
     fcd = {r.split("|")[1].strip(): float(r.split("|")[3]) for r in rows[1:]}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def test_bench_gan_tiny(run_script):
-    out = run_script(["-m", "benchmarks.bench_gan", "--steps", "25", "--reps", "1"])
+def test_bench_gan_tiny(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_gan", "--steps", "25", "--reps", "1"])
     rows = [line for line in out.splitlines() if " vs " in line]
     # {ring MLP, digits DCGAN} x 2 losses x {program vs hand, program vs Pyro loop, declared
     # simulate_sites vs hand} on torch, 2 losses on JAX

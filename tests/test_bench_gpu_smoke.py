@@ -18,8 +18,8 @@ def test_gpu_script_parses_and_runs_the_gpu_tests_and_the_benchmark():
     assert "-m gpu tests" in text and "benchmarks.bench_gpu --device" in text
 
 
-def test_bench_gpu_runs_every_case_on_the_cpu(run_script):
-    out = run_script(["-m", "benchmarks.bench_gpu", "--device", "cpu", "--quick"])
+def test_bench_gpu_runs_every_case_on_the_cpu(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_gpu", "--device", "cpu", "--quick"])
     rows = re.findall(r"^\| (\w+) \| cpu \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert {r[0] for r in rows} == {"vae", "maf", "gan", "nuts"}, out
     assert all(float(v) > 0 for r in rows for v in r[1:]), out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 
-def test_bench_save_tiny_prints_a_finite_row_per_case(run_script):
-    out = run_script(["-m", "benchmarks.bench_save", "--tiny", "--programs", "regression"])
+def test_bench_save_tiny_prints_a_finite_row_per_case(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_save", "--tiny", "--programs", "regression"])
     assert "| program | backend | draws | save s | raw write s | save/raw | run MB |" in out
     rows = re.findall(r"^\| (\w+) \| (\w+) \| 20 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|", out, re.M)
     cases = {(program, backend) for program, backend, *_ in rows}

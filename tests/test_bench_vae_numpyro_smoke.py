@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 
-def test_bench_vae_numpyro_quick_runs(run_script):
-    out = run_script(["-m", "benchmarks.bench_vae_numpyro", "--quick"])
+def test_bench_vae_numpyro_quick_runs(run_in_process):
+    out = run_in_process(["-m", "benchmarks.bench_vae_numpyro", "--quick"])
     rows = re.findall(r"^\| (ppgen|raw) .*\| ([-\d.]+) \|$", out, re.M)
     assert len(rows) == 3, out
     # same program, guide, seed and batches: ppgen and the raw loops train identically

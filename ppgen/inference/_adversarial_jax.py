@@ -289,13 +289,7 @@ class JaxAdversarial(JaxState):
                 return lg - weighted, (lg, info)
 
             (_, (lg, info)), grads = jax.value_and_grad(loss_g, has_aux=True)(g)
-            upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
-            g = optax.apply_updates(g, upd)
-            new = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "key": key}
-            if "ema" in state:
-                new["ema"] = jax.tree_util.tree_map(
-                    lambda e, v: est.ema * e + (1.0 - est.ema) * v, state["ema"], g
-                )
+            new = self._generator_update(state, grads, d, opt_d, key)
             metrics = {"loss": total, "loss_d": total, "loss_g": lg}
             if est.info_sites:
                 metrics["info"] = info
@@ -304,6 +298,22 @@ class JaxAdversarial(JaxState):
             return new, metrics
 
         return step
+
+    def _generator_update(self, state: dict, grads: Any, d: Any, opt_d: Any, key: Any) -> dict:
+        """The step's new state: the generator group updated from ``grads`` (and the EMA of its
+        weights when asked for), beside the critic's ``d``/``opt_d`` and the ``key``."""
+        import jax
+        import optax
+
+        g, ema = state["g"], self.est.ema
+        upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
+        g = optax.apply_updates(g, upd)
+        new = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "key": key}
+        if "ema" in state:
+            new["ema"] = jax.tree_util.tree_map(
+                lambda e, v: ema * e + (1.0 - ema) * v, state["ema"], g
+            )
+        return new
 
     def step(self, data: Mapping[str, Any]) -> dict[str, Any]:
         self.previous = self.state

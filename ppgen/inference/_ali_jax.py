@@ -32,8 +32,6 @@ class JaxALI(JaxAdversarial):
         from numpyro import handlers
         from numpyro.distributions import biject_to, constraints
 
-        from ppgen.nn_jax import mlp_critic
-
         self.est, self.ctx = est, ctx
         self.site = est.observed_site(ctx.info)
         self.key = data_key(ctx.info, self.site)
@@ -109,15 +107,13 @@ class JaxALI(JaxAdversarial):
             return [out[s] for s in latents]
 
         self.generate, self.encode = generate, encode
+        self.model, self.static = model, static
         if est.discriminator is not None:
             raise EstimatorError(
-                "ALI on NumPyro programs uses its default critic (an MLP on the pair); a "
+                f"{type(est).__name__} on NumPyro programs uses its default critic (an MLP); a "
                 "custom `discriminator` is for Pyro programs."
             )
-        width = math.prod(np.shape(ctx.data[self.key])[1:]) + sum(
-            math.prod(v) for v in self.shapes.values()
-        )
-        init, self.apply = mlp_critic(int(width), est.hidden, [None] * len(latents))
+        init, self.apply = self._critic_net()
         unconstrained = {m: self.transforms[m].inv(s["value"]) for m, s in params.items()}
         spec, total = est._optim(), est._total_steps()
         self.tx_g = spec._optax_one("generator", total)
@@ -134,6 +130,15 @@ class JaxALI(JaxAdversarial):
             self.state["ema"] = unconstrained
         self.previous = self.state
         self._step = jax.jit(self._make_step())
+
+    def _critic_net(self) -> tuple[Callable, Callable]:
+        """The default critic ``(init, apply)``: an MLP on the flattened pair (x, z...)."""
+        from ppgen.nn_jax import mlp_critic
+
+        width = math.prod(np.shape(self.ctx.data[self.key])[1:]) + sum(
+            math.prod(v) for v in self.shapes.values()
+        )
+        return mlp_critic(int(width), self.est.hidden, [None] * len(self.latents))
 
     def _make_step(self) -> Callable:
         import jax
@@ -199,13 +204,7 @@ class JaxALI(JaxAdversarial):
                 return lg + le, (lg, le)
 
             (_, (lg, le)), grads = jax.value_and_grad(loss_ge, has_aux=True)(g)
-            upd, opt_g = self.tx_g.update(grads, state["opt_g"], g)
-            g = optax.apply_updates(g, upd)
-            new = {"g": g, "d": d, "opt_g": opt_g, "opt_d": opt_d, "key": key}
-            if "ema" in state:
-                new["ema"] = jax.tree_util.tree_map(
-                    lambda e, v: est.ema * e + (1.0 - est.ema) * v, state["ema"], g
-                )
+            new = self._generator_update(state, grads, d, opt_d, key)
             metrics = {"loss": total, "loss_d": total, "loss_g": lg, "loss_e": le}
             if est.loss == "wgan-gp":
                 metrics["gp"], metrics["wasserstein"] = gp, wd

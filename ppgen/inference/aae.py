@@ -1,5 +1,5 @@
 """The adversarial autoencoder (AAE): an autoencoder whose codes are pushed onto the prior by
-a discriminator, on Pyro programs."""
+a discriminator, on Pyro and NumPyro programs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ppgen.errors import check_nonnegative
+from ppgen.inference._aae_jax import JaxAAE
 from ppgen.inference._aae_torch import TorchAAE
 from ppgen.inference._base import register
 from ppgen.inference.ali import ALI
@@ -45,6 +46,9 @@ class AAE(ALI):
         others: as for :class:`~ppgen.inference.ALI` (``loss``, ``n_critic``, ``lr``,
             ``lr_g`` (encoder and decoder), ``lr_d``, ``betas``, ...).
 
+    On NumPyro programs a step is one jitted call (``n_critic`` critic updates in a
+    ``lax.scan``, then the autoencoder's), with the default MLP critic on the codes.
+
     The fit holds the decoder's and encoder's weights; ``fit.history`` has
     ``reconstruction`` (nats per datum), ``loss_e`` (the adversarial term), ``loss_d`` and
     ``loss`` (their weighted sum); ``fit.encode({"x": x})`` gives each datum's code and
@@ -76,8 +80,8 @@ class AAE(ALI):
 
     name = "aae"
     kinds = ("explicit",)
-    backends = ("pyro",)
-    engines = {"pyro": TorchAAE}
+    backends = ("pyro", "numpyro")
+    engines = {"pyro": TorchAAE, "numpyro": JaxAAE}
 
     def __init__(
         self,

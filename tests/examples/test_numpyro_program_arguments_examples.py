@@ -158,9 +158,10 @@ def test_hmm_enum_py_svi_with_a_delta_guide_is_raw_numpyros_and_ppgens_guide_fit
     loss = auto.history["loss"]
     assert np.mean(loss[-50:]) < loss[0] - 5.0  # it learnt (measured: 105 -> 71 nats)
     static = {"args": data["args"]}
-    # one observed site per time step inside scan: no single pointwise log-likelihood for LOO
+    # one observed site per time step inside scan: no single pointwise log-likelihood for LOO.
+    # The user's guide makes the round trip (ppgen's AutoNormal over an enumerated program
+    # makes it in tests/test_contract.py's gmm-svi-numpyro; here it would add 25 s of compiles)
     roundtrip(fit, model_1, tmp_path / "delta", guide=hmm_delta_guide(), loo=False, static=static)
-    roundtrip(auto, model_1, tmp_path / "auto", loo=False, static=static)
 
 
 # ----------------------------------------------------------------- vae.py

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 
-def test_tutorial_08_tiny(tmp_path, run_script):
-    out = run_script(["tutorials/08_energy_models.py", "--tiny", "--out", str(tmp_path)])
+def test_tutorial_08_tiny(tmp_path, run_in_process):
+    out = run_in_process(["tutorials/08_energy_models.py", "--tiny", "--out", str(tmp_path)])
     for name in ("CD-1", "PCD"):
         line = re.search(rf"RBM {name}\s*: log Z exact ([\d.]+), AIS ([\d.]+) \+- ([\d.]+)", out)
         exact, ais, se = map(float, line.groups())

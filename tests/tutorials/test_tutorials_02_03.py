@@ -9,9 +9,9 @@ import pytest
 
 
 @pytest.fixture
-def tutorial(run_script):
+def tutorial(run_in_process):
     def run(name: str, out: Path) -> str:
-        return run_script([f"tutorials/{name}", "--tiny", "--out", str(out)])
+        return run_in_process([f"tutorials/{name}", "--tiny", "--out", str(out)])
 
     return run
 
