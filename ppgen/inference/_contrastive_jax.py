@@ -70,8 +70,7 @@ class JaxContrastive(JaxState):
 
         self.energy = energy
         x = self._x(ctx.data)
-        self.lo, self.hi = x.min(0), x.max(0)
-        self.binary = bool(((x == 0) | (x == 1)).all())
+        self.lo, self.hi, self.binary = data_range(x)
         self.gibbs = gibbs_of(ctx.program.obj)
         state: dict[str, Any] = {
             "u": {n: transforms[n].inv(s["value"]) for n, s in params.items()},
@@ -108,7 +107,6 @@ class JaxContrastive(JaxState):
         return x if x.dtype.kind == "f" else x.astype(float)
 
     def _uniform(self, key: Any, n: int) -> Any:
-
         return noise_like(key, n, self.lo, self.hi, self.binary)
 
     # ------------------------------------------------------------------ the step
@@ -324,6 +322,12 @@ def default_sampler(spec: Any, gibbs: Any, fallback: Any) -> Any:
     return BlockGibbs() if gibbs is not None else fallback
 
 
+def data_range(x: Any) -> tuple[Any, Any, bool]:
+    """The data's per-dimension minimum and maximum, and whether every value is 0 or 1: what
+    :func:`noise_like` draws from."""
+    return x.min(0), x.max(0), bool(((x == 0) | (x == 1)).all())
+
+
 def noise_like(key: Any, n: int, lo: Any, hi: Any, binary: bool) -> Any:
     """``n`` draws of uniform noise over the data's range (binary data: fair coins)."""
     import jax
@@ -348,9 +352,7 @@ def data_sampler(est: Any, ctx: FitContext, params: Mapping[str, Any]) -> Callab
     spec = est.sample_sampler or getattr(est, "sampler", None)
     sampler = default_sampler(spec, gibbs, Langevin(step_size=0.01))
     x = ctx.data[key_name]
-    x = x if x.dtype.kind == "f" else x.astype(float)
-    lo, hi = x.min(0), x.max(0)
-    binary = bool(((x == 0) | (x == 1)).all())
+    lo, hi, binary = data_range(x if x.dtype.kind == "f" else x.astype(float))
     fn = handlers.substitute(ctx.program.model, data=dict(params))
 
     def energy(v: Any) -> Any:
