@@ -35,3 +35,27 @@ def test_bench_ebm_tiny(run_in_process):
     for r in ais:
         err_mean, err_sd, stderr, secs = (float(v) for v in r[1:])
         assert math.isfinite(err_mean) and abs(err_mean) < 5 and err_sd >= 0 and stderr > 0, r
+
+
+def test_bench_ebm_mnist_part_on_stand_in_files(run_in_process, tmp_path):
+    """Part 4 (``--mnist PATH``, never run in CI on the real digits) reads LeCun's gzipped IDX
+    files from a folder, trains, estimates log Z by AIS and prints one row beside S&M's -86.3."""
+    import gzip
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 300), ("t10k", 60)):
+        images = (rng.random((n, 28, 28)) < 0.2).astype(np.uint8) * 255
+        digits = rng.integers(0, 10, n).astype(np.uint8)
+        for kind, a in (("images-idx3", images), ("labels-idx1", digits)):
+            head = bytes([0, 0, 8, a.ndim]) + np.array(a.shape, ">i4").tobytes()
+            (tmp_path / f"{split}-{kind}-ubyte.gz").write_bytes(gzip.compress(head + a.tobytes()))
+    out = run_in_process(["-m", "benchmarks.bench_ebm", "--quick", "--mnist", str(tmp_path)])
+    assert "300 train / 60 test digits" in out, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("RBM(784, 20) CD-2")]
+    assert len(rows) == 1, out
+    nats, anchor = float(rows[0][-3]), float(rows[0][-2])
+    # 784 binary pixels: between -784 log 2 and 0 nats for any sensible model
+    assert -784 * math.log(2) < nats < 0 and anchor == -86.3, rows
+    assert "bench_ebm --quick --mnist" in out  # the command line is recorded
