@@ -92,6 +92,9 @@ ALI_B1024_7K = {**NS_B1024_7K, "ali": True}
 #: one MLP of the same widths with 2 * z_dim outputs (s by softplus); a stochastic encoder can
 #: spread each tight mode over a region of the prior, which BiGAN's E(x) cannot
 ALI_NORMAL_B1024_7K = {**NS_B1024_7K, "ali": "normal"}
+#: the same with BigBiGAN's unary scores (``ALI(unary=True)``, Donahue & Simonyan 2019): the
+#: critic also scores x alone and z alone, so the generator gets a plain GAN's signal too
+ALI_UNARY_B1024_7K = {**ALI_NORMAL_B1024_7K, "unary": True}
 
 #: (benchmark, label, Adversarial settings, generator widths); the best settings found
 CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
@@ -105,6 +108,12 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
     ("ring8", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
     ("grid25", "ppgen ALI/BiGAN ns batch 1024 7000/0.03", ALI_B1024_7K, DEEP),
     ("grid25", "ppgen ALI (Normal encoder) ns batch 1024 7000/0.03", ALI_NORMAL_B1024_7K, DEEP),
+    (
+        "grid25",
+        "ppgen ALI (Normal encoder, unary) ns batch 1024 7000/0.03",
+        ALI_UNARY_B1024_7K,
+        DEEP,
+    ),
 ]
 
 #: PacGAN Table 1 (2-D ring and grid): (benchmark, method, modes, modes sd, % high quality)

@@ -24,6 +24,7 @@ __all__ = [
     "mlp_layers",
     "register_module",
     "modules_registered",
+    "PairCritic",
 ]
 
 Family = Literal["normal", "lowrank", "mvn", "flow"]
@@ -155,6 +156,42 @@ class Critic(nn.Module):
         """The last hidden layer's activations, ``(batch, hidden_features[-1])``: what VAE-GAN
         compares data and reconstructions by (Larsen et al. 2016)."""
         return self.net[:-1](self._inputs(x, context))
+
+
+class PairCritic(nn.Module):
+    r"""A discriminator on (x, z) pairs with BigBiGAN's unary terms: three scores per pair.
+
+    ``forward(x, *zs)`` returns ``(batch, 3)``: :math:`s_x(x)`, :math:`s_z(z)` and
+    :math:`s_{xz}(x, z)`, three :class:`Critic` MLPs of widths ``hidden_features`` on the
+    flattened datum, the codes, and both side by side. :class:`~ppgen.inference.ALI` trains
+    each column by the loss and averages them (Donahue & Simonyan 2019): the :math:`s_x` term
+    is a plain GAN's critic on the data alone, so the generator also gets the sharper signal
+    of a marginal discriminator, and :math:`s_z` matches the encoder's aggregate codes to the
+    prior, while :math:`s_{xz}` keeps ALI's joint match. ``ALI(unary=True)`` builds one.
+
+    Example:
+        >>> c = PairCritic(4, 2, (8,))
+        >>> c(torch.zeros(5, 4), torch.zeros(5, 2)).shape
+        torch.Size([5, 3])
+
+    References:
+        Donahue & Simonyan, Large Scale Adversarial Representation Learning, arXiv:1907.02544.
+    """
+
+    def __init__(
+        self,
+        x_features: int,
+        z_features: int,
+        hidden_features: Sequence[int] = (128, 128),
+        num_latents: int = 1,
+    ) -> None:
+        super().__init__()
+        self.x = Critic(x_features, hidden_features)
+        self.z = Critic(z_features, hidden_features, [None] * (num_latents - 1))
+        self.xz = Critic(x_features + z_features, hidden_features, [None] * num_latents)
+
+    def forward(self, x: Tensor, *zs: Tensor) -> Tensor:
+        return torch.stack([self.x(x), self.z(*zs), self.xz(x, *zs)], -1)
 
 
 class PosteriorHead(nn.Module):

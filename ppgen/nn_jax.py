@@ -27,6 +27,7 @@ __all__ = [
     "linear",
     "mlp",
     "mlp_critic",
+    "pair_critic",
 ]
 
 
@@ -288,6 +289,35 @@ def mlp_critic(
             parts.append(jax.nn.one_hot(c.reshape(n), k, dtype=x.dtype) if k else c.reshape(n, -1))
         h = jnp.concatenate(parts, -1) if len(parts) > 1 else parts[0]
         return net(params, h)[:, 0]
+
+    return init, apply
+
+
+def pair_critic(
+    x_features: int, z_features: int, hidden: tuple[int, ...], num_latents: int = 1
+) -> tuple[Callable, Callable]:
+    """The twin of :class:`ppgen.nn.PairCritic`: ``apply(params, x, *zs)`` returns
+    ``(batch, 3)``, the scores :math:`s_x(x)`, :math:`s_z(z)`, :math:`s_{xz}(x, z)` of three
+    :func:`mlp_critic` MLPs (BigBiGAN's unary terms beside the joint one).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> init, apply = pair_critic(4, 2, (8,))
+        >>> apply(init(jax.random.PRNGKey(0)), jnp.zeros((5, 4)), jnp.zeros((5, 2))).shape
+        (5, 3)
+    """
+    nets = [
+        mlp_critic(x_features, hidden, []),
+        mlp_critic(z_features, hidden, [None] * (num_latents - 1)),
+        mlp_critic(x_features + z_features, hidden, [None] * num_latents),
+    ]
+
+    def init(key: Any) -> list:
+        return [net[0](k) for net, k in zip(nets, jax.random.split(key, 3), strict=True)]
+
+    def apply(params: list, x: Any, *zs: Any) -> Any:
+        (_, fx), (_, fz), (_, fxz) = nets
+        return jnp.stack([fx(params[0], x), fz(params[1], *zs), fxz(params[2], x, *zs)], -1)
 
     return init, apply
 

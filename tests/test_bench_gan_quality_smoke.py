@@ -1,5 +1,6 @@
-"""benchmarks/bench_gan_quality.py's ALI cases (BiGAN's and ALI's Normal encoder) run end to
-end at tiny size and print a scored row each (not a quality test: 10 steps)."""
+"""benchmarks/bench_gan_quality.py's ALI cases (BiGAN's and ALI's Normal encoder, with and
+without the unary scores) run end to end at tiny size and print a scored row each (not a
+quality test: 10 steps)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ def test_bench_gan_quality_ali_cases_smoke(run_in_process):
     rows = re.findall(
         r"^\| (ring8|grid25) \| ppgen ALI[^|]*\| ([\d.]+) ± [\d.]+ \| ([\d.]+)", out, re.M
     )
-    # ring and grid with BiGAN's encoder, the grid with ALI's Normal encoder
-    assert len(rows) == 3, out
+    # ring and grid with BiGAN's encoder, the grid with ALI's Normal encoder (joint critic,
+    # unary scores)
+    assert len(rows) == 4, out
     for bench, modes, hq in rows:
         assert 0 <= float(modes) <= {"ring8": 8, "grid25": 25}[bench] and 0 <= float(hq) <= 100
     assert "ALI paper (Dumoulin et al., Table 1)" in out  # the anchors beside ppgen's rows

@@ -25,6 +25,9 @@ class JaxAAE(JaxALI):
     ``-mean log p(x | z) + adversarial_weight * generator_loss(D(z))`` at fresh codes, as the
     torch engine does."""
 
+    def _critic_inputs(self, x: Any, zs: list) -> list:
+        return zs  # D(z): the codes only
+
     def _critic_net(self) -> tuple[Callable, Callable]:
         from ppgen.nn_jax import mlp_critic
 

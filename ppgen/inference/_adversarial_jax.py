@@ -25,7 +25,7 @@ from ppgen.result import Fit
 if TYPE_CHECKING:
     from ppgen.inference._base import FitContext
 
-__all__ = ["JaxAdversarial", "gradient_penalty_jax", "spectral_normalise"]
+__all__ = ["JaxAdversarial", "gradient_penalty_jax", "spectral_normalise", "user_critic"]
 
 POWER_ITERATIONS = 20
 
@@ -87,6 +87,34 @@ def gradient_penalty_jax(apply: Callable, params: Any, real: Any, fake: Any, key
     grad = jax.grad(lambda m: apply(params, m, *ctx).sum())(mixed)
     norms = jnp.sqrt((grad.reshape(grad.shape[0], -1) ** 2).sum(1))
     return ((norms - 1.0) ** 2).mean()
+
+
+def user_critic(critic: Any, example: list, inputs: str) -> tuple[Callable, Callable]:
+    """A user's JAX critic as ``(init(key) -> params, apply(params, *inputs))``: an
+    ``(init(key, *inputs), apply(params, *inputs))`` pair (``init`` sees ``example``, a
+    batch of two of the inputs) or an equinox module (its inexact arrays are the params).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> pair = (lambda key, x: {"w": jnp.ones(x.shape[1])}, lambda p, x: x @ p["w"])
+        >>> init, apply = user_critic(pair, [jnp.zeros((2, 3))], "x")
+        >>> apply(init(jax.random.PRNGKey(0)), jnp.ones((4, 3))).tolist()
+        [3.0, 3.0, 3.0, 3.0]
+    """
+    if isinstance(critic, tuple) and len(critic) == 2 and all(map(callable, critic)):
+        init, apply = critic
+        return (lambda key: init(key, *example)), apply
+    try:
+        import equinox as eqx
+    except ImportError:  # pragma: no cover - equinox is a dependency
+        eqx = None
+    if eqx is not None and isinstance(critic, eqx.Module):
+        params, static = eqx.partition(critic, eqx.is_inexact_array)
+        return (lambda key: params), (lambda p, *a: eqx.combine(p, static)(*a))
+    raise EstimatorError(
+        "`discriminator` of a NumPyro program must be an equinox module or an "
+        f"`(init(key, {inputs}), apply(params, {inputs}))` pair; got {type(critic).__name__}."
+    )
 
 
 def _packed_labels(critic: tuple[Callable, Callable], counts: list) -> tuple[Callable, Callable]:
@@ -212,24 +240,10 @@ class JaxAdversarial(JaxState):
             if est.pack == 1 or not any(counts):
                 return mlp_critic(width, est.hidden, counts)
             return _packed_labels(mlp_critic(width, est.hidden, [None] * len(counts)), counts)
-        if isinstance(critic, tuple) and len(critic) == 2 and all(map(callable, critic)):
-            init, apply = critic
-            m = est.pack  # the packed shapes the critic will see
-            x = pack(ctx.data[self.key][: 2 * m], m)
-            c = [pack(ctx.data[k][: 2 * m], m) for k in self.covs]
-            return (lambda key: init(key, x, *c)), apply
-        try:
-            import equinox as eqx
-        except ImportError:  # pragma: no cover - equinox is a dependency
-            eqx = None
-        if eqx is not None and isinstance(critic, eqx.Module):
-            params, static = eqx.partition(critic, eqx.is_inexact_array)
-            return (lambda key: params), (lambda p, x, *c: eqx.combine(p, static)(x, *c))
-        raise EstimatorError(
-            "`discriminator` of a NumPyro program must be an equinox module or an "
-            f"`(init(key, x, *covariates), apply(params, x, *covariates))` pair; got "
-            f"{type(critic).__name__}."
-        )
+        m = est.pack  # the packed shapes the critic will see
+        x = pack(ctx.data[self.key][: 2 * m], m)
+        c = [pack(ctx.data[k][: 2 * m], m) for k in self.covs]
+        return user_critic(critic, [x, *c], "x, *covariates")
 
     def _check_critic(self, params: Any, data: Mapping[str, Any]) -> None:
         context = [data[k] for k in self.covs]

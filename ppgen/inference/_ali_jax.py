@@ -10,7 +10,11 @@ import numpy as np
 
 from ppgen.errors import EstimatorError
 from ppgen.inference._adversarial_common import data_key
-from ppgen.inference._adversarial_jax import JaxAdversarial, gradient_penalty_jax
+from ppgen.inference._adversarial_jax import (
+    JaxAdversarial,
+    gradient_penalty_jax,
+    user_critic,
+)
 from ppgen.inference._ali_torch import mirror
 from ppgen.inference._svi_jax import flatten_params
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
@@ -108,12 +112,15 @@ class JaxALI(JaxAdversarial):
 
         self.generate, self.encode = generate, encode
         self.model, self.static = model, static
-        if est.discriminator is not None:
-            raise EstimatorError(
-                f"{type(est).__name__} on NumPyro programs uses its default critic (an MLP); a "
-                "custom `discriminator` is for Pyro programs."
-            )
-        init, self.apply = self._critic_net()
+        example = self._critic_inputs(
+            np.asarray(ctx.data[self.key][:2], np.float32), [prior[s]["value"][:2] for s in latents]
+        )
+        if est.discriminator is None:
+            init, self.apply = self._critic_net()
+        else:
+            names = ", ".join(["x", *latents][-len(example) :])
+            init, self.apply = user_critic(est.discriminator, example, names)
+            self._check_user_critic(init(k_critic), example, names)
         unconstrained = {m: self.transforms[m].inv(s["value"]) for m, s in params.items()}
         spec, total = est._optim(), est._total_steps()
         self.tx_g = spec._optax_one("generator", total)
@@ -131,14 +138,35 @@ class JaxALI(JaxAdversarial):
         self.previous = self.state
         self._step = jax.jit(self._make_step())
 
+    def _critic_inputs(self, x: Any, zs: list) -> list:
+        """What the critic is called with, after its params: the pair ``x, z...``."""
+        return [x, *zs]
+
+    def _check_user_critic(self, params: Any, example: list, names: str) -> None:
+        n = len(example[0])
+        try:
+            out = self.apply(params, *example)
+        except Exception as e:
+            raise EstimatorError(
+                f"The discriminator fails on {n} examples of its input ({names}; shapes "
+                f"{[tuple(np.shape(a)) for a in example]}): {type(e).__name__}: {e}."
+            ) from e
+        shape = tuple(np.shape(out))
+        if len(shape) not in (1, 2) or shape[0] != n:
+            raise EstimatorError(
+                f"The discriminator must return one number per input, shape ({n},), or k "
+                f"scores each, ({n}, k); it returned {shape} for {n} inputs."
+            )
+
     def _critic_net(self) -> tuple[Callable, Callable]:
         """The default critic ``(init, apply)``: an MLP on the flattened pair (x, z...)."""
-        from ppgen.nn_jax import mlp_critic
+        from ppgen.nn_jax import mlp_critic, pair_critic
 
-        width = math.prod(np.shape(self.ctx.data[self.key])[1:]) + sum(
-            math.prod(v) for v in self.shapes.values()
-        )
-        return mlp_critic(int(width), self.est.hidden, [None] * len(self.latents))
+        wx = int(math.prod(np.shape(self.ctx.data[self.key])[1:]))
+        wz = int(sum(math.prod(v) for v in self.shapes.values()))
+        if self.est.unary:
+            return pair_critic(wx, wz, self.est.hidden, len(self.latents))
+        return mlp_critic(wx + wz, self.est.hidden, [None] * len(self.latents))
 
     def _make_step(self) -> Callable:
         import jax
@@ -150,7 +178,7 @@ class JaxALI(JaxAdversarial):
 
         def d_out(p: Any, x: Any, zs: list) -> Any:
             out = apply(p, x, *zs)
-            return out.reshape(out.shape[0])
+            return out.reshape(out.shape[0], -1)  # one column per score (BigBiGAN: three)
 
         def joint(x: Any, zs: list) -> Any:
             m = x.shape[0]

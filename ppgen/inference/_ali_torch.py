@@ -29,7 +29,7 @@ from ppgen.inference._pyro import (
     start_run,
 )
 from ppgen.inference.objectives.gan import array_ops, discriminator_loss, generator_loss
-from ppgen.nn import Critic, modules_registered
+from ppgen.nn import Critic, PairCritic, modules_registered
 from ppgen.result import Fit
 
 if TYPE_CHECKING:
@@ -182,9 +182,12 @@ class TorchALI(TorchAdversarial):
         est = self.est
         critic = est.discriminator
         if critic is None:
-            width = math.prod(ctx.data_np[self.key].shape[1:])
-            width += sum(math.prod(self.shapes[s]) for s in self.latents)
-            critic = Critic(int(width), est.hidden, [None] * len(self.latents))  # z: floats
+            wx = int(math.prod(ctx.data_np[self.key].shape[1:]))
+            wz = int(sum(math.prod(self.shapes[s]) for s in self.latents))
+            if getattr(est, "unary", False):
+                critic = PairCritic(wx, wz, est.hidden, len(self.latents))
+            else:
+                critic = Critic(wx + wz, est.hidden, [None] * len(self.latents))  # z: floats
         if not isinstance(critic, nn.Module):
             raise EstimatorError(
                 "`discriminator` of ALI must be a torch.nn.Module called D(x, z) and returning "
@@ -213,11 +216,17 @@ class TorchALI(TorchAdversarial):
                     "Size its input to the pair, or leave `discriminator=None` for a default "
                     "sized from the data and the latent shapes."
                 ) from e
-        if tuple(out.shape) not in ((len(x),), (len(x), 1)):
+        if out.dim() not in (1, 2) or out.shape[0] != len(x):
             raise EstimatorError(
-                f"The discriminator must return one number per pair, shape ({len(x)},) or "
-                f"({len(x)}, 1) for {len(x)} pairs; it returned {tuple(out.shape)}."
+                f"The discriminator must return one number per pair, shape ({len(x)},), or k "
+                f"scores per pair, ({len(x)}, k), for {len(x)} pairs; it returned "
+                f"{tuple(out.shape)}."
             )
+
+    def _d(self, x: torch.Tensor, context: list[Any]) -> torch.Tensor:
+        """The critic's scores, ``(batch, k)``: one column per score (BigBiGAN's three)."""
+        out = self.critic(x, *context)
+        return out.reshape(out.shape[0], -1)
 
     def _join(self, x: torch.Tensor, zs: list[torch.Tensor]) -> torch.Tensor:
         """``(x, z1, ...)`` flattened side by side: the gradient penalty's joint input."""

@@ -93,7 +93,7 @@ class TorchVAEGAN(TorchALI):
                 fake, _ = self._generate(data)
             d_real = self._d(real, [])
             d_fake = torch.cat([self._d(rec, []), self._d(fake, [])])
-            loss_d = discriminator_loss(est.loss, d_real.repeat(2), d_fake, _OPS)
+            loss_d = discriminator_loss(est.loss, torch.cat([d_real, d_real]), d_fake, _OPS)
             opt.zero_grad(["discriminator"])
             loss_d.backward()
             opt.step(["discriminator"])

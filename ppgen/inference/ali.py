@@ -44,10 +44,18 @@ class ALI(Adversarial):
             reparameterisable (``Delta``, ``Normal``...), and register its network with
             ``pyro.module``. An :class:`~ppgen.inference.Amortized` guide works too (it is
             bound to the program). ``ppgen.fit(..., guide=...)`` is used when this is None.
-        discriminator: a ``torch.nn.Module`` called ``D(x, z)`` (``D(x, z1, z2, ...)`` with
-            several latent sites, in the program's order) returning one number per pair.
-            ``None``: an MLP (LeakyReLU 0.2, widths ``hidden``) on the flattened ``x`` and
-            ``z`` side by side.
+        discriminator: a ``torch.nn.Module`` (on NumPyro: see below) called ``D(x, z)``
+            (``D(x, z1, ...)`` with several latent sites, in the program's order) returning
+            one number per pair, or
+            ``k`` scores per pair, ``(batch, k)``: each column is trained by the loss and the
+            losses are averaged (BigBiGAN's form). ``None``: an MLP (LeakyReLU 0.2, widths
+            ``hidden``) on the flattened ``x`` and ``z`` side by side.
+        unary: the default critic becomes :class:`~ppgen.nn.PairCritic`, BigBiGAN's three
+            scores :math:`s_x(x), s_z(z), s_{xz}(x, z)` (Donahue & Simonyan 2019): beside the
+            joint score, a plain GAN critic on ``x`` alone and one on the codes alone, each
+            trained by the loss. The ``x`` term gives the generator a marginal
+            discriminator's sharper signal (see ``benchmarks/RESULTS.md`` for its effect on
+            the grid of 25). Both backends.
         others: ``loss``, ``gp_weight``, ``n_critic``, ``lr``, ``lr_g``, ``lr_d``, ``betas``,
             ``betas_d``, ``optim``, ``lr_decay``, ``spectral_norm``, ``ema``, ``hidden``,
             ``site``, ``steps``, ``epochs``, ``batch_size``, ``batch_plate``, ``drop_last``:
@@ -82,14 +90,17 @@ class ALI(Adversarial):
     site and the latents (the zoo's ``GAN`` draws ``x`` and ``z``) is simulated through it, as
     for :class:`~ppgen.inference.Adversarial`, after the same check against its program.
 
-    On NumPyro programs the same objective runs as one jitted step per loop step (the
-    default MLP critic only; ``fit.encode`` works on the fit, not on a loaded run). Not
-    covered: PacGAN packing and conditional (covariate) critics; the data's other arguments
-    still reach the program and the encoder.
+    On NumPyro programs the same objective runs as one jitted step per loop step; the critic
+    is the default MLP (``unary``: :func:`ppgen.nn_jax.pair_critic`), an equinox module called
+    ``D(x, z...)``, or an ``(init(key, x, z...), apply(params, x, z...))`` pair (``fit.encode``
+    works on the fit, not on a loaded run). Not covered: PacGAN packing and conditional
+    (covariate) critics; the data's other arguments still reach the program and the encoder.
 
     References:
         Dumoulin et al., Adversarially Learned Inference, arXiv:1606.00704.
         Donahue, Krähenbühl & Darrell, Adversarial Feature Learning, arXiv:1605.09782.
+        Donahue & Simonyan, Large Scale Adversarial Representation Learning (BigBiGAN),
+        arXiv:1907.02544.
 
     Example: a linear generator and encoder on N(3, 0.5^2) data (a short run; with
     ``tests/inference/test_ali.py``'s settings a -> 0.5, b -> 3 and c x + d inverts G).
@@ -148,6 +159,7 @@ class ALI(Adversarial):
         batch_plate: str | None = None,
         drop_last: bool = False,
         local_draws: int = 10,
+        unary: bool = False,
     ) -> None:
         super().__init__(
             discriminator,
@@ -178,6 +190,15 @@ class ALI(Adversarial):
             )
         self.guide = guide
         self.local_draws = check_int("local_draws", local_draws, 0)
+        if not isinstance(unary, bool):
+            raise EstimatorError(f"`unary` of ALI must be True or False; got {unary!r}.")
+        if unary and discriminator is not None:
+            raise EstimatorError(
+                "`unary=True` builds the default critic (ppgen.nn.PairCritic); with your own "
+                "`discriminator`, return the scores you want from it, shape (batch, k), and "
+                "leave `unary` False."
+            )
+        self.unary = unary
 
     def settings(self) -> dict[str, Any]:
         out = super().settings()
@@ -185,6 +206,8 @@ class ALI(Adversarial):
             out.pop(k, None)
         # code: not saved (a loaded fit samples without it); its name, for the record
         out["encoder"] = None if self.guide is None else getattr(self.guide, "__name__", "guide")
+        if self.unary:
+            out["unary"] = True
         return out
 
     # ------------------------------------------------------------------ checks
