@@ -95,6 +95,8 @@ ALI_NORMAL_B1024_7K = {**NS_B1024_7K, "ali": "normal"}
 #: the same with BigBiGAN's unary scores (``ALI(unary=True)``, Donahue & Simonyan 2019): the
 #: critic also scores x alone and z alone, so the generator gets a plain GAN's signal too
 ALI_UNARY_B1024_7K = {**ALI_NORMAL_B1024_7K, "unary": True}
+#: BiGAN's Delta(E(x)) encoder with the unary scores: the grid's best ALI (RESULTS.md)
+BIGAN_UNARY_B1024_7K = {**ALI_B1024_7K, "unary": True}
 
 #: (benchmark, label, Adversarial settings, generator widths); the best settings found
 CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
@@ -114,6 +116,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
         ALI_UNARY_B1024_7K,
         DEEP,
     ),
+    ("grid25", "ppgen ALI/BiGAN unary ns batch 1024 7000/0.03", BIGAN_UNARY_B1024_7K, DEEP),
 ]
 
 #: PacGAN Table 1 (2-D ring and grid): (benchmark, method, modes, modes sd, % high quality)
