@@ -161,9 +161,11 @@ class Critic(nn.Module):
 class PairCritic(nn.Module):
     r"""A discriminator on (x, z) pairs with BigBiGAN's unary terms: three scores per pair.
 
-    ``forward(x, *zs)`` returns ``(batch, 3)``: :math:`s_x(x)`, :math:`s_z(z)` and
+    ``forward(x, *zs, *context)`` returns ``(batch, 3)``: :math:`s_x(x)`, :math:`s_z(z)` and
     :math:`s_{xz}(x, z)`, three :class:`Critic` MLPs of widths ``hidden_features`` on the
-    flattened datum, the codes, and both side by side. :class:`~ppgen.inference.ALI` trains
+    flattened datum, the codes, and both side by side; each also sees the covariates
+    ``context`` (``context_features`` numbers in all, integer labels one-hot by
+    ``num_classes`` as for :class:`Critic`). :class:`~ppgen.inference.ALI` trains
     each column by the loss and averages them (Donahue & Simonyan 2019): the :math:`s_x` term
     is a plain GAN's critic on the data alone, so the generator also gets the sharper signal
     of a marginal discriminator, and :math:`s_z` matches the encoder's aggregate codes to the
@@ -184,14 +186,19 @@ class PairCritic(nn.Module):
         z_features: int,
         hidden_features: Sequence[int] = (128, 128),
         num_latents: int = 1,
+        context_features: int = 0,
+        num_classes: Sequence[int | None] = (),
     ) -> None:
         super().__init__()
-        self.x = Critic(x_features, hidden_features)
-        self.z = Critic(z_features, hidden_features, [None] * (num_latents - 1))
-        self.xz = Critic(x_features + z_features, hidden_features, [None] * num_latents)
+        c, k = context_features, list(num_classes)
+        self.num_latents = num_latents
+        self.x = Critic(x_features + c, hidden_features, k)
+        self.z = Critic(z_features + c, hidden_features, [None] * (num_latents - 1) + k)
+        self.xz = Critic(x_features + z_features + c, hidden_features, [None] * num_latents + k)
 
-    def forward(self, x: Tensor, *zs: Tensor) -> Tensor:
-        return torch.stack([self.x(x), self.z(*zs), self.xz(x, *zs)], -1)
+    def forward(self, x: Tensor, *rest: Tensor) -> Tensor:
+        zs, context = rest[: self.num_latents], rest[self.num_latents :]
+        return torch.stack([self.x(x, *context), self.z(*zs, *context), self.xz(x, *rest)], -1)
 
 
 class PosteriorHead(nn.Module):

@@ -294,11 +294,18 @@ def mlp_critic(
 
 
 def pair_critic(
-    x_features: int, z_features: int, hidden: tuple[int, ...], num_latents: int = 1
+    x_features: int,
+    z_features: int,
+    hidden: tuple[int, ...],
+    num_latents: int = 1,
+    context_features: int = 0,
+    num_classes: Sequence[int | None] = (),
 ) -> tuple[Callable, Callable]:
-    """The twin of :class:`ppgen.nn.PairCritic`: ``apply(params, x, *zs)`` returns
+    """The twin of :class:`ppgen.nn.PairCritic`: ``apply(params, x, *zs, *context)`` returns
     ``(batch, 3)``, the scores :math:`s_x(x)`, :math:`s_z(z)`, :math:`s_{xz}(x, z)` of three
-    :func:`mlp_critic` MLPs (BigBiGAN's unary terms beside the joint one).
+    :func:`mlp_critic` MLPs (BigBiGAN's unary terms beside the joint one), each also given
+    the covariates ``context`` (``context_features`` numbers, labels one-hot by
+    ``num_classes``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -306,18 +313,21 @@ def pair_critic(
         >>> apply(init(jax.random.PRNGKey(0)), jnp.zeros((5, 4)), jnp.zeros((5, 2))).shape
         (5, 3)
     """
+    c, k, m = context_features, list(num_classes), num_latents
     nets = [
-        mlp_critic(x_features, hidden, []),
-        mlp_critic(z_features, hidden, [None] * (num_latents - 1)),
-        mlp_critic(x_features + z_features, hidden, [None] * num_latents),
+        mlp_critic(x_features + c, hidden, k),
+        mlp_critic(z_features + c, hidden, [None] * (m - 1) + k),
+        mlp_critic(x_features + z_features + c, hidden, [None] * m + k),
     ]
 
     def init(key: Any) -> list:
-        return [net[0](k) for net, k in zip(nets, jax.random.split(key, 3), strict=True)]
+        return [net[0](kk) for net, kk in zip(nets, jax.random.split(key, 3), strict=True)]
 
-    def apply(params: list, x: Any, *zs: Any) -> Any:
+    def apply(params: list, x: Any, *rest: Any) -> Any:
         (_, fx), (_, fz), (_, fxz) = nets
-        return jnp.stack([fx(params[0], x), fz(params[1], *zs), fxz(params[2], x, *zs)], -1)
+        zs, context = rest[:m], rest[m:]
+        scores = [fx(params[0], x, *context), fz(params[1], *zs, *context)]
+        return jnp.stack([*scores, fxz(params[2], x, *rest)], -1)
 
     return init, apply
 

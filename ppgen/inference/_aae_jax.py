@@ -25,6 +25,8 @@ class JaxAAE(JaxALI):
     ``-mean log p(x | z) + adversarial_weight * generator_loss(D(z))`` at fresh codes, as the
     torch engine does."""
 
+    covariate_critic = False  # the critic sees the codes only
+
     def _critic_inputs(self, x: Any, zs: list) -> list:
         return zs  # D(z): the codes only
 

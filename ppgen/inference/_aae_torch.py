@@ -29,6 +29,8 @@ class TorchAAE(TorchALI):
     """One adversarial-autoencoder run on a Pyro program (see :class:`~ppgen.inference.AAE`):
     ALI's checks, encoder and optimiser groups; the critic sees codes only."""
 
+    covariate_critic = False  # the critic sees the codes only
+
     def __init__(self, est: Any, ctx: FitContext) -> None:
         super().__init__(est, ctx)
         self._prior = ctx.program.ops.simulator(self.model, self.latents)

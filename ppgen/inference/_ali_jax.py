@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ppgen.errors import EstimatorError
-from ppgen.inference._adversarial_common import data_key
+from ppgen.inference._adversarial_common import (
+    class_counts,
+    covariate_keys,
+    data_key,
+    input_features,
+)
 from ppgen.inference._adversarial_jax import (
     JaxAdversarial,
     gradient_penalty_jax,
@@ -31,6 +36,9 @@ class JaxALI(JaxAdversarial):
     generator's and the encoder's parameters in one optimiser group, the critic in the
     other, each loop step one jitted call (``n_critic`` critic updates in a ``lax.scan``)."""
 
+    #: the critic sees the data's covariates beside each pair (AAE's does not)
+    covariate_critic = True
+
     def __init__(self, est: Any, ctx: FitContext) -> None:  # noqa: PLW0231 - own set-up
         import jax
         from numpyro import handlers
@@ -39,7 +47,9 @@ class JaxALI(JaxAdversarial):
         self.est, self.ctx = est, ctx
         self.site = est.observed_site(ctx.info)
         self.key = data_key(ctx.info, self.site)
-        self.covs: list[str] = []
+        #: covariates the critic sees beside each pair (a conditional BiGAN); not AAE's
+        covs = covariate_keys(ctx.data_np, ctx.info, self.site)
+        self.covs = covs if self.covariate_critic else []
         self.latents = est.latent_sites(ctx.info)
         self.arrays = [k for k, v in ctx.data.items() if getattr(v, "ndim", 0) > 0]
         static = {k: v for k, v in ctx.data.items() if k not in self.arrays}
@@ -118,7 +128,7 @@ class JaxALI(JaxAdversarial):
         if est.discriminator is None:
             init, self.apply = self._critic_net()
         else:
-            names = ", ".join(["x", *latents][-len(example) :])
+            names = ", ".join(["x", *latents, *self.covs][-len(example) :])
             init, self.apply = user_critic(est.discriminator, example, names)
             self._check_user_critic(init(k_critic), example, names)
         unconstrained = {m: self.transforms[m].inv(s["value"]) for m, s in params.items()}
@@ -139,8 +149,9 @@ class JaxALI(JaxAdversarial):
         self._step = jax.jit(self._make_step())
 
     def _critic_inputs(self, x: Any, zs: list) -> list:
-        """What the critic is called with, after its params: the pair ``x, z...``."""
-        return [x, *zs]
+        """What the critic is called with, after its params: the pair ``x, z...`` and the
+        covariates."""
+        return [x, *zs, *(self.ctx.data[k][: len(x)] for k in self.covs)]
 
     def _check_user_critic(self, params: Any, example: list, names: str) -> None:
         n = len(example[0])
@@ -162,11 +173,15 @@ class JaxALI(JaxAdversarial):
         """The default critic ``(init, apply)``: an MLP on the flattened pair (x, z...)."""
         from ppgen.nn_jax import mlp_critic, pair_critic
 
-        wx = int(math.prod(np.shape(self.ctx.data[self.key])[1:]))
+        data, k = self.ctx.data_np, len(self.latents)
+        classes = class_counts(data, self.covs)
+        counts = [classes.get(c) for c in self.covs]
+        wxc = input_features(data, self.key, self.covs, classes)  # x and the covariates
         wz = int(sum(math.prod(v) for v in self.shapes.values()))
         if self.est.unary:
-            return pair_critic(wx, wz, self.est.hidden, len(self.latents))
-        return mlp_critic(wx + wz, self.est.hidden, [None] * len(self.latents))
+            wx = int(math.prod(np.shape(data[self.key])[1:]))
+            return pair_critic(wx, wz, self.est.hidden, k, wxc - wx, counts)
+        return mlp_critic(wxc + wz, self.est.hidden, [None] * k + counts)
 
     def _make_step(self) -> Callable:
         import jax
@@ -187,22 +202,24 @@ class JaxALI(JaxAdversarial):
         widths = [math.prod(self.shapes[s]) for s in self.latents]
         x_shape = tuple(np.shape(self.ctx.data[self.key])[1:])  # one datum of the batches
 
-        def d_joint(p: Any, u: Any) -> Any:
+        def d_joint(p: Any, u: Any, *context: Any) -> Any:
             parts = jnp.split(u, np.cumsum([u.shape[1] - sum(widths), *widths[:-1]]), -1)
             x = parts[0].reshape(u.shape[0], *x_shape)
             zs = [q.reshape(u.shape[0], *self.shapes[s]) for q, s in zip(parts[1:], self.latents)]
-            return d_out(p, x, zs)
+            return d_out(p, x, [*zs, *context])
 
         def step(state: dict, batch: dict) -> tuple[dict, dict]:
             real = self._real(batch)
+            context = [batch[k] for k in self.covs]  # beside both kinds of pairs
             g, key = state["g"], state["key"]
 
             def loss_d(p: Any, fake: Any, zp: list, ze: list, k_gp: Any) -> Any:
-                dr, df = d_out(p, real, ze), d_out(p, fake, zp)
+                dr, df = d_out(p, real, [*ze, *context]), d_out(p, fake, [*zp, *context])
                 ld = discriminator_loss(est.loss, dr, df, ops)
                 gp = jnp.zeros((), ld.dtype)
                 if est.loss == "wgan-gp":
-                    gp = gradient_penalty_jax(d_joint, p, joint(real, ze), joint(fake, zp), k_gp)
+                    jr, jf = joint(real, ze), joint(fake, zp)
+                    gp = gradient_penalty_jax(d_joint, p, jr, jf, k_gp, *context)
                 return ld + est.gp_weight * gp, (gp, dr.mean() - df.mean())
 
             def critic_update(carry: tuple, _: Any) -> tuple:
@@ -227,8 +244,9 @@ class JaxALI(JaxAdversarial):
             def loss_ge(u: Any) -> Any:  # the last critic update's noise, as the torch engine
                 fake, zp = generate(u, k_fake, batch)
                 ze = encode(u, k_enc, batch)
-                lg = generator_loss(est.loss, d_out(d, fake, zp), ops)
-                le = generator_loss(est.loss, mirror(est.loss, d_out(d, real, ze)), ops)
+                lg = generator_loss(est.loss, d_out(d, fake, [*zp, *context]), ops)
+                d_enc = d_out(d, real, [*ze, *context])
+                le = generator_loss(est.loss, mirror(est.loss, d_enc), ops)
                 return lg + le, (lg, le)
 
             (_, (lg, le)), grads = jax.value_and_grad(loss_ge, has_aux=True)(g)
@@ -245,6 +263,7 @@ class JaxALI(JaxAdversarial):
         fit.diagnostics = {
             "site": self.site,
             "latent_sites": list(self.latents),
+            "covariates": list(self.covs),
             "encoder_params": list(self.q),
             "loss": self.est.loss,
         }

@@ -15,7 +15,12 @@ from torch import nn
 
 from ppgen.backends._pyro_ops import seeded
 from ppgen.errors import EstimatorError
-from ppgen.inference._adversarial_common import data_key
+from ppgen.inference._adversarial_common import (
+    class_counts,
+    covariate_keys,
+    data_key,
+    input_features,
+)
 from ppgen.inference._adversarial_torch import (
     TorchAdversarial,
     _spectral,
@@ -66,14 +71,19 @@ class TorchALI(TorchAdversarial):
     helpers; the critic, the step, the fit and the restore are ALI's.
     """
 
+    #: the critic sees the data's covariates beside each pair (AAE's and VAE-GAN's do not)
+    covariate_critic = True
+
     def __init__(self, est: Any, ctx: FitContext) -> None:  # noqa: PLW0231 - own set-up
         self.est, self.ctx = est, ctx
         self.device = device = start_run(ctx)
         info = ctx.info
         self.site = est.observed_site(info)
         self.key = data_key(info, self.site)
-        self.covs: list[str] = []
         self.latents = est.latent_sites(info)
+        #: covariates (data arguments with a row per datum that feed no observed site, e.g.
+        #: class labels): the critic sees them beside each pair (a conditional BiGAN)
+        self.covs = covariate_keys(ctx.data_np, info, self.site) if self.covariate_critic else []
         self.model, ops = ctx.program.model, ctx.program.ops
         self._simulator = ops.simulator(self.model, [self.site, *self.latents])
         with torch.no_grad():  # creates the generator's params; the prior's shapes
@@ -182,12 +192,15 @@ class TorchALI(TorchAdversarial):
         est = self.est
         critic = est.discriminator
         if critic is None:
-            wx = int(math.prod(ctx.data_np[self.key].shape[1:]))
+            classes = class_counts(ctx.data_np, self.covs)
+            counts = [classes.get(k) for k in self.covs]
+            wxc = input_features(ctx.data_np, self.key, self.covs, classes)  # x and covariates
             wz = int(sum(math.prod(self.shapes[s]) for s in self.latents))
             if getattr(est, "unary", False):
-                critic = PairCritic(wx, wz, est.hidden, len(self.latents))
-            else:
-                critic = Critic(wx + wz, est.hidden, [None] * len(self.latents))  # z: floats
+                wx = int(math.prod(ctx.data_np[self.key].shape[1:]))
+                critic = PairCritic(wx, wz, est.hidden, len(self.latents), wxc - wx, counts)
+            else:  # z: floats, then the covariates
+                critic = Critic(wxc + wz, est.hidden, [None] * len(self.latents) + counts)
         if not isinstance(critic, nn.Module):
             raise EstimatorError(
                 "`discriminator` of ALI must be a torch.nn.Module called D(x, z) and returning "
@@ -199,17 +212,21 @@ class TorchALI(TorchAdversarial):
     def _describe(self, x: torch.Tensor) -> str:
         zs = ", ".join(f"`{s}` {self.shapes[s]}" for s in self.latents)
         width = math.prod(tuple(x.shape[1:])) + sum(math.prod(self.shapes[s]) for s in self.latents)
+        covs = "".join(f", {k}" for k in self.covs)
+        after = f", then the covariates {self.covs}" if self.covs else ""
         return (
             f"pairs of `{self.site}` (datum shape {tuple(x.shape[1:])}) and the codes {zs}: "
-            f"D(x, {', '.join(self.latents)}), {width} numbers per pair side by side"
+            f"D(x, {', '.join(self.latents)}{covs}), {width} numbers per pair side by side"
+            f"{after}"
         )
 
     def _check_critic(self, data: Mapping[str, Any]) -> None:
         with torch.no_grad():
             x = self._real(data)[:2]
             zs = [torch.zeros((len(x), *self.shapes[s]), dtype=x.dtype) for s in self.latents]
+            context = [data[k][:2] for k in self.covs]
             try:
-                out = self.critic(x, *zs)
+                out = self.critic(x, *zs, *context)
             except Exception as e:
                 raise EstimatorError(
                     f"The discriminator fails on {self._describe(x)}: {type(e).__name__}: {e}. "
@@ -233,12 +250,12 @@ class TorchALI(TorchAdversarial):
         n = x.shape[0]
         return torch.cat([x.reshape(n, -1), *(z.reshape(n, -1).to(x.dtype) for z in zs)], -1)
 
-    def _d_joint(self, u: torch.Tensor, xshape: tuple[int, ...]) -> torch.Tensor:
+    def _d_joint(self, u: torch.Tensor, xshape: tuple[int, ...], *context: Any) -> torch.Tensor:
         n, wx = u.shape[0], math.prod(xshape)
         parts = torch.split(u, [wx, *(math.prod(self.shapes[s]) for s in self.latents)], -1)
         x = parts[0].reshape(n, *xshape)
         zs = [p.reshape(n, *self.shapes[s]) for p, s in zip(parts[1:], self.latents, strict=True)]
-        return self._d(x, zs)
+        return self._d(x, [*zs, *context])
 
     # ------------------------------------------------------------------ the two kinds of pairs
     def _encode(self, data: Mapping[str, Any]) -> list[torch.Tensor]:
@@ -256,6 +273,7 @@ class TorchALI(TorchAdversarial):
     def _step(self, data: Mapping[str, Any]) -> dict[str, float]:
         est, opt = self.est, self.optim
         real = self._real(data)
+        context = [data[k] for k in self.covs]  # beside both kinds of pairs
         for i in range(est.n_critic):
             if i == est.n_critic - 1:  # kept with their graphs for G's and E's update
                 z_enc = self._encode(data)
@@ -265,21 +283,22 @@ class TorchALI(TorchAdversarial):
                     z_enc = self._encode(data)
                     fake, z_prior = self._generate(data)
             z_enc_d, fake_d = [z.detach() for z in z_enc], fake.detach()
-            d_real, d_fake = self._d(real, z_enc_d), self._d(fake_d, z_prior)
+            d_real = self._d(real, [*z_enc_d, *context])
+            d_fake = self._d(fake_d, [*z_prior, *context])
             loss_d = discriminator_loss(est.loss, d_real, d_fake, _OPS)
             total = loss_d
             if est.loss == "wgan-gp":
                 shape = tuple(real.shape[1:])
-                gp = gradient_penalty(
-                    self._d_joint, self._join(real, z_enc_d), self._join(fake_d, z_prior), shape
-                )
+                joint_r, joint_f = self._join(real, z_enc_d), self._join(fake_d, z_prior)
+                gp = gradient_penalty(self._d_joint, joint_r, joint_f, shape, *context)
                 total = loss_d + est.gp_weight * gp
             opt.zero_grad(["discriminator"])
             total.backward()
             opt.step(["discriminator"])
         with frozen(self._critic_list):  # for the generator's and encoder's backward pass
-            loss_g = generator_loss(est.loss, self._d(fake, z_prior), _OPS)
-            loss_e = generator_loss(est.loss, mirror(est.loss, self._d(real, z_enc)), _OPS)
+            loss_g = generator_loss(est.loss, self._d(fake, [*z_prior, *context]), _OPS)
+            d_enc = self._d(real, [*z_enc, *context])
+            loss_e = generator_loss(est.loss, mirror(est.loss, d_enc), _OPS)
             opt.zero_grad(["generator"])
             (loss_g + loss_e).backward()
         opt.step(["generator"])
@@ -297,6 +316,7 @@ class TorchALI(TorchAdversarial):
         return {
             "site": self.site,
             "latent_sites": list(self.latents),
+            "covariates": list(self.covs),
             "encoder_params": sorted(self.q),
             "loss": self.est.loss,
         }

@@ -29,6 +29,8 @@ _OPS = array_ops("pyro")
 class TorchVAEGAN(TorchALI):
     """One VAE-GAN run on a Pyro program (see :class:`~ppgen.inference.VAEGAN`)."""
 
+    covariate_critic = False  # the critic sees x only
+
     def __init__(self, est: Any, ctx: FitContext) -> None:
         super().__init__(est, ctx)
         self._decoder_model = Uncondition()(self.model)

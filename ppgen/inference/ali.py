@@ -93,8 +93,14 @@ class ALI(Adversarial):
     On NumPyro programs the same objective runs as one jitted step per loop step; the critic
     is the default MLP (``unary``: :func:`ppgen.nn_jax.pair_critic`), an equinox module called
     ``D(x, z...)``, or an ``(init(key, x, z...), apply(params, x, z...))`` pair (``fit.encode``
-    works on the fit, not on a loaded run). Not covered: PacGAN packing and conditional
-    (covariate) critics; the data's other arguments still reach the program and the encoder.
+    works on the fit, not on a loaded run). Not covered: PacGAN packing.
+
+    Covariates: a data argument with one row per datum that feeds no observed site (class
+    labels, a conditioning vector) reaches the program and the encoder, and the critic sees it
+    beside each pair, ``D(x, z..., y)`` (one-hot for integer labels in the default critics, and
+    given to each of ``unary``'s three scores): a conditional BiGAN, whose generator learns
+    :math:`p(x \mid y)` and not only the marginal of :math:`x`; they are named in
+    ``fit.diagnostics["covariates"]``.
 
     References:
         Dumoulin et al., Adversarially Learned Inference, arXiv:1606.00704.
