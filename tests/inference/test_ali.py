@@ -443,42 +443,30 @@ XC = (2.0 * YC + 0.5 * np.random.default_rng(1).standard_normal(2048)).astype(np
 
 
 def conditional_pair(backend: str):
-    """x = a z + e y + b given a covariate y, and the encoder z = c x + f y + d. The data
-    x | y ~ N(2 y, 0.5^2) need e = 2, |a| = 0.5, b = 0; E inverts G at c = 1/a, f = -e/a."""
+    """x = a z + e y + b given a covariate y, and the encoder z = c x + f y + d (the same
+    code on both backends). The data x | y ~ N(2 y, 0.5^2) need e = 2, |a| = 0.5, b = 0; E
+    inverts G at c = 1/a, f = -e/a."""
     if backend == "pyro":
+        ppl, d, scalar = pyro, dist, torch.tensor
+    else:
+        import jax.numpy as jnp
+        import numpyro as ppl
+        import numpyro.distributions as d
 
-        def gen(x=None, y=None):
-            a, b = pyro.param("a", torch.tensor(1.0)), pyro.param("b", torch.tensor(0.0))
-            e = pyro.param("e", torch.tensor(0.0))
-            with pyro.plate("data", len(x)):
-                z = pyro.sample("z", dist.Normal(0.0, 1.0))
-                pyro.sample("x", Implicit(a * z + e * y + b), obs=x)
+        scalar = jnp.array
 
-        def enc(x=None, y=None):
-            c, d = pyro.param("c", torch.tensor(1.0)), pyro.param("d", torch.tensor(0.0))
-            f = pyro.param("f", torch.tensor(0.0))
-            with pyro.plate("data", len(x)):
-                pyro.sample("z", dist.Delta(c * x + f * y + d))
+    def gen(x=None, y=None):
+        a, b, e = (ppl.param(k, scalar(v)) for k, v in (("a", 1.0), ("b", 0.0), ("e", 0.0)))
+        with ppl.plate("data", len(x)):
+            z = ppl.sample("z", d.Normal(0.0, 1.0))
+            ppl.sample("x", Implicit(a * z + e * y + b), obs=x)
 
-        return gen, enc
-    import jax.numpy as jnp
-    import numpyro
-    import numpyro.distributions as ndist
+    def enc(x=None, y=None):
+        c, b, f = (ppl.param(k, scalar(v)) for k, v in (("c", 1.0), ("d", 0.0), ("f", 0.0)))
+        with ppl.plate("data", len(x)):
+            ppl.sample("z", d.Delta(c * x + f * y + b))
 
-    def ngen(x=None, y=None):
-        a, b = numpyro.param("a", jnp.array(1.0)), numpyro.param("b", jnp.array(0.0))
-        e = numpyro.param("e", jnp.array(0.0))
-        with numpyro.plate("data", len(x)):
-            z = numpyro.sample("z", ndist.Normal(0.0, 1.0))
-            numpyro.sample("x", Implicit(a * z + e * y + b), obs=x)
-
-    def nenc(x=None, y=None):
-        c, d = numpyro.param("c", jnp.array(1.0)), numpyro.param("d", jnp.array(0.0))
-        f = numpyro.param("f", jnp.array(0.0))
-        with numpyro.plate("data", len(x)):
-            numpyro.sample("z", ndist.Delta(c * x + f * y + d))
-
-    return ngen, nenc
+    return gen, enc
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
