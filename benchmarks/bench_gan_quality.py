@@ -116,6 +116,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[int, ...]]] = [
         ALI_UNARY_B1024_7K,
         DEEP,
     ),
+    ("ring8", "ppgen ALI/BiGAN unary ns batch 1024 7000/0.03", BIGAN_UNARY_B1024_7K, DEEP),
     ("grid25", "ppgen ALI/BiGAN unary ns batch 1024 7000/0.03", BIGAN_UNARY_B1024_7K, DEEP),
 ]
 
