@@ -196,7 +196,7 @@ class TorchALI(TorchAdversarial):
             counts = [classes.get(k) for k in self.covs]
             wxc = input_features(ctx.data_np, self.key, self.covs, classes)  # x and covariates
             wz = int(sum(math.prod(self.shapes[s]) for s in self.latents))
-            if getattr(est, "unary", False):
+            if est.unary:
                 wx = int(math.prod(ctx.data_np[self.key].shape[1:]))
                 critic = PairCritic(wx, wz, est.hidden, len(self.latents), wxc - wx, counts)
             else:  # z: floats, then the covariates

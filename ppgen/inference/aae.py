@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ppgen.errors import EstimatorError, check_nonnegative
+from ppgen.errors import check_nonnegative
 from ppgen.inference._aae_jax import JaxAAE
 from ppgen.inference._aae_torch import TorchAAE
 from ppgen.inference._base import register
@@ -82,6 +82,7 @@ class AAE(ALI):
     kinds = ("explicit",)
     backends = ("pyro", "numpyro")
     engines = {"pyro": TorchAAE, "numpyro": JaxAAE}
+    critic_input = "the codes only"
 
     def __init__(
         self,
@@ -92,10 +93,5 @@ class AAE(ALI):
         adversarial_weight: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("unary"):
-            raise EstimatorError(
-                "`unary` is ALI's (scores of x and z beside the pair's); AAE's critic sees "
-                "the codes only: leave it out."
-            )
         super().__init__(guide, discriminator, loss, **kwargs)
         self.adversarial_weight = check_nonnegative("adversarial_weight", adversarial_weight)

@@ -139,6 +139,8 @@ class ALI(Adversarial):
     backends = ("pyro", "numpyro")
     #: the engine per backend (AAE and VAE-GAN set their own)
     engines: ClassVar[dict[str, Any]] = ENGINES
+    #: what the critic sees when it is not the pair (AAE: the codes, VAE-GAN: the data)
+    critic_input: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -198,6 +200,11 @@ class ALI(Adversarial):
         self.local_draws = check_int("local_draws", local_draws, 0)
         if not isinstance(unary, bool):
             raise EstimatorError(f"`unary` of ALI must be True or False; got {unary!r}.")
+        if unary and self.critic_input:
+            raise EstimatorError(
+                "`unary` is ALI's (scores of x and z beside the pair's); "
+                f"{type(self).__name__}'s critic sees {self.critic_input}: leave it out."
+            )
         if unary and discriminator is not None:
             raise EstimatorError(
                 "`unary=True` builds the default critic (ppgen.nn.PairCritic); with your own "

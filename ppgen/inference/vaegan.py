@@ -53,6 +53,7 @@ class VAEGAN(ALI):
     name = "vaegan"
     backends = ("pyro",)
     engines = {"pyro": TorchVAEGAN}
+    critic_input = "the data only"
 
     def __init__(
         self,
@@ -63,11 +64,6 @@ class VAEGAN(ALI):
         gamma: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("unary"):
-            raise EstimatorError(
-                "`unary` is ALI's (scores of x and z beside the pair's); VAEGAN's critic sees "
-                "the data only: leave it out."
-            )
         super().__init__(guide, discriminator, loss, **kwargs)
         self.gamma = check_nonnegative("gamma", gamma)
         if self.loss == "wgan-gp":
