@@ -6,7 +6,9 @@ import datetime
 import math
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 LIBS = ("torch", "pyro-ppl", "numpyro", "jax", "nflows", "arviz", "ppgen")
@@ -58,3 +60,32 @@ class Clock:
     @property
     def rate(self) -> float:
         return (self.n - self.warm) / (self.b - self.a)
+
+
+class Lockstep:
+    """A ppgen callback that runs one step of a baseline after each ppgen step and times
+    both: ppgen's step-to-step interval (the baseline's step taken out) and the baseline's
+    step. Alternating step by step, both run under the same machine state (a VM whose speed
+    drifts by 10-20 % between runs seconds apart moves both alike), with each other's work
+    between their steps. ``ratio``: the median baseline step over the median ppgen step
+    (ppgen's speed over the baseline's), after ``warm`` steps."""
+
+    def __init__(self, other: Callable[[], object], warm: int = 20):
+        self.other, self.warm = other, warm
+        self.ppgen: list[float] = []
+        self.base: list[float] = []
+        self.t = math.nan
+
+    def __call__(self, step: int, metrics: object = None) -> None:
+        now = time.perf_counter()
+        if step > self.warm:
+            self.ppgen.append(now - self.t)
+        self.other()
+        done = time.perf_counter()
+        if step > self.warm:
+            self.base.append(done - now)
+        self.t = time.perf_counter()
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.base) / statistics.median(self.ppgen)

@@ -10,9 +10,12 @@ Usage, from the repository root:
 (no part flag: the first three parts). ``--quick`` runs every part at a tiny size (the smoke test):
 the numbers are then meaningless, only the layout is.
 
-1. Speed (steps/s, same run, repetitions interleaved, the median of each; the ratio is ppgen's
-   over the baseline's, goal >= 0.95, against torchebm >= 1.0). Timed by a callback clock
-   after ``WARM`` warm-up steps, as ``bench_gan`` does.
+1. Speed (steps/s, same run; each repetition runs ppgen and its baselines back to back,
+   ppgen first in even repetitions and last in odd ones, so a machine whose speed drifts
+   favours neither; the ratio is the median over repetitions of ppgen's steps/s over the
+   baseline's in the same repetition, with the lowest and highest; goal >= 0.95, against
+   torchebm >= 1.0). Timed by a callback clock after ``WARM`` warm-up steps, as
+   ``bench_gan`` does.
 
    a. PCD-1 on ``RBM(64, 64)`` (visible biases at the base rate) on the binarised digits,
       batch 100, block-Gibbs negatives from 100 persistent chains, fused Adam:
@@ -23,7 +26,9 @@ the numbers are then meaningless, only the layout is.
    b. CD with a replay buffer of Langevin negatives on ``EBM((2,), (64, 64))`` (an MLP
       energy) on the ring of 8: buffer 4096 restarted from uniform noise with probability
       0.05, k = 10 Langevin steps (step 0.02, noise scale 0.035), batch 256, ``alpha`` 0.1,
-      against the hand-written torch loop of the same updates.
+      against the hand-written torch loop of the same updates, twice: with the Langevin
+      gradient as reference code writes it (``grad(E(v).sum(), v)``) and with the ones given
+      (``grad(E(v), v, ones)``, no sum node: what ppgen's sampler does).
    c. The same EBM and sampler in torchebm (``ContrastiveDivergence(persistent=True)`` with
       ``LangevinDynamics``; its step size is ppgen's / 2, the same update), when torchebm
       imports (``--torchebm-path`` is put first on ``sys.path``); else a row says why not.
@@ -33,6 +38,11 @@ the numbers are then meaningless, only the layout is.
       ``Unnormalized`` site) fit with ``backend="numpyro"`` against a raw JAX/optax loop:
       one ``jax.jit`` step (Langevin by ``lax.scan``, the Adam update), losses kept as
       device arrays and read at the end.
+   e. Lockstep (torch cases a and b): within one ppgen fit a callback runs one hand step
+      after each ppgen step and times both (``benchmarks._machine.Lockstep``); the ratio of
+      the median step times. On a VM whose speed drifts between runs seconds apart (paired
+      ratios of separate runs spread over 0.8-1.3 on 2026-12-02), this resolves a 5 %
+      difference: both sides run under the same machine state, each after the other's work.
 
 2. Quality: test log-likelihood (nats per digit) on the binarised digits' held-out split:
    RBMs with 16 hidden units (exact log Z) and 64 (AIS log Z, base-rate start, with its
@@ -61,6 +71,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -71,7 +82,7 @@ import pyro  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import ppgen  # noqa: E402
-from benchmarks._machine import Clock, machine  # noqa: E402
+from benchmarks._machine import Clock, Lockstep, machine  # noqa: E402
 from ppgen.data.builtin import digits  # noqa: E402
 from ppgen.data.modes2d import ring8  # noqa: E402
 from ppgen.distributions import Unnormalized  # noqa: E402
@@ -86,27 +97,87 @@ RBM_BATCH, LR = 100, 1e-3
 MNIST_LR = 1e-3
 
 
-def row(name: str, a: float, b: float) -> None:
-    print(f"{name:<52}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
-
-
 # ----------------------------------------------------------------------------- 1a. RBM PCD-1
-def rbm_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
+def in_order(runs: dict[str, Callable[[], float]], hand_first: bool) -> dict[str, float]:
+    """Run the timed ``runs`` (ppgen's first, unless ``hand_first``: the baselines first)."""
+    names = list(runs)
+    if hand_first:
+        names = names[1:] + names[:1]
+    return {k: runs[k]() for k in names}
+
+
+def rbm_case(steps: int, seed: int, x: np.ndarray, hand_first: bool = False) -> dict[str, float]:
     """Steps/s of ppgen's PCD-1 and of the hand loop, from copies of the same RBM."""
     torch.manual_seed(seed)
     rbm0 = RBM(64, 64).init_visible_bias(x.mean(0))
-    pyro.clear_param_store()
-    est = ContrastiveDivergence(
-        1, persistent=True, lr=LR, optim="adam", steps=steps, batch_size=RBM_BATCH
+
+    def run_ppgen() -> float:
+        pyro.clear_param_store()
+        est = ContrastiveDivergence(
+            1, persistent=True, lr=LR, optim="adam", steps=steps, batch_size=RBM_BATCH
+        )
+        clock = Clock()
+        ppgen.fit(copy.deepcopy(rbm0), {"x": x}, est, seed=seed, progress=False, callbacks=[clock])
+        return clock.rate
+
+    return in_order(
+        {"ppgen": run_ppgen, "hand": lambda: rbm_hand_loop(copy.deepcopy(rbm0), steps, x, seed)},
+        hand_first,
     )
-    clock = Clock()
-    ppgen.fit(copy.deepcopy(rbm0), {"x": x}, est, seed=seed, progress=False, callbacks=[clock])
-    hand = rbm_hand_loop(copy.deepcopy(rbm0), steps, x, seed)
-    return {"ppgen": clock.rate, "hand": hand}
+
+
+def lockstep_case(
+    steps: int, ebm_steps: int, seed: int, x: np.ndarray, ring: np.ndarray
+) -> dict[str, float]:
+    """ppgen's step against the hand loop's, alternating step by step within one ppgen fit
+    (:class:`~benchmarks._machine.Lockstep`): RBM PCD-1 and the deep EBM (both hand
+    versions); each the ratio of the median step times."""
+    torch.manual_seed(seed)
+    rbm0 = RBM(64, 64).init_visible_bias(x.mean(0))
+    ebm0 = EBM((2,), (64, 64))
+    out = {}
+    cases = {
+        "rbm": (rbm0, x, steps, lambda: rbm_hand_step(copy.deepcopy(rbm0), x, seed)),
+        "ebm": (ebm0, ring, ebm_steps, lambda: ebm_hand_step(copy.deepcopy(ebm0.net), ring, seed)),
+        "ebm, ones": (
+            ebm0,
+            ring,
+            ebm_steps,
+            lambda: ebm_hand_step(copy.deepcopy(ebm0.net), ring, seed, ones=True),
+        ),
+    }
+    for name, (model, data, n, hand) in cases.items():
+        pyro.clear_param_store()
+        if name == "rbm":
+            est = ContrastiveDivergence(
+                1, persistent=True, lr=LR, optim="adam", steps=n, batch_size=RBM_BATCH
+            )
+        else:
+            est = ebm_estimator(n)
+        lock = Lockstep(hand())
+        fit_data = {"x": data}
+        ppgen.fit(copy.deepcopy(model), fit_data, est, seed=seed, progress=False, callbacks=[lock])
+        out[name] = lock.ratio
+    return out
 
 
 def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
-    """PCD-1 as a torch user writes it: the RBM's tensors, fused Adam, one ``.item()``."""
+    """Steps/s of :func:`rbm_hand_step` run ``steps`` times."""
+    return hand_rate(rbm_hand_step(rbm, x, seed), steps)
+
+
+def hand_rate(step: Callable[[], float], steps: int) -> float:
+    """Steps/s of a hand loop's ``step`` over steps ``WARM..steps``."""
+    for i in range(steps):
+        if i == WARM:
+            t = time.perf_counter()
+        step()
+    return (steps - WARM) / (time.perf_counter() - t)
+
+
+def rbm_hand_step(rbm: RBM, x: np.ndarray, seed: int) -> Callable[[], float]:
+    """PCD-1 as a torch user writes it: the RBM's tensors, fused Adam, one ``.item()``; one
+    call is one step."""
     W, b, c = rbm.W, rbm.vbias, rbm.hbias
     opt = torch.optim.Adam([W, b, c], LR, fused=True)
     xt = torch.as_tensor(x)
@@ -118,9 +189,9 @@ def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
 
     rng = np.random.default_rng(seed)
     perm, pos, hist = rng.permutation(len(x)), 0, []
-    for step in range(steps):
-        if step == WARM:
-            t = time.perf_counter()
+
+    def step() -> float:
+        nonlocal perm, pos, chains
         if pos + RBM_BATCH > len(x):
             perm, pos = rng.permutation(len(x)), 0
         v = xt[torch.as_tensor(perm[pos : pos + RBM_BATCH])]
@@ -133,7 +204,9 @@ def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
         loss.backward()
         opt.step()
         hist.append(loss.item())
-    return (steps - WARM) / (time.perf_counter() - t)
+        return hist[-1]
+
+    return step
 
 
 # ----------------------------------------------------------------------------- 1b-c. deep EBM
@@ -151,42 +224,62 @@ def ebm_estimator(steps: int) -> ContrastiveDivergence:
     )
 
 
-def ebm_case(steps: int, seed: int, x: np.ndarray, tebm: object) -> dict[str, float]:
-    """Steps/s of ppgen, the hand loop and (when it imports) torchebm on the same MLP energy."""
+def ebm_case(
+    steps: int, seed: int, x: np.ndarray, tebm: object, hand_first: bool = False
+) -> dict[str, float]:
+    """Steps/s of ppgen, the hand loop (as reference code writes it, and with the gradient's
+    ones given) and (when it imports) torchebm on the same MLP energy."""
     torch.manual_seed(seed)
     ebm0 = EBM((2,), (64, 64))
-    pyro.clear_param_store()
-    clock = Clock()
-    ppgen.fit(
-        copy.deepcopy(ebm0),
-        {"x": x},
-        ebm_estimator(steps),
-        seed=seed,
-        progress=False,
-        callbacks=[clock],
-    )
-    out = {
-        "ppgen": clock.rate,
-        "hand": ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed),
+
+    def run_ppgen() -> float:
+        pyro.clear_param_store()
+        clock = Clock()
+        ppgen.fit(
+            copy.deepcopy(ebm0),
+            {"x": x},
+            ebm_estimator(steps),
+            seed=seed,
+            progress=False,
+            callbacks=[clock],
+        )
+        return clock.rate
+
+    runs = {
+        "ppgen": run_ppgen,
+        "hand": lambda: ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed),
+        "hand, ones": lambda: ebm_hand_loop(copy.deepcopy(ebm0.net), steps, x, seed, ones=True),
     }
     if tebm is not None:
-        out["torchebm"] = torchebm_loop(tebm, copy.deepcopy(ebm0.net), steps, x, seed)
-    return out
+        runs["torchebm"] = lambda: torchebm_loop(tebm, copy.deepcopy(ebm0.net), steps, x, seed)
+    return in_order(runs, hand_first)
 
 
-def ebm_hand_loop(net: torch.nn.Module, steps: int, x: np.ndarray, seed: int) -> float:
-    """Replay-buffer Langevin CD as a torch user writes it."""
+def ebm_hand_loop(
+    net: torch.nn.Module, steps: int, x: np.ndarray, seed: int, ones: bool = False
+) -> float:
+    """Steps/s of :func:`ebm_hand_step` run ``steps`` times."""
+    return hand_rate(ebm_hand_step(net, x, seed, ones), steps)
+
+
+def ebm_hand_step(
+    net: torch.nn.Module, x: np.ndarray, seed: int, ones: bool = False
+) -> Callable[[], float]:
+    """Replay-buffer Langevin CD as a torch user writes it: the Langevin gradient as
+    ``grad(E(v).sum(), v)`` (IGEBM's and JEM's reference code), or with ``ones=True`` as
+    ``grad(E(v), v, ones)`` (no sum node; what ppgen's sampler does). One call is one step."""
     opt = torch.optim.Adam(net.parameters(), LR, fused=True)
     xt = torch.as_tensor(x)
     lo, hi = xt.min(0).values, xt.max(0).values
     torch.manual_seed(seed)
     buffer = lo + (hi - lo) * torch.rand(BUFFER, 2)
     noise_sd = NOISE * math.sqrt(STEP)
+    one = torch.ones(BATCH, 1)
     rng = np.random.default_rng(seed)
     perm, pos, hist = rng.permutation(len(x)), 0, []
-    for step in range(steps):
-        if step == WARM:
-            t = time.perf_counter()
+
+    def step() -> float:
+        nonlocal perm, pos
         if pos + BATCH > len(x):
             perm, pos = rng.permutation(len(x)), 0
         real = xt[torch.as_tensor(perm[pos : pos + BATCH])]
@@ -196,7 +289,8 @@ def ebm_hand_loop(net: torch.nn.Module, steps: int, x: np.ndarray, seed: int) ->
         v = torch.where(fresh[:, None], lo + (hi - lo) * torch.rand(BATCH, 2), buffer[idx])
         for _ in range(K):
             v.requires_grad_(True)
-            (g,) = torch.autograd.grad(net(v).sum(), v)
+            e = net(v)
+            (g,) = torch.autograd.grad(e, v, one) if ones else torch.autograd.grad(e.sum(), v)
             v = (v.detach() - (STEP / 2) * g + noise_sd * torch.randn_like(v)).detach()
         buffer[idx] = v
         e_data, e_neg = net(real).squeeze(-1), net(v).squeeze(-1)
@@ -205,7 +299,9 @@ def ebm_hand_loop(net: torch.nn.Module, steps: int, x: np.ndarray, seed: int) ->
         loss.backward()
         opt.step()
         hist.append(loss.item())
-    return (steps - WARM) / (time.perf_counter() - t)
+        return hist[-1]
+
+    return step
 
 
 def load_torchebm(path: str | None) -> tuple[object, str]:
@@ -269,11 +365,10 @@ def torchebm_loop(tebm: object, net: torch.nn.Module, steps: int, x: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- 1d. NumPyro
-def jax_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
+def jax_case(steps: int, seed: int, x: np.ndarray, hand_first: bool = False) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
     import numpyro
-    import optax
 
     torch.manual_seed(seed)  # the same initial MLP as torch's, transposed
     layers = [m for m in EBM((2,), (64, 64)).net if isinstance(m, torch.nn.Linear)]
@@ -294,16 +389,29 @@ def jax_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
         with numpyro.plate("data", len(x)):
             numpyro.sample("x", Unnormalized(lambda v: mlp(p, v), (2,)), obs=x)
 
-    clock = Clock()
-    ppgen.fit(
-        program,
-        {"x": x},
-        ebm_estimator(steps),
-        seed=seed,
-        backend="numpyro",
-        progress=False,
-        callbacks=[clock],
-    )
+    def run_ppgen() -> float:
+        clock = Clock()
+        ppgen.fit(
+            program,
+            {"x": x},
+            ebm_estimator(steps),
+            seed=seed,
+            backend="numpyro",
+            progress=False,
+            callbacks=[clock],
+        )
+        return clock.rate
+
+    raw = lambda: raw_jax(init, mlp, steps, seed, x)  # noqa: E731
+    return in_order({"ppgen": run_ppgen, "raw jax": raw}, hand_first)
+
+
+def raw_jax(init: list, mlp: Callable, steps: int, seed: int, x: np.ndarray) -> float:
+    """The same replay-buffer CD as one ``jax.jit`` step (Langevin by ``lax.scan``, optax's
+    Adam), losses kept on the device and read at the end; steps/s."""
+    import jax
+    import jax.numpy as jnp
+    import optax
 
     tx = optax.adam(LR)
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in init]
@@ -352,38 +460,57 @@ def jax_case(steps: int, seed: int, x: np.ndarray) -> dict[str, float]:
     losses = np.asarray(jax.device_get(hist))  # read at the end
     rate = (steps - WARM) / (time.perf_counter() - t)
     assert np.isfinite(losses).all()
-    return {"ppgen": clock.rate, "raw jax": rate}
+    return rate
 
 
 def speed(args: argparse.Namespace) -> None:
     tebm, why = load_torchebm(args.torchebm_path)
     print(
         f"\n## speed: RBM steps={args.steps}, EBM steps={args.ebm_steps}, reps={args.reps} "
-        f"(interleaved; median steps/s; timed after {WARM} warm-up steps)"
+        f"(each repetition runs ppgen and its baselines back to back, ppgen first in even "
+        f"repetitions and last in odd ones; timed after {WARM} warm-up steps). Steps/s: the "
+        "medians; ratio: the median of the repetitions' paired ratios, [lowest, highest]"
     )
-    print(f"{'case':<52}{'ppgen':>10}{'baseline':>10}{'ratio':>8}")
+    print(f"{'case':<52}{'ppgen':>10}{'baseline':>10}{'ratio':>8}  range")
     x = digits("train", binarize=True)["x"]
     ring = ring8(8192, seed=0)
     rbm_runs, ebm_runs, jax_runs = [], [], []
     for seed in range(args.reps):  # interleaved: one of each per repetition
-        rbm_runs.append(rbm_case(args.steps, seed, x))
-        ebm_runs.append(ebm_case(args.ebm_steps, seed, ring, tebm))
-        jax_runs.append(jax_case(args.ebm_steps, seed, ring))
+        hand_first = seed % 2 == 1
+        rbm_runs.append(rbm_case(args.steps, seed, x, hand_first))
+        ebm_runs.append(ebm_case(args.ebm_steps, seed, ring, tebm, hand_first))
+        jax_runs.append(jax_case(args.ebm_steps, seed, ring, hand_first))
 
-    def med(runs: list[dict[str, float]], k: str) -> float:
-        return statistics.median(r[k] for r in runs)
+    def paired(name: str, runs: list[dict[str, float]], base: str) -> None:
+        ratios = [r["ppgen"] / r[base] for r in runs]
+        a, b = (statistics.median(r[k] for r in runs) for k in ("ppgen", base))
+        mid, lo, hi = statistics.median(ratios), min(ratios), max(ratios)
+        print(f"{name:<52}{a:>10.1f}{b:>10.1f}{mid:>8.2f}  [{lo:.2f}, {hi:.2f}]")
 
-    row("torch RBM(64,64) PCD-1 gibbs vs hand", med(rbm_runs, "ppgen"), med(rbm_runs, "hand"))
-    row("torch EBM langevin replay vs hand", med(ebm_runs, "ppgen"), med(ebm_runs, "hand"))
+    paired("torch RBM(64,64) PCD-1 gibbs vs hand", rbm_runs, "hand")
+    paired("torch EBM langevin replay vs hand", ebm_runs, "hand")
+    paired("torch EBM langevin replay vs hand, grad with ones", ebm_runs, "hand, ones")
     if tebm is not None:
-        row(
-            f"torch EBM langevin replay vs torchebm {why}",
-            med(ebm_runs, "ppgen"),
-            med(ebm_runs, "torchebm"),
-        )
+        paired(f"torch EBM langevin replay vs torchebm {why}", ebm_runs, "torchebm")
     else:
         print(f"torch EBM langevin replay vs torchebm: skipped ({why})")
-    row("numpyro EBM langevin replay vs raw jax", med(jax_runs, "ppgen"), med(jax_runs, "raw jax"))
+    paired("numpyro EBM langevin replay vs raw jax", jax_runs, "raw jax")
+
+    print(
+        f"\n## speed in lockstep: one ppgen step, then one hand step, alternating within one "
+        f"fit ({args.steps} RBM steps, {args.ebm_steps} EBM steps; {args.reps} repetitions). "
+        "Ratio: the median hand step over the median ppgen step (loop, batching and callback "
+        "dispatch included), the median over repetitions, [lowest, highest]"
+    )
+    print(f"{'case':<52}{'ratio':>8}  range")
+    locks = [lockstep_case(args.steps, args.ebm_steps, s, x, ring) for s in range(args.reps)]
+    for key, name in (
+        ("rbm", "torch RBM(64,64) PCD-1 gibbs vs hand"),
+        ("ebm", "torch EBM langevin replay vs hand"),
+        ("ebm, ones", "torch EBM langevin replay vs hand, grad with ones"),
+    ):
+        r = [lk[key] for lk in locks]
+        print(f"{name:<52}{statistics.median(r):>8.2f}  [{min(r):.2f}, {max(r):.2f}]")
 
 
 # ----------------------------------------------------------------------------- 2. quality

@@ -9,16 +9,24 @@ import math
 def test_bench_ebm_tiny(run_in_process):
     out = run_in_process(["-m", "benchmarks.bench_ebm", "--quick"])
     lines = out.splitlines()
-    # speed: RBM PCD-1 vs hand, EBM vs hand, EBM vs torchebm (a ratio, or a row saying why it
-    # was skipped: torchebm is no dependency of the project), NumPyro EBM vs raw JAX
+    # speed, separate runs: RBM PCD-1 vs hand, EBM vs hand (twice: the gradient by a sum and
+    # with the ones given), EBM vs torchebm (a ratio, or a row saying why it was skipped:
+    # torchebm is no dependency of the project), NumPyro EBM vs raw JAX; then in lockstep:
+    # RBM and the two EBM rows again
     rows = [line for line in lines if " vs " in line]
-    assert len(rows) == 4, out
-    timed = [r for r in rows if "skipped" not in r]
-    assert len(timed) >= 3, out
-    for r in timed:
-        a, b, ratio = (float(v) for v in r.split()[-3:])
+    assert len(rows) == 8, out
+    paired = [r for r in rows[:5] if "skipped" not in r]
+    assert len(paired) >= 4, out
+    for r in paired:  # name, steps/s of each, the median paired ratio, [lowest, highest]
+        a, b, ratio = (float(v) for v in r.split()[-5:-2])
+        lo, hi = (float(v) for v in r.split("[")[1].rstrip("]").split(","))
         assert a > 0 and b > 0 and math.isfinite(ratio) and ratio > 0, r
-        assert abs(ratio - a / b) < 0.01 + 0.01 * ratio, r
+        # --quick runs one repetition: the paired ratio is the ratio of the rates
+        assert abs(ratio - a / b) < 0.01 + 0.01 * ratio and lo <= ratio <= hi, r
+    for r in rows[5:]:
+        ratio = float(r.split("[")[0].split()[-1])
+        lo, hi = (float(v) for v in r.split("[")[1].rstrip("]").split(","))
+        assert math.isfinite(ratio) and 0 < lo <= ratio <= hi, r
     # quality: 2 RBM sizes x {CD-1, CD-10, PCD-1}, the mixture, MADE and the VAE
     quality = [
         line for line in lines if line.startswith(("RBM(", "BernoulliMixture", "MADE", "VAE"))

@@ -220,7 +220,7 @@ class TorchContrastive(SyncTorchEngine):
             e_neg = prog.energy(neg, {**data, prog.key: neg})
             mean_data, mean_neg = e_data.mean(), e_neg.mean()
             loss = cd_loss(e_data, e_neg, est.alpha, means=(mean_data, mean_neg))
-            read = [mean_data.detach(), mean_neg.detach()]
+            read = [mean_data, mean_neg]  # read as floats after the step
         elif est.objective == "nce":
             loss, metrics = self._nce(x, data)
         else:
@@ -234,7 +234,7 @@ class TorchContrastive(SyncTorchEngine):
         self.optim.zero_grad()
         loss.backward()
         self.optim.step()
-        values = read_scalars([loss.detach(), *read])
+        values = read_scalars([loss, *read])
         if read:
             metrics = {"energy_data": values[1], "energy_neg": values[2]}
             if self._sampler_stats:

@@ -142,7 +142,8 @@ def read_scalars(values: Sequence[torch.Tensor]) -> list[float]:
     """
     if values[0].device.type == "cpu":
         return [v.item() for v in values]
-    return torch.stack(list(values)).tolist()
+    with torch.no_grad():  # values may still be in a graph
+        return torch.stack(list(values)).tolist()
 
 
 def gather_rows(t: torch.Tensor, interleave: bool = True) -> torch.Tensor:

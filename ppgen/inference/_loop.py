@@ -226,6 +226,9 @@ class Minibatcher:
         self.perm: np.ndarray | None = None
         self.pos = 0
         self._before = (None, 0, None)
+        # the permutation as a torch index on each device the data live on, made once per
+        # shuffle: a step slices it (a view) instead of copying its rows from numpy
+        self._index_of: tuple[np.ndarray | None, dict[Any, Any]] = (None, {})
 
     @property
     def steps_per_epoch(self) -> int:
@@ -244,11 +247,31 @@ class Minibatcher:
             self._before = (self.perm, self.pos, self.rng.bit_generator.state)
             self.perm = self.rng.permutation(self.size)
             self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
+        start = self.pos
+        idx = self.perm[start : start + self.batch_size]
         self.pos += self.batch_size
         if self.world > 1:  # data-parallel: this process's share of the global batch
             idx = idx[self.rank :: self.world]
-        return self.take(idx), self.size / len(idx)
+        batch = dict(self.data)
+        for k, axis in self.axes.items():
+            v = self.data[k]
+            if hasattr(v, "device") and hasattr(v, "detach"):  # torch
+                batch[k] = v.index_select(axis, self._torch_index(v.device, start))
+            else:
+                batch[k] = _take(v, idx, axis)
+        return batch, self.size / len(idx)
+
+    def _torch_index(self, device: Any, start: int) -> Any:
+        """This step's rows of the permutation (this process's share) as a torch index on
+        ``device``: the rows :meth:`next` draws, without a copy from numpy per step."""
+        perm, by_device = self._index_of
+        if perm is not self.perm:
+            perm, by_device = self._index_of = (self.perm, {})
+        index = by_device.get(device)
+        if index is None:
+            index = by_device[device] = sys.modules["torch"].as_tensor(perm, device=device)
+        index = index[start : start + self.batch_size]
+        return index[self.rank :: self.world] if self.world > 1 else index
 
     def undo(self) -> None:
         """Forget the last :meth:`next`: its rows are drawn again (a step cut short or

@@ -205,17 +205,20 @@ class RBM(_RBMBase):
 
     def energy(self, x: Tensor) -> Tensor:
         """The free energy :math:`F(x)` of each row, shape ``x.shape[:-1]``."""
-        x, W = self._check("x", x, self.num_visible), self.W
+        p = self._parameters  # read directly: nn.Module's attribute lookup is the slow path
+        x, W = self._check("x", x, self.num_visible), p["W"]
         x = x if x.dtype == W.dtype else x.to(W.dtype)
-        return -(x @ self.vbias) - F.softplus(F.linear(x, W, self.hbias)).sum(-1)
+        return -(x @ p["vbias"]) - F.softplus(F.linear(x, W, p["hbias"])).sum(-1)
 
     def block_gibbs_step(self, x: Tensor) -> Tensor:
         r"""One block Gibbs sweep :math:`v \to h \to v'` (Bernoulli units: two matrix products
         and two coin flips, drawn from torch's global generator)."""
-        x, W = self._check("x", x, self.num_visible), self.W
+        p = self._parameters
+        x, W = self._check("x", x, self.num_visible), p["W"]
         with torch.no_grad():
-            h = torch.bernoulli(torch.sigmoid(self._hidden_logits(x)))
-            v = torch.bernoulli(torch.sigmoid(F.linear(h, W.T, self.vbias)))
+            u = x if x.dtype == W.dtype else x.to(W.dtype)
+            h = torch.bernoulli(torch.sigmoid(F.linear(u, W, p["hbias"])))
+            v = torch.bernoulli(torch.sigmoid(F.linear(h, W.T, p["vbias"])))
         return v if v.dtype == x.dtype else v.to(x.dtype)
 
     def visible_given_hidden(self, h: Tensor) -> torch.distributions.Bernoulli:
@@ -382,18 +385,20 @@ class EBM(nn.Module):
                 if i < len(sizes) - 2:
                     layers.append(nn.SiLU())
             self.net = nn.Sequential(*layers)
-            # the first layer, for the hot path's dtype check (kept out of nn.Module's
-            # registry: no second name in the state dict)
-            self.__dict__["_first_linear"] = layers[0]
+            # the network and its first layer's parameters, for the hot path (kept out of
+            # nn.Module's registry, so no second name in the state dict, and read without
+            # its attribute lookup)
+            self.__dict__["_hot"] = (self.net, layers[0]._parameters)
 
     def energy(self, x: Tensor) -> Tensor:
         """:math:`E_\\theta(x)` of each datum, shape ``x.shape[:-len(event_shape)]``."""
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
-        first = self.__dict__.get("_first_linear")
-        if first is not None and x.dim() == 2 and x.shape[1] == self._width:  # the hot path
-            dtype = first.weight.dtype
-            return self.net(x if x.dtype == dtype else x.to(dtype)).reshape(-1)
+        hot = self.__dict__.get("_hot")
+        if hot is not None and x.dim() == 2 and x.shape[1] == self._width:  # the hot path
+            net, first = hot
+            dtype = first["weight"].dtype
+            return net(x if x.dtype == dtype else x.to(dtype)).reshape(-1)
         k = len(self.event_shape)
         if x.dim() < k or tuple(x.shape[x.dim() - k :]) != self.event_shape:
             raise DataError(
