@@ -27,13 +27,16 @@ weighted right; 0.5: one mode only) and the mean error of :math:`E|z_n|`.
 which declares the ``log_joint_terms`` capability, and the same program as a user's plain
 function, run per particle through ``torch.func.vmap``) against the same algorithm
 written by hand in torch (same networks, particles and critic updates; the log density coded
-directly over all particles; two fused Adams), three interleaved repetitions of 1,000 steps.
+directly over all particles; two fused Adams), three interleaved repetitions of 1,000 steps;
+then the same in lockstep (one ppgen step, one hand step, alternating within one fit; the ratio
+of the median step times), which resolves a few per cent on a machine whose speed drifts.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,9 +82,19 @@ def flat(draws: dict[str, np.ndarray], sites: list[str], n: int) -> np.ndarray:
 
 
 def hand_avb(steps: int, particles: int, n_critic: int, noise: int, seed: int) -> float:
-    """Steps/s of AVB (adaptive contrast) written by hand for eight schools: the same guide
-    and critic MLPs, particles and critic updates as ppgen's defaults, the log density coded
-    directly in torch over all particles at once, two fused Adams."""
+    """Steps/s of :func:`hand_avb_step` run ``steps`` times (timed after ``WARM``)."""
+    step = hand_avb_step(particles, n_critic, noise, seed)
+    for i in range(steps):
+        if i == WARM:
+            t0 = time.perf_counter()
+        step()
+    return (steps - WARM) / (time.perf_counter() - t0)
+
+
+def hand_avb_step(particles: int, n_critic: int, noise: int, seed: int) -> Callable[[], None]:
+    """AVB (adaptive contrast) written by hand for eight schools, one call per step: the same
+    guide and critic MLPs, particles and critic updates as ppgen's defaults, the log density
+    coded directly in torch over all particles at once, two fused Adams."""
     from torch.nn import functional as F
 
     from ppgen.nn import Critic, mlp_layers
@@ -108,9 +121,7 @@ def hand_avb(steps: int, particles: int, n_critic: int, noise: int, seed: int) -
         theta = mu[:, None] + tau[:, None] * eta
         return prior + dist.Normal(theta, sigma, **quiet).log_prob(y).sum(-1)
 
-    for step in range(steps):
-        if step == WARM:
-            t0 = time.perf_counter()
+    def step() -> None:
         u = g(torch.randn(particles, noise))
         loc, scale = u.mean(0).detach(), u.std(0).detach() + 1e-6
         q_in = (u - loc) / scale
@@ -129,23 +140,27 @@ def hand_avb(steps: int, particles: int, n_critic: int, noise: int, seed: int) -
             p.requires_grad_(True)
         opt_g.step()
         lt.item(), elbo.item()
-    return (steps - WARM) / (time.perf_counter() - t0)
+
+    return step
+
+
+def schools(sigma, y=None):  # the user's own program: no capability declared
+    mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = pyro.sample("tau", dist.HalfCauchy(5.0))
+    with pyro.plate("school", len(sigma)):
+        eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
+        return pyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
 
 
 def speed(steps: int, reps: int) -> None:
-    """ppgen's AVB on the eight-schools program vs :func:`hand_avb`, interleaved."""
+    """ppgen's AVB on the eight-schools program vs :func:`hand_avb`: separate runs (three per
+    repetition, the median of each), then in lockstep (one ppgen step, one hand step,
+    alternating within one fit: :class:`~benchmarks._machine.Lockstep`)."""
     import statistics
 
-    from benchmarks._machine import Clock
+    from benchmarks._machine import Clock, Lockstep
 
-    def schools(sigma, y=None):  # the user's own program: no capability declared
-        mu = pyro.sample("mu", dist.Normal(0.0, 5.0))
-        tau = pyro.sample("tau", dist.HalfCauchy(5.0))
-        with pyro.plate("school", len(sigma)):
-            eta = pyro.sample("eta", dist.Normal(0.0, 1.0))
-            return pyro.sample("y", dist.Normal(mu + tau * eta, sigma), obs=y)
-
-    rates = []
+    rates, locks = [], []
     for rep in range(reps):
         row = []
         for prog in (EightSchools(), schools):
@@ -154,11 +169,25 @@ def speed(steps: int, reps: int) -> None:
             ppgen.fit(prog, load("eight_schools"), est, seed=rep, callbacks=[clock])
             row.append(clock.rate)
         rates.append((*row, hand_avb(steps, est.particles, est.n_critic, 16, rep)))
+        lock_row = []
+        for prog in (EightSchools(), schools):
+            est = AVB(steps=steps, lr_decay=None)
+            lock = Lockstep(hand_avb_step(est.particles, est.n_critic, 16, rep))
+            ppgen.fit(prog, load("eight_schools"), est, seed=rep, callbacks=[lock])
+            lock_row.append(lock.ratio)
+        locks.append(lock_row)
     a, p, b = (statistics.median(r[i] for r in rates) for i in range(3))
     print(
         f"speed, eight schools: ppgen AVB {a:.1f} steps/s (zoo model declaring "
         f"log_joint_terms), {p:.1f} (a plain program, run per particle by vmap), hand loop "
         f"{b:.1f}; ratios {a / b:.2f} and {p / b:.2f}"
+    )
+    z, u = ([r[i] for r in locks] for i in range(2))
+    print(
+        f"speed in lockstep (the median hand step over the median ppgen step, median over "
+        f"{reps} repetitions [lowest, highest]): zoo model {statistics.median(z):.2f} "
+        f"[{min(z):.2f}, {max(z):.2f}], plain program {statistics.median(u):.2f} "
+        f"[{min(u):.2f}, {max(u):.2f}]"
     )
 
 
