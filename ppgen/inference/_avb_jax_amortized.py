@@ -20,7 +20,7 @@ from ppgen.inference._avb_jax import (
     check_guide_size,
 )
 from ppgen.inference._base import FitContext
-from ppgen.inference.guides._amortized_numpyro import data_plate
+from ppgen.inference.guides._sites import data_plate
 from ppgen.inference.guides.implicit import ImplicitAmortized, global_latents_error
 from ppgen.result import Fit
 

@@ -16,50 +16,12 @@ from ppgen.errors import DataError, ProgramError
 from ppgen.inference.guides._encode_numpyro import posterior_means
 from ppgen.inference.guides._numpyro_flows import check_flow_args, conditional_iaf
 from ppgen.inference.guides._numpyro_nets import _float, _split
-from ppgen.inference.guides._sites import find_plate, split_latents
+from ppgen.inference.guides._sites import data_plate
 from ppgen.nn_jax import _linear, mlp
 
 __all__ = ["NumPyroAmortized", "NumPyroFamily", "mlp", "encode"]
 
 NumPyroFamily = Literal["normal", "lowrank", "mvn", "flow"]
-
-
-def data_plate(
-    tr: Mapping[str, Any],
-    data: Mapping[str, Any],
-    plate_name: str | None,
-    family: str,
-    inputs: Sequence[str] | None,
-) -> tuple[Any, dict[str, tuple[int, ...]], list[dict], list[str]]:
-    """What an encoder needs of a NumPyro trace: the data plate's frame, the local latents
-    ``{site: event shape}``, the global latent sites, and the data keys to encode
-    (``inputs``, or the observed sites in the plate), all checked (the twin of the Pyro
-    guides' :func:`~ppgen.inference.guides.amortized.trace_data_plate`)."""
-    sites = [s for s in tr.values() if s["type"] == "sample"]
-    observed = [s for s in sites if s["is_observed"]]
-    plate = find_plate(observed, lambda s: s["cond_indep_stack"], plate_name, "numpyro")
-    latent = [s for s in sites if not s["is_observed"]]
-    locals_, glob = split_latents(
-        latent,
-        plate,
-        family,
-        lambda s: [f.name for f in s["cond_indep_stack"]],
-        strict_frames=False,
-    )
-    if inputs is None:
-        ids = {id(v): k for k, v in data.items()}
-        inputs = [
-            ids.get(id(s["value"]), s["name"])
-            for s in observed
-            if plate.name in [f.name for f in s["cond_indep_stack"]]
-        ]
-    missing = [k for k in inputs if k not in data]
-    if missing:
-        raise ProgramError(
-            f"Encoder input(s) {missing} are not data keys; pass `inputs=` with the data "
-            f"keys to encode (data keys: {sorted(data)})."
-        )
-    return plate, locals_, glob, list(inputs)
 
 
 def _encoder_kind(encoder: Any) -> str:
