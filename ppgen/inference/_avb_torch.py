@@ -194,7 +194,9 @@ class TorchAVB(SyncTorchEngine):
         u, context = self._particles(k, data)
 
         def critic(v: torch.Tensor) -> torch.Tensor:  # one number per particle (and datum)
-            return self.critic(v.reshape(-1, v.shape[-1]), *context).reshape(k, -1)
+            if context or v.dim() != 2:  # rows of (particle, datum) pairs: (K, N)
+                return self.critic(v.reshape(-1, v.shape[-1]), *context).reshape(k, -1)
+            return self.critic(v)  # (K, D) draws: one row per particle already
 
         if est.adaptive_contrast:  # q standardised against r = N(mean, sd) of its draws
             loc, sd = u.mean(0).detach(), u.std(0).detach() + 1e-6
@@ -209,7 +211,8 @@ class TorchAVB(SyncTorchEngine):
             opt.step(["discriminator"])
         with frozen(self.critic.parameters()):  # for the guide's backward pass
             log_p0, log_lik = self._densities(u, data)  # (K,) each, plate-scaled
-            t = critic(q_in).sum(-1)  # T(u) ~ log q(u) - log r(u), summed over data
+            t = critic(q_in)  # T(u) ~ log q(u) - log r(u), summed over data
+            t = t if t.dim() == 1 else t.reshape(k, -1).sum(-1)
             if est.adaptive_contrast:
                 log_r = torch.distributions.Normal(loc, sd).log_prob(u).reshape(k, -1).sum(-1)
                 elbo = (log_p0 + log_lik - scale * log_r - scale * t).mean()

@@ -397,15 +397,14 @@ class TorchOptimizer:
         if chosen is None:
             self.optimizer.step()
         else:
-            saved = [(g, g["params"]) for g in self.optimizer.param_groups]
+            # the optimiser sees only the chosen groups for this step (the others are not
+            # visited at all: an emptied group would still cost a pass of the update's code)
+            groups = self.optimizer.param_groups
+            self.optimizer.param_groups = [g for g in groups if g["name"] in chosen]
             try:
-                for g, _ in saved:
-                    if g["name"] not in chosen:
-                        g["params"] = []
                 self.optimizer.step()
             finally:
-                for g, ps in saved:
-                    g["params"] = ps
+                self.optimizer.param_groups = groups
             return None
         self.schedule()
         return None

@@ -10,6 +10,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 from torch.distributions import biject_to
+from torch.distributions.transforms import ComposeTransform
 
 from ppgen.errors import ProgramError, check_int
 from ppgen.inference.guides.amortized import trace_data_plate
@@ -56,6 +57,8 @@ class LatentLayout:
             self.transforms[n], self.shapes[n] = t, tuple(u.shape[batch_dims:])
             self.sizes.append(max(int(torch.Size(self.shapes[n]).numel()), 1))
         self.dim = sum(self.sizes)
+        #: sites on the real line: their values are the draws and their log|J| is zero
+        self.identity = {n: _is_identity(self.transforms[n]) for n in self.names}
 
     def split(self, u: Tensor) -> dict[str, Tensor]:
         lead = u.shape[:-1]
@@ -66,12 +69,18 @@ class LatentLayout:
         values, ldj = {}, 0.0
         for n in self.names:
             u, t = parts[n], self.transforms[n]
+            if self.identity[n]:  # z = u, log|J| = 0: nothing to compute
+                values[n] = u
+                continue
             z = t(u)
             values[n] = z
             j = t.log_abs_det_jacobian(u, z)
             lead = u.dim() - len(self.shapes[n])  # the draws' (and data's) axes
             ldj = ldj + j.reshape(j.shape[:lead] + (-1,)).sum(-1) if j.dim() > lead else ldj + j
-        return values, torch.as_tensor(ldj)
+        if not isinstance(ldj, Tensor):  # every site on the real line: zeros, one per draw
+            u = parts[self.names[0]]
+            ldj = u.new_zeros(u.shape[: u.dim() - len(self.shapes[self.names[0]])])
+        return values, ldj
 
     def flatten(self, values: Mapping[str, Tensor]) -> Tensor:
         """Constrained values ``{site: (..., *shape)}`` back to one ``(..., D)`` vector."""
@@ -81,6 +90,11 @@ class LatentLayout:
             lead = u.shape[: u.dim() - len(self.shapes[n])]
             parts.append(u.reshape(lead + (-1,)))
         return torch.cat(parts, -1)
+
+
+def _is_identity(t: Any) -> bool:
+    """Whether ``t`` is the identity (``biject_to(real)``: a composition of no transforms)."""
+    return isinstance(t, ComposeTransform) and not t.parts
 
 
 def global_latents_error(plate: str, names: Sequence[str]) -> ProgramError:
