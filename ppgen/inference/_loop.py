@@ -252,14 +252,7 @@ class Minibatcher:
         self.pos += self.batch_size
         if self.world > 1:  # data-parallel: this process's share of the global batch
             idx = idx[self.rank :: self.world]
-        batch = dict(self.data)
-        for k, axis in self.axes.items():
-            v = self.data[k]
-            if hasattr(v, "device") and hasattr(v, "detach"):  # torch
-                batch[k] = v.index_select(axis, self._torch_index(v.device, start))
-            else:
-                batch[k] = _take(v, idx, axis)
-        return batch, self.size / len(idx)
+        return self.take(idx, start), self.size / len(idx)
 
     def _torch_index(self, device: Any, start: int) -> Any:
         """This step's rows of the permutation (this process's share) as a torch index on
@@ -282,11 +275,17 @@ class Minibatcher:
         if rng is not None:
             self.rng.bit_generator.state = rng
 
-    def take(self, idx: np.ndarray) -> dict[str, Any]:
-        """The data with rows ``idx`` of the batch plate (each array along its own axis)."""
+    def take(self, idx: np.ndarray, start: int | None = None) -> dict[str, Any]:
+        """The data with rows ``idx`` of the batch plate (each array along its own axis);
+        ``start``: where ``idx`` begins in the current shuffle (:meth:`next`'s batches), so
+        that torch arrays are indexed by the shuffle's own torch copy."""
         batch = dict(self.data)
         for k, axis in self.axes.items():
-            batch[k] = _take(self.data[k], idx, axis)
+            v = self.data[k]
+            if start is not None and hasattr(v, "device") and hasattr(v, "detach"):  # torch
+                batch[k] = v.index_select(axis, self._torch_index(v.device, start))
+            else:
+                batch[k] = _take(v, idx, axis)
         return batch
 
     def state_dict(self) -> dict[str, Any]:

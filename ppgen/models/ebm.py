@@ -116,8 +116,9 @@ class _RBMBase(nn.Module):
         return torch.distributions.Bernoulli(logits=self._hidden_logits(v), validate_args=False)
 
     def _hidden_logits(self, v: Tensor) -> Tensor:
-        W = self.W
-        return F.linear(v if v.dtype == W.dtype else v.to(W.dtype), W, self.hbias)
+        p = self._parameters  # read directly: nn.Module's attribute lookup is the slow path
+        W = p["W"]
+        return F.linear(v if v.dtype == W.dtype else v.to(W.dtype), W, p["hbias"])
 
     def block_gibbs_step(self, x: Tensor) -> Tensor:
         r"""One block Gibbs sweep :math:`v \to h \sim p(h \mid v) \to v' \sim p(v \mid h)`.
@@ -214,11 +215,10 @@ class RBM(_RBMBase):
         r"""One block Gibbs sweep :math:`v \to h \to v'` (Bernoulli units: two matrix products
         and two coin flips, drawn from torch's global generator)."""
         p = self._parameters
-        x, W = self._check("x", x, self.num_visible), p["W"]
+        x = self._check("x", x, self.num_visible)
         with torch.no_grad():
-            u = x if x.dtype == W.dtype else x.to(W.dtype)
-            h = torch.bernoulli(torch.sigmoid(F.linear(u, W, p["hbias"])))
-            v = torch.bernoulli(torch.sigmoid(F.linear(h, W.T, p["vbias"])))
+            h = torch.bernoulli(torch.sigmoid(self._hidden_logits(x)))
+            v = torch.bernoulli(torch.sigmoid(F.linear(h, p["W"].T, p["vbias"])))
         return v if v.dtype == x.dtype else v.to(x.dtype)
 
     def visible_given_hidden(self, h: Tensor) -> torch.distributions.Bernoulli:
@@ -394,9 +394,9 @@ class EBM(nn.Module):
         """:math:`E_\\theta(x)` of each datum, shape ``x.shape[:-len(event_shape)]``."""
         if not isinstance(x, Tensor):
             x = torch.as_tensor(x)
-        hot = self.__dict__.get("_hot")
-        if hot is not None and x.dim() == 2 and x.shape[1] == self._width:  # the hot path
-            net, first = hot
+        net, first = self.__dict__.get("_hot", (None, None))
+        # the hot path: an MLP over vectors (and still the module's own network)
+        if x.dim() == 2 and x.shape[1] == self._width and net is self._modules["net"]:
             dtype = first["weight"].dtype
             return net(x if x.dtype == dtype else x.to(dtype)).reshape(-1)
         k = len(self.event_shape)

@@ -202,6 +202,34 @@ def test_minibatcher_slices_each_array_along_its_axis_and_resumes_exactly():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("world", [1, 2])
+def test_torch_batches_are_the_rows_numpy_batches_draw_across_epochs_undo_and_resume(world):
+    """Torch arrays are indexed by a torch copy of each shuffle (made once per shuffle): the
+    rows every step draws are the numpy path's, for each process's share, over epochs, after
+    an undone step (rewound onto the previous shuffle) and from a loaded state."""
+    import torch
+
+    x = np.arange(3 * 11, dtype=np.float32).reshape(11, 3)
+    kw = dict(seed=3, axes={"x": 0, "y": 1}, shard=(world - 1, world))
+    y = np.arange(2 * 11).reshape(2, 11)
+    mb_np = Minibatcher({"x": x, "y": y}, 11, 4, **kw)
+    mb_t = Minibatcher({"x": torch.as_tensor(x), "y": torch.as_tensor(y)}, 11, 4, **kw)
+
+    def same(n: int) -> None:
+        for _ in range(n):
+            (a, sa), (b, sb) = mb_np.next(), mb_t.next()
+            assert sa == sb
+            np.testing.assert_array_equal(a["x"], b["x"].numpy())
+            np.testing.assert_array_equal(a["y"], b["y"].numpy())
+
+    same(7)  # three shuffles
+    mb_np.undo(), mb_t.undo()  # the step that opened this shuffle was undone: the old one back
+    same(5)
+    sd = mb_np.state_dict()
+    mb_t.load_state_dict({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in sd.items()})
+    same(6)
+
+
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_a_covariate_with_several_axes_of_the_plate_size_is_refused_by_name(backend):
     n = 6
