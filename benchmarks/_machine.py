@@ -62,6 +62,15 @@ class Clock:
         return (self.n - self.warm) / (self.b - self.a)
 
 
+def step_rate(step: Callable[[], object], steps: int, warm: int = 20) -> float:
+    """Steps/s of a hand loop's ``step`` (one call, one step) over steps ``warm..steps``."""
+    for i in range(steps):
+        if i == warm:
+            t = time.perf_counter()
+        step()
+    return (steps - warm) / (time.perf_counter() - t)
+
+
 class Lockstep:
     """A ppgen callback that runs one step of a baseline after each ppgen step and times
     both: ppgen's step-to-step interval (the baseline's step taken out) and the baseline's

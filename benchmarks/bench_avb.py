@@ -47,7 +47,7 @@ import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 
 import ppgen  # noqa: E402
-from benchmarks._machine import machine  # noqa: E402
+from benchmarks._machine import machine, step_rate  # noqa: E402
 from ppgen.analysis.metrics import c2st  # noqa: E402
 from ppgen.data import load  # noqa: E402
 from ppgen.errors import NonFiniteError  # noqa: E402
@@ -83,12 +83,7 @@ def flat(draws: dict[str, np.ndarray], sites: list[str], n: int) -> np.ndarray:
 
 def hand_avb(steps: int, particles: int, n_critic: int, noise: int, seed: int) -> float:
     """Steps/s of :func:`hand_avb_step` run ``steps`` times (timed after ``WARM``)."""
-    step = hand_avb_step(particles, n_critic, noise, seed)
-    for i in range(steps):
-        if i == WARM:
-            t0 = time.perf_counter()
-        step()
-    return (steps - WARM) / (time.perf_counter() - t0)
+    return step_rate(hand_avb_step(particles, n_critic, noise, seed), steps, WARM)
 
 
 def hand_avb_step(particles: int, n_critic: int, noise: int, seed: int) -> Callable[[], None]:

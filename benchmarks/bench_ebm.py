@@ -82,7 +82,7 @@ import pyro  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import ppgen  # noqa: E402
-from benchmarks._machine import Clock, Lockstep, machine  # noqa: E402
+from benchmarks._machine import Clock, Lockstep, machine, step_rate  # noqa: E402
 from ppgen.data.builtin import digits  # noqa: E402
 from ppgen.data.modes2d import ring8  # noqa: E402
 from ppgen.distributions import Unnormalized  # noqa: E402
@@ -163,16 +163,7 @@ def lockstep_case(
 
 def rbm_hand_loop(rbm: RBM, steps: int, x: np.ndarray, seed: int) -> float:
     """Steps/s of :func:`rbm_hand_step` run ``steps`` times."""
-    return hand_rate(rbm_hand_step(rbm, x, seed), steps)
-
-
-def hand_rate(step: Callable[[], float], steps: int) -> float:
-    """Steps/s of a hand loop's ``step`` over steps ``WARM..steps``."""
-    for i in range(steps):
-        if i == WARM:
-            t = time.perf_counter()
-        step()
-    return (steps - WARM) / (time.perf_counter() - t)
+    return step_rate(rbm_hand_step(rbm, x, seed), steps, WARM)
 
 
 def rbm_hand_step(rbm: RBM, x: np.ndarray, seed: int) -> Callable[[], float]:
@@ -259,7 +250,7 @@ def ebm_hand_loop(
     net: torch.nn.Module, steps: int, x: np.ndarray, seed: int, ones: bool = False
 ) -> float:
     """Steps/s of :func:`ebm_hand_step` run ``steps`` times."""
-    return hand_rate(ebm_hand_step(net, x, seed, ones), steps)
+    return step_rate(ebm_hand_step(net, x, seed, ones), steps, WARM)
 
 
 def ebm_hand_step(
